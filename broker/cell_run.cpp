@@ -1,0 +1,327 @@
+#include "broker/cell_run.h"
+
+#include "core/dns_wire.h"
+#include "core/uuid.h"
+#include "ipc/socket.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include <kj/debug.h>
+
+namespace cellos::broker {
+
+namespace {
+
+uint64_t monotonicMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Receives the DNS child's audit records (relayed by the DNS spawner) and turns each into a
+// dns_query event of this run.
+class DnsAuditSinkServer final : public ipc::DnsAuditSink::Server {
+ public:
+  explicit DnsAuditSinkServer(kj::Function<kj::Promise<void>(nlohmann::json, bool)> emit)
+      : emit_(kj::mv(emit)) {}
+
+  kj::Promise<void> record(RecordContext context) override {
+    auto params = context.getParams();
+    kj::Vector<kj::Promise<void>> writes;
+    for (auto r : params.getRecords()) {
+      nlohmann::json data = {
+          {"qname", r.getQname().cStr()},
+          {"qtype", core::qtypeName(r.getQtype())},
+          {"transport", r.getTransport().cStr()},
+          {"decision", r.getDecision().cStr()},
+          {"reasonCode", r.getReasonCode().cStr()},
+          {"rcode", r.getRcode()},
+          {"latencyMicros", r.getLatencyMicros()},
+      };
+      if (r.getResolverId().size() > 0) data["resolverId"] = r.getResolverId().cStr();
+      writes.add(emit_(kj::mv(data), false));
+    }
+    if (params.getDropped() > 0) {
+      writes.add(emit_(nlohmann::json{{"dropped", params.getDropped()}}, true));
+    }
+    return kj::joinPromises(writes.releaseAsArray());
+  }
+
+ private:
+  kj::Function<kj::Promise<void>(nlohmann::json, bool)> emit_;
+};
+
+}  // namespace
+
+CellRun::CellRun(BrokerContext& context, core::CellDocument document, std::string specDigest,
+                 ipc::OutputSink::Client output)
+    : context_(context),
+      document_(std::move(document)),
+      specDigest_(std::move(specDigest)),
+      output_(kj::mv(output)) {
+  events_.hostId = context_.hostId;
+  events_.cellId = document_.spec.id;
+  events_.runId = core::newUuidV7();
+  events_.correlationId = document_.spec.correlationId;
+}
+
+kj::Promise<void> CellRun::emit(const std::string& family, int version, const std::string& verb,
+                                nlohmann::json data) {
+  auto event = core::makeCellEvent(events_, core::eventType(family, version, verb), kj::mv(data));
+  if (family == "lifecycle" && verb == "started") {
+    events_.startedEventId = event["id"].get<std::string>();
+    events_.startedEventType = event["type"].get<std::string>();
+  }
+  return context_.events.append(kj::mv(event));
+}
+
+kj::Promise<void> CellRun::phase(const char* name, kj::Function<kj::Promise<void>()> body) {
+  uint64_t start = monotonicMicros();
+  std::string phaseName = name;
+  return kj::evalNow([&]() { return body(); })
+      .then(
+          [this, phaseName, start]() {
+            timings_.emplace_back(phaseName, monotonicMicros() - start);
+          },
+          [this, phaseName, start](kj::Exception&& e) {
+            timings_.emplace_back(phaseName, monotonicMicros() - start);
+            if (outcome_.failedPhase.empty()) {
+              outcome_.failedPhase = phaseName;
+              outcome_.error = e.getDescription().cStr();
+              spdlog::error("cell {} run {}: phase {} failed: {}", cellId(), runId(), phaseName,
+                            outcome_.error);
+            }
+            kj::throwFatalException(kj::mv(e));
+          });
+}
+
+nlohmann::json CellRun::timingsJson() const {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [name, micros] : timings_) out[name] = micros;
+  return out;
+}
+
+kj::Promise<void> CellRun::createCell() {
+  auto request = context_.vmm.createCellRequest();
+  auto cell = request.initRequest();
+  const auto& spec = document_.spec;
+  cell.setCellId(spec.id);
+  cell.setRunId(runId());
+  cell.setBackend(spec.placement.backend.value_or("linux"));
+  if (spec.run) {
+    const auto& run = *spec.run;
+    auto argv = cell.initArgv(run.argv.size());
+    for (size_t i = 0; i < run.argv.size(); ++i) argv.set(i, run.argv[i]);
+    auto env = cell.initEnv(run.env.size());
+    for (size_t i = 0; i < run.env.size(); ++i) {
+      env[i].setKey(run.env[i].first);
+      env[i].setValue(run.env[i].second);
+    }
+    cell.setWorkingDirectory(run.workingDirectory);
+    // The command's timeout, capped by the cell's whole lifetime.
+    uint64_t ttlMs = spec.lifetime.ttlSeconds * 1000;
+    cell.setTimeoutMs(run.timeoutMs ? std::min(*run.timeoutMs, ttlMs) : ttlMs);
+    cell.setMemoryMaxBytes(run.limits.memoryMaxBytes.value_or(0));
+    cell.setPidsMax(run.limits.pidsMax.value_or(0));
+    cell.setGracefulShutdownSeconds(
+        static_cast<uint32_t>(run.limits.gracefulShutdownSeconds.value_or(5)));
+  } else {
+    // A cell without a command still boots and is torn down; its init runs `true`.
+    cell.initArgv(1).set(0, "/bin/true");
+    cell.setWorkingDirectory("/workspace");
+  }
+  return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent createCell",
+                          request.send())
+      .then([this](capnp::Response<ipc::VmmAgent::CreateCellResults> response) {
+        cell_ = response.getCell();
+        netns_ = response.getNetns();
+      });
+}
+
+kj::Promise<void> CellRun::startDns() {
+  auto request = context_.dns.startProxyRequest();
+  request.setNetns(*netns_);
+  auto policy = request.initPolicy();
+  const auto& dns = document_.spec.authority.dnsAuthority;
+  policy.setCellId(cellId());
+  auto allow = policy.initHostnameAllowlist(dns.hostnameAllowlist.size());
+  for (size_t i = 0; i < dns.hostnameAllowlist.size(); ++i) allow.set(i, dns.hostnameAllowlist[i]);
+  std::vector<uint16_t> types;
+  for (const auto& name : dns.allowedQueryTypes) {
+    if (auto type = core::qtypeFromName(name)) types.push_back(*type);
+  }
+  auto typeList = policy.initAllowedQueryTypes(types.size());
+  for (size_t i = 0; i < types.size(); ++i) typeList.set(i, types[i]);
+  policy.setBindAddress("127.0.0.1");
+  request.setAudit(kj::heap<DnsAuditSinkServer>([this](nlohmann::json data, bool dropped) {
+    return dropped ? emit("observability", 1, "dns_audit_dropped", kj::mv(data))
+                   : emit("observability", 1, "dns_query", kj::mv(data));
+  }));
+  return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "dns-helper startProxy",
+                          request.send())
+      .then([this](capnp::Response<ipc::DnsHelper::StartProxyResults> response) {
+        dnsProxy_ = response.getProxy();
+      });
+}
+
+kj::Promise<void> CellRun::runCommand() {
+  if (!document_.spec.run) return kj::READY_NOW;
+  KJ_REQUIRE(!cancelled_, "run cancelled before its command started");
+  auto start = cell_->startRequest();
+  start.setOutput(output_);
+  return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent start",
+                          start.send())
+      .then([this](auto) {
+        // No timeout on wait: the agent enforces the cell's own timeout and ttl.
+        return cell_->waitRequest().send();
+      })
+      .then([this](capnp::Response<ipc::Cell::WaitResults> response) {
+        auto status = response.getStatus();
+        outcome_.hasStatus = true;
+        outcome_.exitCode = status.getExitCode();
+        outcome_.signal = status.getSignal();
+        outcome_.timedOut = status.getTimedOut();
+        outcome_.durationMicros = status.getDurationMicros();
+        outcome_.stdoutBytes = status.getStdoutBytes();
+        outcome_.stderrBytes = status.getStderrBytes();
+        outcome_.outputTruncated = status.getOutputTruncated();
+        forced_ = !status.getReported();
+        nlohmann::json data = {
+            {"exitCode", outcome_.exitCode},
+            {"signal", outcome_.signal},
+            {"durationMs", outcome_.durationMicros / 1000},
+            {"timedOut", outcome_.timedOut},
+            {"oomKilled", false},
+            {"stdoutBytes", outcome_.stdoutBytes},
+            {"stderrBytes", outcome_.stderrBytes},
+            {"outputTruncated", outcome_.outputTruncated},
+        };
+        return emit("command", 1, "completed", kj::mv(data));
+      });
+}
+
+kj::Promise<void> CellRun::teardown() {
+  // destroy: the cell first (its processes are what could still act), then its resolver.
+  uint64_t start = monotonicMicros();
+  kj::Promise<void> destroyed = kj::READY_NOW;
+  if (cell_) {
+    destroyed = ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent destroy",
+                                 cell_->destroyRequest().send())
+                    .then(
+                        [this](capnp::Response<ipc::Cell::DestroyResults> response) {
+                          for (auto r : response.getResidue()) residue_.emplace_back(r.cStr());
+                        },
+                        [this](kj::Exception&& e) {
+                          residue_.push_back(std::string("destroy failed: ") +
+                                             e.getDescription().cStr());
+                        });
+  }
+  return destroyed.then([this, start]() {
+    kj::Promise<void> stopped = kj::READY_NOW;
+    if (dnsProxy_) {
+      stopped = ipc::withTimeout(context_.timer, context_.helperCallTimeout, "dns-helper stop",
+                                 dnsProxy_->stopRequest().send())
+                    .ignoreResult()
+                    .catch_([this](kj::Exception&& e) {
+                      residue_.push_back(std::string("DNS child stop failed: ") +
+                                         e.getDescription().cStr());
+                    });
+    }
+    return stopped.then([this, start]() {
+      cell_ = std::nullopt;
+      netns_ = std::nullopt;
+      dnsProxy_ = std::nullopt;
+      timings_.emplace_back("destroy", monotonicMicros() - start);
+      if (!residue_.empty() && outcome_.failedPhase.empty()) {
+        outcome_.failedPhase = "destroy";
+        outcome_.error = "residue after destroy: " + residue_.front();
+      }
+      // revoke: no secret was materialized in this version, so there is nothing to revoke.
+      timings_.emplace_back("revoke", 0);
+    });
+  });
+}
+
+kj::Promise<RunOutcome> CellRun::execute() {
+  const auto& spec = document_.spec;
+  spdlog::info("cell {} run {}: admitted", cellId(), runId());
+  auto phases =
+      phase("admission",
+            [this, &spec]() {
+              nlohmann::json data = {{"backend", spec.placement.backend.value_or("linux")},
+                                     {"image", spec.run ? spec.run->image : "host"},
+                                     {"specDigest", specDigest_}};
+              return emit("admission", 1, "accepted", kj::mv(data));
+            })
+          .then([this]() {
+            return phase("network_scope", [this]() {
+              return createCell().then([this]() { return startDns(); }).then([this]() {
+                nlohmann::json data = {{"netnsId", cellId()},
+                                       {"resolverAddress", "127.0.0.1:53"},
+                                       {"egressRuleCount",
+                                        document_.spec.authority.egressRules.size()},
+                                       {"nftApplied", false}};
+                return emit("network", 1, "scoped", kj::mv(data));
+              });
+            });
+          })
+          .then([this]() {
+            // secrets: none are materialized in this version (the document may name none).
+            return phase("secrets", [this]() -> kj::Promise<void> {
+              KJ_REQUIRE(document_.spec.authority.secretRefs.empty(),
+                         "this runner cannot deliver secrets yet; remove spec.authority.secretRefs");
+              return kj::READY_NOW;
+            });
+          })
+          .then([this, &spec]() {
+            nlohmann::json argv = nlohmann::json::array();
+            if (spec.run) argv = spec.run->argv;
+            nlohmann::json data = {{"backend", spec.placement.backend.value_or("linux")},
+                                   {"image", spec.run ? spec.run->image : "host"},
+                                   {"argv", argv},
+                                   {"phaseTimingsMicros", timingsJson()}};
+            return emit("lifecycle", 1, "started", kj::mv(data));
+          })
+          .then([this]() { return phase("run", [this]() { return runCommand(); }); })
+          .then([this]() {
+            // export: artifacts are not exported in this version.
+            return phase("export", []() { return kj::READY_NOW; });
+          });
+  return phases.catch_([](kj::Exception&&) { /* recorded by phase() */ })
+      .then([this]() { return teardown(); })
+      .then([this]() {
+        outcome_.succeeded = outcome_.failedPhase.empty();
+        bool forced = cancelled_ || outcome_.timedOut || forced_ || !residue_.empty();
+        nlohmann::json data = {
+            {"outcome", outcome_.succeeded ? "succeeded" : "failed"},
+            {"terminalState", forced ? "forced" : "clean"},
+            {"residue", {{"clean", residue_.empty()}, {"items", residue_}}},
+            {"phaseTimingsMicros", timingsJson()},
+        };
+        if (!outcome_.succeeded) data["failedPhase"] = outcome_.failedPhase;
+        return emit("lifecycle", 1, "destroyed", kj::mv(data));
+      })
+      .then([this]() { return outcome_; },
+            [this](kj::Exception&& e) {
+              // The destroyed event itself could not be written: the run failed even if the
+              // cell did not.
+              outcome_.succeeded = false;
+              if (outcome_.failedPhase.empty()) outcome_.failedPhase = "lifecycle.destroyed";
+              outcome_.error = e.getDescription().cStr();
+              return outcome_;
+            });
+}
+
+void CellRun::cancel() {
+  cancelled_ = true;
+  if (cell_) {
+    auto request = cell_->killRequest();
+    request.setSignal(SIGKILL);
+    cancelTask_ = request.send().ignoreResult().catch_([](kj::Exception&&) {}).eagerlyEvaluate(nullptr);
+  }
+}
+
+}  // namespace cellos::broker

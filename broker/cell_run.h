@@ -1,0 +1,86 @@
+#pragma once
+// One cell's lifecycle in the fixed phase order of the reference:
+//   admission -> network_scope -> secrets -> lifecycle.started -> run -> export -> destroy
+//   -> revoke -> lifecycle.destroyed
+// A failure in any phase still runs destroy and revoke and still ends with
+// lifecycle.destroyed (outcome: failed, failedPhase).
+
+#include "broker/event_log.h"
+#include "core/cloudevent.h"
+#include "core/spec.h"
+#include "ipc/broker.capnp.h"
+#include "ipc/dns.capnp.h"
+#include "ipc/vmm.capnp.h"
+
+#include <kj/async-io.h>
+
+#include <map>
+#include <optional>
+#include <string>
+
+namespace cellos::broker {
+
+// What every run shares: the helpers and the log.
+struct BrokerContext {
+  kj::Timer& timer;
+  std::string hostId;
+  ipc::VmmAgent::Client vmm;
+  ipc::DnsHelper::Client dns;
+  EventLog& events;
+  kj::Duration helperCallTimeout = 30 * kj::SECONDS;
+};
+
+struct RunOutcome {
+  bool succeeded = false;
+  std::string failedPhase;
+  std::string error;
+  bool hasStatus = false;
+  int exitCode = 0;
+  int signal = 0;
+  bool timedOut = false;
+  uint64_t durationMicros = 0;
+  uint64_t stdoutBytes = 0, stderrBytes = 0;
+  bool outputTruncated = false;
+};
+
+class CellRun {
+ public:
+  CellRun(BrokerContext& context, core::CellDocument document, std::string specDigest,
+          ipc::OutputSink::Client output);
+
+  // Runs every phase; never rejects (failures are part of the outcome).
+  kj::Promise<RunOutcome> execute();
+
+  // Stops the workload (cancel): the run then proceeds through teardown.
+  void cancel();
+
+  const std::string& runId() const { return events_.runId; }
+  const std::string& cellId() const { return document_.spec.id; }
+
+ private:
+  kj::Promise<void> emit(const std::string& family, int version, const std::string& verb,
+                         nlohmann::json data);
+  kj::Promise<void> phase(const char* name, kj::Function<kj::Promise<void>()> body);
+  kj::Promise<void> createCell();
+  kj::Promise<void> startDns();
+  kj::Promise<void> runCommand();
+  kj::Promise<void> teardown();
+  nlohmann::json timingsJson() const;
+
+  BrokerContext& context_;
+  core::CellDocument document_;
+  std::string specDigest_;
+  ipc::OutputSink::Client output_;
+  core::CellEventContext events_;
+  RunOutcome outcome_;
+  std::optional<ipc::Cell::Client> cell_;
+  std::optional<ipc::NetworkNamespace::Client> netns_;
+  std::optional<ipc::DnsProxy::Client> dnsProxy_;
+  std::vector<std::string> residue_;
+  std::vector<std::pair<std::string, uint64_t>> timings_;  // phase -> µs, in order
+  bool cancelled_ = false;
+  bool forced_ = false;  // the cell died without its init reporting a status
+  kj::Promise<void> cancelTask_ = kj::READY_NOW;
+};
+
+}  // namespace cellos::broker

@@ -1,0 +1,170 @@
+#include "broker/cli/embedded.h"
+
+#include "privsep/credentials.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+namespace cellos::cli {
+
+namespace {
+
+constexpr int kReadyTimeoutMs = 15000;
+constexpr auto kStopGrace = std::chrono::seconds(5);
+
+std::string describeStatus(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("killed by ") + strsignal(WTERMSIG(status));
+  return "stopped";
+}
+
+// Waits up to `timeout` for `pid` to exit; true when it did (and was reaped).
+bool waitForExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    pid_t r = waitpid(pid, status, WNOHANG);
+    if (r == pid || (r < 0 && errno == ECHILD)) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace
+
+std::string selfDirectory() {
+  return std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+}
+
+EmbeddedSystem::EmbeddedSystem(EmbeddedOptions options) : options_(std::move(options)) {
+  if (options_.binDir.empty()) options_.binDir = selfDirectory();
+  eventsPath_ = options_.eventsPath.empty() ? options_.stateDir + "/events/events.jsonl"
+                                            : options_.eventsPath;
+}
+
+EmbeddedSystem::~EmbeddedSystem() {
+  try {
+    stop();
+  } catch (...) {
+  }
+}
+
+std::vector<pid_t> EmbeddedSystem::pids() const {
+  std::vector<pid_t> out;
+  for (const auto& d : daemons_) out.push_back(d.pid);
+  return out;
+}
+
+void EmbeddedSystem::launch(const std::string& name, std::vector<std::string> args) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) < 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+  std::string path = options_.binDir + "/" + name;
+  args.insert(args.begin(), path);
+  args.push_back("--ready-fd=3");
+  args.push_back("--log-level=" + options_.logLevel);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid == 0) {
+    // Own process group: a Ctrl-C at the terminal reaches only the CLI, which then shuts the
+    // daemons down in order instead of all of them dying at once mid-cell.
+    setpgid(0, 0);
+    // If the CLI dies, the daemons go too (they re-arm this after switching user).
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(125);
+    dup2(ready[1], 3);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, 0);
+    char* envp[] = {nullptr};
+    execve(path.c_str(), argv.data(), envp);
+    dprintf(2, "cellos: cannot start %s: %s\n", path.c_str(), strerror(errno));
+    _exit(127);
+  }
+  close(ready[1]);
+  daemons_.push_back({name, pid});
+  pollfd p{ready[0], POLLIN, 0};
+  int rc = poll(&p, 1, kReadyTimeoutMs);
+  char byte = 0;
+  bool ok = rc == 1 && read(ready[0], &byte, 1) == 1;
+  close(ready[0]);
+  if (!ok) {
+    int status = 0;
+    std::string why = waitForExit(pid, std::chrono::milliseconds(200), &status)
+                          ? describeStatus(status)
+                          : "did not become ready within 15 s";
+    if (WIFEXITED(status) || WIFSIGNALED(status)) daemons_.back().pid = -1;
+    stop();
+    throw std::runtime_error(name + " failed to start: " + why + " (its log is above)");
+  }
+}
+
+void EmbeddedSystem::start() {
+  // Validate the accounts first: a missing user should be one clear line, not a daemon crash.
+  privsep::lookupAccount("cellos");
+  privsep::lookupAccount("cellos-signer");
+  privsep::lookupAccount("cellos-dns");
+  auto group = privsep::lookupGroup("cellos");
+  if (!group) throw std::runtime_error("group cellos does not exist; run scripts/setup");
+
+  // The state directory holds keys and logs: root-owned, not world-writable.
+  std::filesystem::create_directories(options_.stateDir);
+  chmod(options_.stateDir.c_str(), 0755);
+
+  char dirTemplate[] = "/run/cellos-run.XXXXXX";
+  if (mkdtemp(dirTemplate) == nullptr) {
+    throw std::system_error(errno, std::generic_category(), "mkdtemp /run/cellos-run.XXXXXX");
+  }
+  runtimeDir_ = dirTemplate;
+  // root:cellos 0750 — the broker (group cellos) reaches the sockets, nobody else enters.
+  chown(runtimeDir_.c_str(), 0, *group);
+  chmod(runtimeDir_.c_str(), 0750);
+
+  launch("cellos-event-signer", {"--socket=" + runtimeDir_ + "/signer.sock",
+                                 "--state-dir=" + options_.stateDir + "/signer",
+                                 "--config=/dev/null"});
+  launch("cellos-vmm-agent", {"--socket=" + runtimeDir_ + "/vmm.sock",
+                              "--run-dir=" + runtimeDir_ + "/vmm", "--config=/dev/null"});
+  launch("cellos-dns-helper", {"--socket=" + runtimeDir_ + "/dns.sock", "--config=/dev/null"});
+  launch("cellos-broker", {"--socket=" + runtimeDir_ + "/broker.sock",
+                           "--signer-socket=" + runtimeDir_ + "/signer.sock",
+                           "--vmm-socket=" + runtimeDir_ + "/vmm.sock",
+                           "--dns-socket=" + runtimeDir_ + "/dns.sock",
+                           "--events=" + eventsPath_, "--config=/dev/null"});
+}
+
+void EmbeddedSystem::stop() {
+  // Reverse order: the broker first (no new work), then the helpers it used, the signer last
+  // so every event the broker had in flight can still be signed.
+  for (auto it = daemons_.rbegin(); it != daemons_.rend(); ++it) {
+    if (it->pid <= 0) continue;
+    kill(it->pid, SIGTERM);
+    int status = 0;
+    if (!waitForExit(it->pid, kStopGrace, &status)) {
+      fprintf(stderr, "cellos: %s did not stop within 5 s; killing it\n", it->name.c_str());
+      kill(it->pid, SIGKILL);
+      waitpid(it->pid, &status, 0);
+    }
+    it->pid = -1;
+  }
+  daemons_.clear();
+  if (!runtimeDir_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(runtimeDir_, ignored);
+    runtimeDir_.clear();
+  }
+}
+
+}  // namespace cellos::cli

@@ -1,0 +1,57 @@
+#pragma once
+// Embedded mode (`cellos run`, as root): the CLI starts the four daemons as its children, each
+// under its own user and in its own process group, in a private runtime directory, and stops
+// them again when the cell is done — also after Ctrl-C.
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace cellos::cli {
+
+struct EmbeddedOptions {
+  std::string stateDir = "/var/lib/cellos";
+  std::string eventsPath;  // default <stateDir>/events/events.jsonl
+  std::string binDir;      // where the daemons are; default: beside this executable
+  std::string logLevel = "warn";
+};
+
+class EmbeddedSystem {
+ public:
+  explicit EmbeddedSystem(EmbeddedOptions options);
+  ~EmbeddedSystem();  // stop() if still running
+
+  // Creates the runtime directory and starts signer, VM launcher, DNS helper, then broker,
+  // each only after the previous one reported ready. Throws with the daemon's name (and its
+  // exit status, if it died) on failure, after stopping whatever had started.
+  void start();
+
+  // Stops the daemons in reverse order (SIGTERM, then SIGKILL after a grace period), reaps
+  // them and removes the runtime directory. Idempotent.
+  void stop();
+
+  std::string brokerSocket() const { return runtimeDir_ + "/broker.sock"; }
+  const std::string& eventsPath() const { return eventsPath_; }
+  const std::string& runtimeDir() const { return runtimeDir_; }
+
+  // Pids of the running daemons, in start order (signer, vmm-agent, dns-helper, broker).
+  std::vector<pid_t> pids() const;
+
+ private:
+  struct Daemon {
+    std::string name;
+    pid_t pid = -1;
+  };
+  void launch(const std::string& name, std::vector<std::string> args);
+
+  EmbeddedOptions options_;
+  std::string runtimeDir_;
+  std::string eventsPath_;
+  std::vector<Daemon> daemons_;
+};
+
+// Directory of the running executable (to find the daemons installed beside it).
+std::string selfDirectory();
+
+}  // namespace cellos::cli

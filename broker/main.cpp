@@ -1,0 +1,199 @@
+// cellos-broker: the only coordinator. It reads cell documents from clients, and asks the VM
+// launcher, the DNS helper and the event signer to do the privileged parts.
+//
+// Privilege story, top to bottom:
+//   1. start as root (embedded mode) or as cellos (service mode); close inherited fds;
+//   2. open the event log for append (creating it, owned by cellos) and bind broker.sock
+//      (owner cellos, group cellos, 0660) — the only steps that may need root;
+//   3. become cellos with no capabilities, set no_new_privs;
+//   4. connect to the three helpers (their listeners check that we are cellos);
+//   5. install the broker's seccomp profile; only then read a client's document.
+
+#include "broker/broker_server.h"
+#include "broker/cell_run.h"
+#include "broker/event_log.h"
+#include "broker/seccomp_profile.h"
+#include "core/uuid.h"
+#include "ipc/socket.h"
+#include "privsep/credentials.h"
+#include "privsep/daemon.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include <kj/debug.h>
+
+namespace {
+
+using namespace cellos;
+
+struct Options {
+  privsep::CommonOptions common{.socketPath = "/run/cellos/broker.sock", .user = "cellos"};
+  std::string clientGroup = "cellos";
+  std::string vmmSocket = "/run/cellos/vmm.sock";
+  std::string dnsSocket = "/run/cellos/dns.sock";
+  std::string signerSocket = "/run/cellos/signer.sock";
+  std::string eventsPath = "/var/lib/cellos/events/events.jsonl";
+  std::string hostId;
+  int connectTimeoutSeconds = 10;
+};
+
+std::string readHostId() {
+  std::ifstream in("/etc/machine-id");
+  std::string id;
+  std::getline(in, id);
+  return id.empty() ? "unknown-host" : id;
+}
+
+// The log is opened before privilege is dropped and kept open; the broker never needs to open
+// a file by name afterwards.
+int openEventLog(const std::string& path, const privsep::Account& owner) {
+  auto slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    std::string dir = path.substr(0, slash);
+    if (mkdir(dir.c_str(), 0750) == 0 && geteuid() == 0) {
+      KJ_SYSCALL(chown(dir.c_str(), owner.uid, owner.gid), dir);
+    }
+  }
+  int fd;
+  KJ_SYSCALL(fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640),
+             path);
+  struct stat st {};
+  KJ_SYSCALL(fstat(fd, &st), path);
+  KJ_REQUIRE(S_ISREG(st.st_mode), "event log must be a regular file", path);
+  if (geteuid() == 0) {
+    KJ_SYSCALL(fchown(fd, owner.uid, owner.gid), path);
+  }
+  return fd;
+}
+
+// Helpers may still be starting (service mode without strict ordering): retry for a while.
+kj::AutoCloseFd connectWithRetry(const std::string& path, int seconds) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  for (;;) {
+    try {
+      return ipc::connectUnix(path);
+    } catch (const kj::Exception& e) {
+      if (std::chrono::steady_clock::now() > deadline) throw;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+}
+
+int serve(const Options& options) {
+  privsep::closeStrayFds({options.common.readyFd});
+  auto account = privsep::lookupAccount(options.common.user);
+  auto clientGroup = privsep::lookupGroup(options.clientGroup);
+  std::string hostId = options.hostId.empty() ? readHostId() : options.hostId;
+
+  kj::AutoCloseFd eventsFd(openEventLog(options.eventsPath, account));
+  auto listenFd = ipc::listenUnix({options.common.socketPath, 0660, account.uid,
+                                   clientGroup.value_or(account.gid)});
+
+  if (geteuid() == 0) privsep::becomeUnprivileged(account);
+  KJ_REQUIRE(geteuid() == account.uid, "not running as the broker user", options.common.user);
+  privsep::setNoNewPrivs();
+
+  auto signerFd = connectWithRetry(options.signerSocket, options.connectTimeoutSeconds);
+  auto vmmFd = connectWithRetry(options.vmmSocket, options.connectTimeoutSeconds);
+  auto dnsFd = connectWithRetry(options.dnsSocket, options.connectTimeoutSeconds);
+
+  privsep::captureShutdownSignals();
+  auto io = kj::setupAsyncIo();
+  auto& lowLevel = *io.lowLevelProvider;
+  using capnp::rpc::twoparty::Side;
+  // Per link: how many fds may cross it per message. The cell's network namespace comes from
+  // the VM launcher (more trusted than we are) and goes on to the DNS helper; the signer link
+  // carries none.
+  ipc::RpcLink signerLink(lowLevel, kj::mv(signerFd), {.maxFdsPerMessage = 0}, Side::CLIENT,
+                          nullptr);
+  ipc::RpcLink vmmLink(lowLevel, kj::mv(vmmFd), {.maxFdsPerMessage = 1}, Side::CLIENT, nullptr);
+  ipc::RpcLink dnsLink(lowLevel, kj::mv(dnsFd), {.maxFdsPerMessage = 1}, Side::CLIENT, nullptr);
+
+  broker::EventLog events(signerLink.bootstrap<ipc::EventSigner>(), eventsFd, options.eventsPath);
+  broker::BrokerContext context{io.provider->getTimer(), hostId,
+                                vmmLink.bootstrap<ipc::VmmAgent>(),
+                                dnsLink.bootstrap<ipc::DnsHelper>(), events};
+  broker::BrokerState state(context);
+
+  // OpenSSL loads its configuration file on first use (event ids come from RAND_bytes): use it
+  // once now, while files may still be opened.
+  core::newUuidV7();
+  privsep::installSeccomp(broker::kBrokerProfile);
+
+  // Clients: root and members of the client group. They never send fds.
+  ipc::PeerPolicy policy{{0, account.uid}, {}};
+  if (clientGroup) policy.gids.push_back(*clientGroup);
+  ipc::RpcListener listener(io, kj::mv(listenFd), "broker.sock", policy,
+                            ipc::LinkOptions{.maxFdsPerMessage = 0, .traversalLimitWords = 1 << 18},
+                            [&](const ipc::PeerCredentials& peer) -> capnp::Capability::Client {
+                              return kj::heap<broker::BrokerServer>(state, peer);
+                            });
+  privsep::signalReady(options.common.readyFd);
+  spdlog::info("serving on {}; events to {}", options.common.socketPath, options.eventsPath);
+
+  // A helper that goes away takes our ability to run cells with it: stop, loudly, rather than
+  // accept documents we cannot run.
+  auto helperLost = signerLink.onDisconnect()
+                        .then([]() { return std::string("event signer"); })
+                        .exclusiveJoin(vmmLink.onDisconnect().then([]() {
+                          return std::string("vmm-agent");
+                        }))
+                        .exclusiveJoin(dnsLink.onDisconnect().then([]() {
+                          return std::string("dns-helper");
+                        }))
+                        .then([](std::string who) {
+                          spdlog::critical("lost the connection to the {}; exiting", who);
+                          return 125;
+                        });
+  int code = listener.run()
+                 .then([]() { return 0; })
+                 .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort).then([](int signal) {
+                   spdlog::info("shutting down on signal {}", signal);
+                   return 0;
+                 }))
+                 .exclusiveJoin(kj::mv(helperLost))
+                 .wait(io.waitScope);
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  CLI::App app{
+      "cellos-broker: accepts cell documents from clients on its socket, validates them, and "
+      "runs each cell through admission, network scope, start, run, destroy, with a signed "
+      "event for every step, by asking cellos-vmm-agent, cellos-dns-helper and "
+      "cellos-event-signer. Holds no privilege itself."};
+  privsep::addCommonOptions(app, options.common, "/etc/cellos/broker.conf");
+  app.add_option("--client-group", options.clientGroup, "group whose members may submit cells")
+      ->capture_default_str();
+  app.add_option("--vmm-socket", options.vmmSocket)->capture_default_str();
+  app.add_option("--dns-socket", options.dnsSocket)->capture_default_str();
+  app.add_option("--signer-socket", options.signerSocket)->capture_default_str();
+  app.add_option("--events", options.eventsPath, "signed event log (JSONL, appended)")
+      ->capture_default_str();
+  app.add_option("--host-id", options.hostId,
+                 "host id in event sources (default: /etc/machine-id)");
+  app.add_option("--connect-timeout", options.connectTimeoutSeconds,
+                 "seconds to wait for the helpers' sockets at start")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    privsep::setupLogging("cellos-broker", options.common.logLevel);
+    return serve(options);
+  } catch (const kj::Exception& e) {
+    spdlog::critical("{}", e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+  }
+  return 1;
+}

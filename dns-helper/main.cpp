@@ -1,0 +1,117 @@
+// cellos-dns-helper: one unprivileged resolver per cell.
+//
+// Two roles in one binary:
+//   spawner (default) — privilege story:
+//     1. start as root, close inherited fds, look up cellos-dns and the broker's account;
+//     2. open our own binary (O_PATH) so children can be exec'd without a path lookup;
+//     3. bind dns.sock (group = the broker's group, 0660);
+//     4. keep only SYS_ADMIN (setns), NET_BIND_SERVICE (port 53), SETUID/SETGID (switching a
+//        child to cellos-dns), SETPCAP (a child empties its bounding set); set no_new_privs;
+//     5. install the spawner profile; serve the broker only.
+//   child (`cellos-dns-helper child`, exec'd by the spawner with fds 3 and 4) — see child.cpp:
+//     setns into the cell, bind, drop to cellos-dns with nothing, seccomp, then read packets.
+
+#include "dns-helper/child.h"
+#include "dns-helper/seccomp_profile.h"
+#include "dns-helper/spawner_server.h"
+#include "ipc/socket.h"
+#include "privsep/credentials.h"
+#include "privsep/daemon.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <kj/debug.h>
+
+namespace {
+
+using namespace cellos;
+
+struct Options {
+  privsep::CommonOptions common{.socketPath = "/run/cellos/dns.sock", .user = "cellos-dns"};
+  std::string brokerUser = "cellos";
+  uint64_t childMemoryBytes = 64ull << 20;
+};
+
+int serve(const Options& options) {
+  privsep::closeStrayFds({options.common.readyFd});
+  KJ_REQUIRE(geteuid() == 0, "the DNS spawner must start as root (it enters cell namespaces)");
+  auto child = privsep::lookupAccount(options.common.user);
+  auto broker = privsep::lookupAccount(options.brokerUser);
+  int selfExe;
+  KJ_SYSCALL(selfExe = open("/proc/self/exe", O_PATH | O_CLOEXEC));
+
+  auto listenFd = ipc::listenUnix({options.common.socketPath, 0660, 0, broker.gid});
+
+  std::vector<int> keep;
+  // SETPCAP: lets each child empty its own bounding set before it reads a packet.
+  for (const char* name : {"SYS_ADMIN", "NET_BIND_SERVICE", "SETUID", "SETGID", "SETPCAP"}) {
+    keep.push_back(privsep::capabilityFromName(name));
+  }
+  privsep::limitCapabilities(keep);
+  privsep::setNoNewPrivs();
+
+  privsep::captureShutdownSignals();
+  kj::UnixEventPort::captureChildExit();
+  auto io = kj::setupAsyncIo();
+  dns::SpawnerState state(io, {selfExe, child.uid, child.gid, options.childMemoryBytes});
+  privsep::installSeccomp(dns::kSpawnerProfile);
+
+  // Only the broker; it passes exactly one fd (the cell's network namespace) per call.
+  ipc::PeerPolicy policy{{broker.uid, 0}, {}};
+  ipc::RpcListener listener(io, kj::mv(listenFd), "dns.sock", policy,
+                            ipc::LinkOptions{.maxFdsPerMessage = 1},
+                            [&](const ipc::PeerCredentials&) -> capnp::Capability::Client {
+                              return kj::heap<dns::DnsHelperServer>(state);
+                            });
+  privsep::signalReady(options.common.readyFd);
+  spdlog::info("serving on {}", options.common.socketPath);
+  int signal = listener.run()
+                   .then([]() { return 0; })
+                   .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort))
+                   .wait(io.waitScope);
+  spdlog::info("shutting down on signal {}", signal);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "child" && fcntl(dns::kChildChannelFd, F_GETFD) >= 0) {
+    try {
+      // _exit: nothing to flush, and exit()'s stdio clean-up would make syscalls the child's
+      // seccomp profile does not allow.
+      _exit(dns::runChild());
+    } catch (const kj::Exception& e) {
+      fprintf(stderr, "cellos-dns-helper child: %s\n", e.getDescription().cStr());
+    } catch (const std::exception& e) {
+      fprintf(stderr, "cellos-dns-helper child: %s\n", e.what());
+    }
+    return 1;
+  }
+  Options options;
+  CLI::App app{
+      "cellos-dns-helper: the resolver of every cell. For each cell it starts a child that "
+      "enters the cell's network namespace, binds port 53 there, drops to the cellos-dns user "
+      "with no capabilities and a seccomp profile, and only then reads the cell's queries. "
+      "Names outside the cell's allowlist are answered REFUSED; every query is reported to the "
+      "broker as a dns_query event. Serves only the broker."};
+  privsep::addCommonOptions(app, options.common, "/etc/cellos/dns-helper.conf");
+  app.add_option("--broker-user", options.brokerUser, "the only user allowed to connect")
+      ->capture_default_str();
+  app.add_option("--child-memory-bytes", options.childMemoryBytes,
+                 "address-space limit of each per-cell child")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    privsep::setupLogging("cellos-dns-helper", options.common.logLevel);
+    return serve(options);
+  } catch (const kj::Exception& e) {
+    spdlog::critical("{}", e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+  }
+  return 1;
+}

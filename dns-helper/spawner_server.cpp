@@ -1,0 +1,252 @@
+#include "dns-helper/spawner_server.h"
+
+#include "dns-helper/child.h"
+#include "privsep/daemon.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include <kj/async-unix.h>
+#include <kj/debug.h>
+
+namespace cellos::dns {
+
+namespace {
+
+constexpr size_t kMaxChildMessage = 64 * 1024;
+constexpr size_t kMaxQueuedRecords = 4096;
+constexpr size_t kMaxBatch = 256;
+
+
+// Starts a child in a fresh address space (exec of our own binary): nothing of the spawner's
+// memory — other cells' policies, its RPC state — is visible to the process that will read the
+// cell's packets.
+pid_t spawnChild(const SpawnerConfig& config, int netnsFd, int channelFd) {
+  pid_t pid;
+  KJ_SYSCALL(pid = fork());
+  if (pid != 0) return pid;
+  // Child: only async-signal-safe calls until exec.
+  int netns = fcntl(netnsFd, F_DUPFD, 10);
+  int channel = fcntl(channelFd, F_DUPFD, 10);
+  int exe = fcntl(config.selfExeFd, F_DUPFD, 10);
+  if (netns < 0 || channel < 0 || exe < 0 || dup2(netns, kChildNetnsFd) < 0 ||
+      dup2(channel, kChildChannelFd) < 0) {
+    _exit(125);
+  }
+  // dup2 leaves 3 and 4 open across exec; close everything else but the binary's fd, which
+  // is marked CLOEXEC so exec itself closes it.
+  for (int fd = 5; fd < 1024; ++fd) {
+    if (fd != exe) close(fd);
+  }
+  fcntl(exe, F_SETFD, FD_CLOEXEC);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  const char* argv[] = {"cellos-dns-helper", "child", nullptr};
+  const char* envp[] = {nullptr};
+  syscall(SYS_execveat, exe, "", argv, envp, AT_EMPTY_PATH);
+  _exit(126);
+}
+
+// One cell's resolver: owns the child (through its channel) and relays its audit records.
+class DnsProxyServer final : public ipc::DnsProxy::Server {
+ public:
+  DnsProxyServer(SpawnerState& state, pid_t pid, kj::AutoCloseFd channel,
+                 ipc::DnsAuditSink::Client audit)
+      : state_(state),
+        pid_(pid),
+        channel_(kj::mv(channel)),
+        observer_(state.io.unixEventPort, channel_, kj::UnixEventPort::FdObserver::OBSERVE_READ),
+        audit_(kj::mv(audit)) {}
+
+  ~DnsProxyServer() noexcept(false) { stopChild(); }
+
+  // Waits for the child's `ready` (or failure) message.
+  kj::Promise<void> waitReady() {
+    return observer_.whenBecomesReadable().then([this]() -> kj::Promise<void> {
+      auto message = receive();
+      if (message.get() == nullptr) {
+        return KJ_EXCEPTION(FAILED, "DNS child exited before it was ready");
+      }
+      auto root = message->getRoot<ipc::DnsChildMessage>();
+      if (root.isFailed()) return KJ_EXCEPTION(FAILED, "DNS child failed", root.getFailed());
+      if (!root.isReady()) return waitReady();  // nothing else may precede ready; ignore
+      spdlog::info("DNS child {} serving", root.getReady());
+      relaying_ = relayLoop().eagerlyEvaluate([this](kj::Exception&& e) {
+        spdlog::warn("DNS child {}: relay ended: {}", pid_, e.getDescription().cStr());
+      });
+      return kj::READY_NOW;
+    });
+  }
+
+  kj::Promise<void> info(InfoContext context) override {
+    context.getResults().setPid(pid_);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> stop(StopContext context) override {
+    stopChild();
+    return kj::READY_NOW;
+  }
+
+ private:
+  // Reads one datagram from the child; null at end of stream or on a malformed message (the
+  // child is untrusted: a bad message ends the relationship, it does not crash us).
+  kj::Own<capnp::MessageReader> receive() {
+    auto buffer = kj::heapArray<capnp::word>(kMaxChildMessage / sizeof(capnp::word));
+    ssize_t n = recv(channel_, buffer.begin(), kMaxChildMessage, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return kj::Own<capnp::MessageReader>();
+    if (n <= 0 || n % sizeof(capnp::word) != 0) {
+      closed_ = true;
+      return kj::Own<capnp::MessageReader>();
+    }
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = kMaxChildMessage / sizeof(capnp::word);
+    options.nestingLimit = 4;
+    try {
+      auto words = buffer.slice(0, n / sizeof(capnp::word));
+      auto reader = kj::heap<capnp::FlatArrayMessageReader>(words, options);
+      reader->getRoot<ipc::DnsChildMessage>().which();  // validates the root pointer
+      return reader.attach(kj::mv(buffer));
+    } catch (const kj::Exception& e) {
+      spdlog::warn("DNS child {}: malformed message: {}", pid_, e.getDescription().cStr());
+      closed_ = true;
+      return kj::Own<capnp::MessageReader>();
+    }
+  }
+
+  kj::Promise<void> relayLoop() {
+    return observer_.whenBecomesReadable().then([this]() -> kj::Promise<void> {
+      while (!closed_) {
+        auto message = receive();
+        if (message.get() == nullptr) break;
+        auto root = message->getRoot<ipc::DnsChildMessage>();
+        if (!root.isQuery()) continue;
+        if (queue_.size() >= kMaxQueuedRecords) {
+          ++dropped_;
+          continue;
+        }
+        capnp::MallocMessageBuilder copy;
+        copy.setRoot(root.getQuery());
+        queue_.push_back(capnp::messageToFlatArray(copy));
+      }
+      flush();
+      if (closed_) return kj::READY_NOW;
+      return relayLoop();
+    });
+  }
+
+  // Sends queued records to the broker, one batch in flight at a time.
+  void flush() {
+    if (sending_ || (queue_.empty() && dropped_ == 0)) return;
+    size_t count = std::min(queue_.size(), kMaxBatch);
+    auto request = audit_.recordRequest();
+    auto records = request.initRecords(count);
+    for (size_t i = 0; i < count; ++i) {
+      capnp::FlatArrayMessageReader reader(queue_[i]);
+      records.setWithCaveats(i, reader.getRoot<ipc::DnsQueryRecord>());
+    }
+    request.setDropped(dropped_);
+    dropped_ = 0;
+    queue_.erase(queue_.begin(), queue_.begin() + count);
+    sending_ = true;
+    sendTask_ = request.send()
+                    .then([this]() {
+                      sending_ = false;
+                      flush();
+                    },
+                          [this](kj::Exception&& e) {
+                            sending_ = false;
+                            spdlog::warn("DNS child {}: audit sink failed: {}", pid_,
+                                         e.getDescription().cStr());
+                          })
+                    .eagerlyEvaluate(nullptr);
+  }
+
+  void stopChild() {
+    if (stopped_) return;
+    stopped_ = true;
+    // Closing the channel tells the child to exit (it polls the channel); it runs as another
+    // uid, so we do not signal it. PDEATHSIG covers a dying spawner.
+    relaying_ = nullptr;
+    shutdown(channel_, SHUT_RDWR);
+  }
+
+  SpawnerState& state_;
+  pid_t pid_;
+  kj::AutoCloseFd channel_;
+  kj::UnixEventPort::FdObserver observer_;
+  ipc::DnsAuditSink::Client audit_;
+  std::vector<kj::Array<capnp::word>> queue_;
+  uint64_t dropped_ = 0;
+  bool sending_ = false;
+  bool closed_ = false;
+  bool stopped_ = false;
+  kj::Promise<void> sendTask_ = kj::READY_NOW;
+  kj::Promise<void> relaying_ = kj::READY_NOW;
+};
+
+}  // namespace
+
+void SpawnerState::taskFailed(kj::Exception&& exception) {
+  spdlog::warn("{}", exception.getDescription().cStr());
+}
+
+kj::Promise<void> DnsHelperServer::startProxy(StartProxyContext context) {
+  auto params = context.getParams();
+  auto netns = params.getNetns();
+  return netns.getFd().then([this, context](kj::Maybe<int> maybeFd) mutable -> kj::Promise<void> {
+    int netnsFd = KJ_REQUIRE_NONNULL(maybeFd, "netns capability carries no fd");
+    auto params = context.getParams();
+    auto policy = params.getPolicy();
+
+    int pair[2];
+    KJ_SYSCALL(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair));
+    kj::AutoCloseFd ours(pair[0]), theirs(pair[1]);
+
+    capnp::MallocMessageBuilder configMessage;
+    auto config = configMessage.initRoot<ipc::DnsChildConfig>();
+    config.setPolicy(policy);
+    config.setUid(state_.config.childUid);
+    config.setGid(state_.config.childGid);
+    config.setMemoryLimitBytes(state_.config.childMemoryBytes);
+    auto words = capnp::messageToFlatArray(configMessage);
+    KJ_REQUIRE(words.asBytes().size() <= kMaxChildMessage, "DNS policy too large");
+
+    pid_t pid = spawnChild(state_.config, netnsFd, theirs);
+    theirs = nullptr;
+    auto childPid = kj::heap<kj::Maybe<pid_t>>(pid);
+    state_.tasks.add(state_.io.unixEventPort.onChildExit(*childPid).then([pid](int status) {
+      if (WIFEXITED(status)) {
+        spdlog::info("DNS child {} exited with {}", pid, WEXITSTATUS(status));
+      } else {
+        spdlog::warn("DNS child {} killed by signal {}", pid, WTERMSIG(status));
+      }
+    }).attach(kj::mv(childPid)));
+    KJ_SYSCALL(send(ours, words.asBytes().begin(), words.asBytes().size(), MSG_NOSIGNAL),
+               "sending the DNS child its configuration");
+
+    auto proxy = kj::heap<DnsProxyServer>(state_, pid, kj::mv(ours), params.getAudit());
+    auto ready = proxy->waitReady();
+    auto timeout = state_.io.provider->getTimer().afterDelay(10 * kj::SECONDS).then(
+        []() -> kj::Promise<void> {
+          return KJ_EXCEPTION(FAILED, "DNS child not ready within 10 s");
+        });
+    return ready.exclusiveJoin(kj::mv(timeout))
+        .then([context, proxy = kj::mv(proxy)]() mutable {
+          context.getResults().setProxy(kj::mv(proxy));
+        });
+  });
+}
+
+}  // namespace cellos::dns

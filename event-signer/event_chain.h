@@ -1,0 +1,41 @@
+#pragma once
+// The signer's chain: assigns `sequence` and `cellosprev` to each event, signs it, and persists
+// the head before any signature leaves the process, so a crash can lose unsent signatures but
+// never reuse a sequence number or fork the chain.
+
+#include "core/signing.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace cellos::signer {
+
+struct ChainHead {
+  uint64_t nextSequence = 0;
+  std::string prevLink;  // cellosprev for the next event
+};
+
+class EventChain {
+ public:
+  // Loads the head from `<stateDir>/chain-head.json` (created at sequence 0 when absent).
+  EventChain(std::string stateDir, const core::SigningKey& key);
+
+  // Signs `events` in order; each must be a JSON object without the signer's attributes.
+  // Returns the signed events as compact JSON. The head is fsynced before returning. Throws on
+  // an event that is not a JSON object or that already carries a signer attribute; then no
+  // event of the batch is signed.
+  std::vector<std::string> signBatch(const std::vector<std::string>& unsignedEvents);
+
+  const ChainHead& head() const { return head_; }
+
+ private:
+  void persist();
+
+  std::string path_;
+  const core::SigningKey& key_;
+  ChainHead head_;
+};
+
+}  // namespace cellos::signer

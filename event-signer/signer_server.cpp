@@ -1,0 +1,40 @@
+#include "event-signer/signer_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <kj/debug.h>
+
+namespace cellos::signer {
+
+kj::Promise<void> SignerServer::sign(SignContext context) {
+  KJ_REQUIRE(maySign_, "this peer may read the keyset but not sign");
+  auto events = context.getParams().getEvents();
+  KJ_REQUIRE(events.size() <= kMaxBatch, "batch too large", events.size());
+  std::vector<std::string> input;
+  input.reserve(events.size());
+  for (auto event : events) {
+    KJ_REQUIRE(event.size() <= kMaxEventBytes, "event too large", event.size());
+    input.emplace_back(reinterpret_cast<const char*>(event.begin()), event.size());
+  }
+  std::vector<std::string> output;
+  try {
+    output = chain_.signBatch(input);
+  } catch (const std::exception& e) {
+    KJ_FAIL_REQUIRE("cannot sign batch", e.what());
+  }
+  auto list = context.getResults().initSigned(output.size());
+  for (size_t i = 0; i < output.size(); ++i) {
+    list.set(i, kj::arrayPtr(reinterpret_cast<const capnp::byte*>(output[i].data()),
+                             output[i].size()));
+  }
+  spdlog::debug("signed {} events, next sequence {}", output.size(), chain_.head().nextSequence);
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> SignerServer::keyset(KeysetContext context) {
+  std::string json = keys_.keysetJson();
+  context.getResults().setJson(json);
+  return kj::READY_NOW;
+}
+
+}  // namespace cellos::signer

@@ -1,0 +1,128 @@
+#include "core/hostname.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace cellos::core {
+namespace {
+
+// Runs normaliseHostname expecting failure and returns the message.
+std::string errorFor(std::string_view text, bool allowWildcard = false) {
+  std::string error;
+  std::optional<std::string> result = normaliseHostname(text, allowWildcard, &error);
+  EXPECT_FALSE(result.has_value()) << "accepted: " << text;
+  return error;
+}
+
+std::string label(std::size_t length, char c = 'a') {
+  return std::string(length, c);
+}
+
+TEST(NormaliseHostname, AcceptsAndLowerCases) {
+  std::string error;
+  EXPECT_EQ(normaliseHostname("api.github.com", false, &error), "api.github.com");
+  EXPECT_EQ(normaliseHostname("API.GitHub.Com", false, &error), "api.github.com");
+  EXPECT_EQ(normaliseHostname("localhost", false, &error), "localhost");
+  EXPECT_EQ(normaliseHostname("a-b.c0-9.x", false, &error), "a-b.c0-9.x");
+  EXPECT_EQ(normaliseHostname("1.2.3.4", false, &error), "1.2.3.4");
+  EXPECT_TRUE(error.empty());
+}
+
+TEST(NormaliseHostname, RemovesOneTrailingDot) {
+  EXPECT_EQ(normaliseHostname("example.com.", false, nullptr), "example.com");
+  EXPECT_EQ(errorFor("example.com.."), "hostname \"example.com.\" has an empty label");
+  EXPECT_EQ(errorFor("."), "hostname \".\" has no labels");
+}
+
+TEST(NormaliseHostname, RejectsWithExactMessages) {
+  EXPECT_EQ(errorFor(""), "hostname must not be empty");
+  EXPECT_EQ(errorFor("-bad.example.com"), "label \"-bad\" must not start or end with '-'");
+  EXPECT_EQ(errorFor("bad-.example.com"), "label \"bad-\" must not start or end with '-'");
+  EXPECT_EQ(errorFor("a..b"), "hostname \"a..b\" has an empty label");
+  EXPECT_EQ(errorFor(".example.com"), "hostname \".example.com\" has an empty label");
+  EXPECT_EQ(errorFor("under_score.com"), "label \"under_score\" has invalid character '_'");
+  EXPECT_EQ(errorFor("sp ace.com"), "label \"sp ace\" has invalid character ' '");
+  EXPECT_EQ(errorFor("Caf\xc3\xa9.com"), "label \"caf\\xc3\\xa9\" has invalid character '\\xc3'");
+  EXPECT_EQ(errorFor(std::string_view("nul\0.com", 8)),
+            "label \"nul\\x00\" has invalid character '\\x00'");
+  EXPECT_EQ(errorFor("q\"uote.com"), "label \"q\\x22uote\" has invalid character '\\x22'");
+}
+
+TEST(NormaliseHostname, NullErrorPointerIsAllowed) {
+  EXPECT_FALSE(normaliseHostname("-x", false, nullptr).has_value());
+}
+
+TEST(NormaliseHostname, LabelLengthLimit63) {
+  EXPECT_EQ(normaliseHostname(label(63) + ".com", false, nullptr), label(63) + ".com");
+  EXPECT_EQ(errorFor(label(64) + ".com"),
+            "label \"" + label(64) + "\" is longer than 63 characters");
+}
+
+TEST(NormaliseHostname, TotalLengthLimit253) {
+  // 63 + 1 + 63 + 1 + 63 + 1 + 61 = 253 characters.
+  const std::string longest = label(63) + "." + label(63) + "." + label(63) + "." + label(61);
+  ASSERT_EQ(longest.size(), 253u);
+  EXPECT_EQ(normaliseHostname(longest, false, nullptr), longest);
+  EXPECT_EQ(normaliseHostname(longest + ".", false, nullptr), longest);  // dot not counted
+
+  const std::string tooLong = longest + "b";
+  ASSERT_EQ(tooLong.size(), 254u);
+  EXPECT_EQ(errorFor(tooLong), "hostname is 254 characters, more than 253");
+}
+
+TEST(NormaliseHostname, Wildcards) {
+  std::string error;
+  EXPECT_EQ(normaliseHostname("*.pkg.dev", true, &error), "*.pkg.dev");
+  EXPECT_EQ(normaliseHostname("*.PKG.Dev.", true, &error), "*.pkg.dev");
+  EXPECT_EQ(errorFor("*.pkg.dev", false), "wildcards are not allowed here");
+  EXPECT_EQ(errorFor("*", true), "wildcard \"*\" alone is not allowed");
+  EXPECT_EQ(errorFor("*.", true), "wildcard \"*\" alone is not allowed");
+  EXPECT_EQ(errorFor("a.*.com", true), "wildcard must be a single leading \"*.\"");
+  EXPECT_EQ(errorFor("*.*.com", true), "wildcard must be a single leading \"*.\"");
+  EXPECT_EQ(errorFor("*a.com", true), "wildcard must be a single leading \"*.\"");
+  EXPECT_EQ(errorFor("**.com", true), "wildcard must be a single leading \"*.\"");
+  EXPECT_EQ(errorFor("*.-x.com", true), "label \"-x\" must not start or end with '-'");
+  EXPECT_EQ(errorFor("*..com", true), "hostname \"*..com\" has an empty label");
+}
+
+TEST(HostnameMatches, ExactNames) {
+  EXPECT_TRUE(hostnameMatches("api.github.com", "api.github.com"));
+  EXPECT_FALSE(hostnameMatches("api.github.com", "github.com"));
+  EXPECT_FALSE(hostnameMatches("api.github.com", "xapi.github.com"));
+  EXPECT_FALSE(hostnameMatches("api.github.com", "api.github.com.evil.test"));
+  EXPECT_FALSE(hostnameMatches("", ""));
+  EXPECT_FALSE(hostnameMatches("", "a.com"));
+}
+
+TEST(HostnameMatches, WildcardCoversSubdomainsNotApex) {
+  EXPECT_TRUE(hostnameMatches("*.example.com", "a.example.com"));
+  EXPECT_TRUE(hostnameMatches("*.example.com", "a.b.example.com"));
+  EXPECT_FALSE(hostnameMatches("*.example.com", "example.com"));
+  EXPECT_FALSE(hostnameMatches("*.example.com", ".example.com"));
+  EXPECT_FALSE(hostnameMatches("*.example.com", "a..example.com"));
+  EXPECT_FALSE(hostnameMatches("*.example.com", "aexample.com"));
+  EXPECT_FALSE(hostnameMatches("*.example.com", "a.example.com.evil.test"));
+  EXPECT_FALSE(hostnameMatches("*.example.com", "a.example.org"));
+  EXPECT_FALSE(hostnameMatches("*", "anything"));
+  EXPECT_FALSE(hostnameMatches("*.", "anything"));
+}
+
+TEST(HostnameMatches, ToleratesCaseAndTrailingDot) {
+  EXPECT_TRUE(hostnameMatches("API.github.com", "api.GITHUB.com"));
+  EXPECT_TRUE(hostnameMatches("*.Example.COM", "WWW.example.com"));
+  EXPECT_TRUE(hostnameMatches("api.github.com.", "api.github.com"));
+  EXPECT_TRUE(hostnameMatches("*.example.com", "www.example.com."));
+}
+
+TEST(AnyHostnameMatches, ChecksEveryPattern) {
+  const std::vector<std::string> allowlist = {"api.github.com", "*.pkg.dev"};
+  EXPECT_TRUE(anyHostnameMatches(allowlist, "api.github.com"));
+  EXPECT_TRUE(anyHostnameMatches(allowlist, "us-docker.pkg.dev"));
+  EXPECT_FALSE(anyHostnameMatches(allowlist, "pkg.dev"));
+  EXPECT_FALSE(anyHostnameMatches(allowlist, "github.com"));
+  EXPECT_FALSE(anyHostnameMatches({}, "api.github.com"));
+}
+
+}  // namespace
+}  // namespace cellos::core

@@ -1,0 +1,1084 @@
+// The linux backend's cell runtime. Read it in two halves:
+//
+//   * the cell init (runCellInit and the steps it calls, in the order it calls them): runs in
+//     the forked child, pid 1 of the cell's new pid namespace, still as root with the launcher's
+//     capabilities. It builds the cell's root, then waits for the start byte, then forks the
+//     workload, which drops everything before it execs.
+//   * the launcher (launchCell, destroyCell, residueOf): runs in the caller's process.
+//
+// The order inside the cell init is the security argument, like bubblewrap's:
+//   1. die with the launcher; keep only this cell's fds; wait until the launcher has put us
+//      into the cell's cgroup (so everything below is already counted and limited);
+//   2. make every mount private (nothing propagates to the host), mount the root tmpfs on
+//      cellDir, bind the read-only host view into it, fresh /proc, minimal /dev, /tmp;
+//   3. hostname, loopback up (the namespaces are new, so this touches only the cell);
+//   4. pivot_root into the new root and detach the old one: from here on no host path is
+//      reachable except what step 2 bound in, read-only;
+//   5. the working directory tmpfs, then the root itself read-only; report "ready";
+//   6. wait for the start byte; fork the workload, which closes every fd but 0-2, resets
+//      signals, starts a session, drops every capability, sets no_new_privs and execs;
+//   7. reap until the workload exits, hand its wait status to the launcher, exit (the kernel
+//      then kills whatever is left in the pid namespace).
+
+#include "vmm-agent/linux_cell.h"
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+
+#include "vmm-agent/cgroup.h"
+
+namespace cellos::vmm {
+namespace {
+
+// glibc 2.36's <sys/pidfd.h> lacks extern "C", so its declarations do not link from C++;
+// the raw system calls are used instead.
+int pidfdOpen(pid_t pid) {
+  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+}
+int pidfdSendSignal(int pidfd, int sig) {
+  return static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and small wrappers
+
+[[noreturn]] void throwErrno(const std::string& call) {
+  throw std::system_error(errno, std::generic_category(), call);
+}
+
+std::string mountFlagsText(unsigned long flags) {
+  static const std::pair<unsigned long, const char*> kNames[] = {
+      {MS_REMOUNT, "MS_REMOUNT"},       {MS_BIND, "MS_BIND"},         {MS_REC, "MS_REC"},
+      {MS_PRIVATE, "MS_PRIVATE"},       {MS_RDONLY, "MS_RDONLY"},     {MS_NOSUID, "MS_NOSUID"},
+      {MS_NODEV, "MS_NODEV"},           {MS_NOEXEC, "MS_NOEXEC"},     {MS_NOATIME, "MS_NOATIME"},
+      {MS_NODIRATIME, "MS_NODIRATIME"}, {MS_RELATIME, "MS_RELATIME"},
+  };
+  std::string text;
+  for (auto [bit, name] : kNames) {
+    if (flags & bit) {
+      if (!text.empty()) text += '|';
+      text += name;
+      flags &= ~bit;
+    }
+  }
+  if (flags != 0) {
+    char hex[32];
+    snprintf(hex, sizeof hex, "%s0x%lx", text.empty() ? "" : "|", flags);
+    text += hex;
+  }
+  return text.empty() ? "0" : text;
+}
+
+// mount(2) with the whole call in the error: "mount(/usr -> /x/usr, MS_BIND|MS_REC): ...".
+void doMount(const char* source, const std::string& target, const char* fstype, unsigned long flags,
+             const char* data) {
+  if (mount(source, target.c_str(), fstype, flags, data) == 0) return;
+  std::string call = "mount(";
+  if (flags & MS_REMOUNT) {
+    call += target;
+  } else {
+    call += std::string(source ? source : "none") + " -> " + target;
+    if (fstype) call += std::string(", type ") + fstype;
+  }
+  call += ", " + mountFlagsText(flags);
+  if (data) call += std::string(", \"") + data + "\"";
+  throwErrno(call + ")");
+}
+
+void makeDirectory(const std::string& path, mode_t mode) {
+  if (mkdir(path.c_str(), mode) < 0) {
+    char octal[8];
+    snprintf(octal, sizeof octal, "%04o", mode);
+    throwErrno("mkdir(" + path + ", " + octal + ")");
+  }
+}
+
+// An owned file descriptor for the launcher side, so every early throw closes what it opened.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = other.release();
+    }
+    return *this;
+  }
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+  void reset() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+struct Pipe {
+  Fd read, write;
+};
+
+// Every pipe starts close-on-exec: an fd is inherited only where it is deliberately dup2'd.
+Pipe makePipe(const char* purpose) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) throwErrno(std::string("pipe2(") + purpose + ", O_CLOEXEC)");
+  return Pipe{Fd(fds[0]), Fd(fds[1])};
+}
+
+std::string describeWaitStatus(int status) {
+  if (WIFEXITED(status)) return "exited " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "wait status " + std::to_string(status);
+}
+
+// /proc/self/mountinfo escapes space, tab, newline and backslash in paths as \ooo.
+std::string unescapeMountPath(const std::string& field) {
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size()) {
+      const char* digits = field.c_str() + i + 1;
+      if (digits[0] >= '0' && digits[0] <= '7' && digits[1] >= '0' && digits[1] <= '7' &&
+          digits[2] >= '0' && digits[2] <= '7') {
+        out +=
+            static_cast<char>((digits[0] - '0') * 64 + (digits[1] - '0') * 8 + (digits[2] - '0'));
+        i += 3;
+        continue;
+      }
+    }
+    out += field[i];
+  }
+  return out;
+}
+
+// Reads a kernel-generated file (procfs) whole.
+std::string readWholeFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throwErrno("open(" + path + ", O_RDONLY)");
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      close(fd);
+      errno = e;
+      throwErrno("read(" + path + ")");
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return text;
+}
+
+// Mount points equal to `dir` or below it in this process's mount namespace, in mountinfo order
+// (a parent mount is listed before the mounts on top of it).
+std::vector<std::string> mountPointsUnder(const std::string& dir) {
+  std::vector<std::string> found;
+  std::string prefix = dir == "/" ? "/" : dir + "/";
+  std::istringstream mountinfo(readWholeFile("/proc/self/mountinfo"));
+  for (std::string line; std::getline(mountinfo, line);) {
+    // Fields: mount-id parent-id major:minor root mount-point options ...
+    std::istringstream fields(line);
+    std::string field;
+    for (int i = 0; i < 5 && fields >> field; ++i) {
+    }
+    if (!fields) continue;
+    std::string mountPoint = unescapeMountPath(field);
+    if (mountPoint == dir || mountPoint.compare(0, prefix.size(), prefix) == 0) {
+      found.push_back(mountPoint);
+    }
+  }
+  return found;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cell init. Everything below up to "The launcher" runs in the cloned child. It never
+// returns into the launcher's code: every path ends in _exit().
+
+// What the launcher computes before clone, so the init does no lookups that are not its job.
+struct InitPlan {
+  std::string cellId;
+  std::string newRoot;  // canonical cellDir
+  std::string workingDirectory;
+  std::vector<std::string> argv;
+  std::vector<std::string> envp;  // "NAME=value"
+};
+
+// The init's ends of its channels to the launcher (fd numbers as inherited through clone).
+struct InitFds {
+  int control;        // SOCK_SEQPACKET: receives 'G' (in the cgroup), sends the setup report
+  int launcherPidfd;  // the launcher itself, to notice it died before PR_SET_PDEATHSIG was set
+  int start;          // read end of the start pipe
+  int status;         // write end of the status pipe
+  int stdoutWrite;
+  int stderrWrite;
+};
+
+constexpr char kGoByte = 'G';
+constexpr char kReadyByte = 'R';
+constexpr char kErrorByte = 'E';
+
+// PR_SET_PDEATHSIG makes the kernel SIGKILL this init when the launcher thread that cloned it
+// exits, and the pid namespace collapse then takes the whole cell with it: a killed launcher
+// leaves no running cell. The prctl only covers deaths after it, so the launcher must also be
+// checked once. getppid() cannot tell: our parent lives outside our new pid namespace, so it
+// returns 0 before and after a reparenting alike. A pidfd of the launcher, opened before clone,
+// becomes readable exactly when the launcher has exited.
+void dieWithLauncher(int launcherPidfd) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throwErrno("prctl(PR_SET_PDEATHSIG, SIGKILL)");
+  pollfd launcher{launcherPidfd, POLLIN, 0};
+  int ready = poll(&launcher, 1, 0);
+  if (ready < 0) throwErrno("poll(launcher pidfd)");
+  if (ready > 0) _exit(kCellAbortedExitCode);
+  close(launcherPidfd);
+}
+
+// The init is a copy of the launcher, so it starts with the launcher's signal handlers (code
+// that must not run here) and mask (a daemon blocks signals it reads through signalfd). Back to
+// defaults: the kernel's pid-1 rules then decide what reaches us (SIGKILL/SIGSTOP from the
+// host always do; a signal from inside the cell only if we installed a handler, which we
+// don't). SIGPIPE is ignored so a launcher that closed statusFd yields EPIPE, not a dead init.
+void resetInitSignals() {
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, nullptr) < 0) throwErrno("sigprocmask(SIG_SETMASK, {})");
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    sigaction(sig, &dfl, nullptr);  // EINVAL for the libc-reserved real-time signals: fine
+  }
+  struct sigaction ign {};
+  ign.sa_handler = SIG_IGN;
+  if (sigaction(SIGPIPE, &ign, nullptr) < 0) throwErrno("sigaction(SIGPIPE, SIG_IGN)");
+}
+
+// Closes every fd except `keep` (sorted, all >= 3) and 0-2.
+void closeAllFdsExcept(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned int next = 3;
+  for (int fd : keep) {
+    if (static_cast<unsigned int>(fd) > next && close_range(next, fd - 1, 0) < 0) {
+      throwErrno("close_range(" + std::to_string(next) + ", " + std::to_string(fd - 1) + ", 0)");
+    }
+    next = static_cast<unsigned int>(fd) + 1;
+  }
+  if (close_range(next, ~0U, 0) < 0)
+    throwErrno("close_range(" + std::to_string(next) + ", ~0U, 0)");
+}
+
+// The init holds every fd the launcher had: other cells' start and status pipes (holding a
+// copy of another cell's startFd would keep that cell from ever seeing EOF), pidfds, broker
+// sockets, maybe a terminal. Keep only this cell's channels, and put /dev/null on 0-2 so
+// nothing the init prints reaches the launcher's terminal. Channels that landed on 0-2 (the
+// launcher had them closed) are moved up first, or the /dev/null dup2 would clobber them.
+void keepOnlyCellFds(InitFds& fds) {
+  for (int* fd : {&fds.control, &fds.start, &fds.status, &fds.stdoutWrite, &fds.stderrWrite}) {
+    if (*fd <= 2) {
+      int moved = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+      if (moved < 0) throwErrno("fcntl(" + std::to_string(*fd) + ", F_DUPFD_CLOEXEC, 3)");
+      *fd = moved;
+    }
+  }
+  int devNull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devNull < 0) throwErrno("open(/dev/null, O_RDWR)");
+  for (int target = 0; target <= 2; ++target) {
+    if (devNull != target && dup2(devNull, target) < 0) {
+      throwErrno("dup2(/dev/null, " + std::to_string(target) + ")");
+    }
+  }
+  closeAllFdsExcept({fds.control, fds.start, fds.status, fds.stdoutWrite, fds.stderrWrite});
+}
+
+// Nothing below may run before the launcher has written our pid into the cell's cgroup: the
+// tmpfs pages we are about to create and every process we fork must be charged to the cell.
+// EOF means the launcher died or gave up; there is nobody to run for.
+void waitForCgroupJoin(int control) {
+  char byte = 0;
+  ssize_t n;
+  do {
+    n = recv(control, &byte, 1, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) throwErrno("recv(control, 'go')");
+  if (n == 0 || byte != kGoByte) _exit(kCellAbortedExitCode);
+}
+
+// The new mount namespace starts as a copy of the host's, with the host's propagation: where
+// "/" is shared (systemd makes it so), the mounts below would appear on the host too, and host
+// mounts would keep appearing in the cell. Making the whole tree private first is what keeps
+// the cell's root tmpfs off the host's cellDir.
+void makeMountsPrivate() {
+  doMount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+}
+
+// The cell's root is a fresh tmpfs rather than cellDir itself, so nothing the cell builds ever
+// lands on the host's filesystem and unmounting (here: the namespace dying) removes it all.
+void mountRootTmpfs(const std::string& newRoot) {
+  doMount("tmpfs", newRoot, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+}
+
+// Changes the per-mount flags of the mount at `path` to `flags` plus the ones it already has.
+// A bind mount ignores flags in the MS_BIND call itself; only a second MS_REMOUNT|MS_BIND call
+// sets them, and that call replaces all of them. Flags already set (and, in a user namespace,
+// the locked ones: atime mode, nosuid, nodev, noexec, ro, which give EPERM when dropped) are
+// read back with statvfs and passed again.
+void remountBind(const std::string& path, unsigned long flags) {
+  struct statvfs st {};
+  if (statvfs(path.c_str(), &st) < 0) throwErrno("statvfs(" + path + ")");
+  static const std::pair<unsigned long, unsigned long> kKeep[] = {
+      {ST_RDONLY, MS_RDONLY},     {ST_NOSUID, MS_NOSUID},   {ST_NODEV, MS_NODEV},
+      {ST_NOEXEC, MS_NOEXEC},     {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME},
+      {ST_RELATIME, MS_RELATIME},
+  };
+  for (auto [st_flag, ms_flag] : kKeep) {
+    if (st.f_flag & st_flag) flags |= ms_flag;
+  }
+  doMount("none", path, nullptr, MS_REMOUNT | MS_BIND | flags, nullptr);
+}
+
+// A read-only, nosuid, nodev view of host directory `source` at `target`. MS_REC brings the
+// mounts below `source` along, and the remount only changes the top one, so each of those is
+// remounted read-only too (found in mountinfo, as bubblewrap does).
+void bindReadOnly(const std::string& source, const std::string& target) {
+  makeDirectory(target, 0755);
+  doMount(source.c_str(), target, nullptr, MS_BIND | MS_REC, nullptr);
+  for (const std::string& mountPoint : mountPointsUnder(target)) {
+    remountBind(mountPoint, MS_RDONLY | MS_NOSUID | MS_NODEV);
+  }
+}
+
+// On a /usr-merged host /bin, /lib, ... are symlinks into /usr and must stay symlinks (binding
+// them would follow the link and duplicate /usr/bin); on an older layout they are directories
+// that need their own read-only bind; and some (lib32, libx32) exist only on some hosts.
+void mirrorHostPath(const std::string& newRoot, const std::string& name) {
+  std::string host = "/" + name;
+  std::string target = newRoot + "/" + name;
+  struct stat st {};
+  if (lstat(host.c_str(), &st) < 0) {
+    if (errno == ENOENT) return;
+    throwErrno("lstat(" + host + ")");
+  }
+  if (S_ISLNK(st.st_mode)) {
+    char link[PATH_MAX];
+    ssize_t n = readlink(host.c_str(), link, sizeof link - 1);
+    if (n < 0) throwErrno("readlink(" + host + ")");
+    link[n] = '\0';
+    if (symlink(link, target.c_str()) < 0) {
+      throwErrno("symlink(" + std::string(link) + ", " + target + ")");
+    }
+  } else if (S_ISDIR(st.st_mode)) {
+    bindReadOnly(host, target);
+  } else {
+    throw std::runtime_error("host " + host + " is neither a directory nor a symlink");
+  }
+}
+
+// The host view a workload needs to run programs: /usr and /etc read-only (the cell's own
+// writable space is only tmpfs), and the usr-merge links. Nothing else of the host (no /home,
+// /root, /var, /run, /sys) exists in the cell.
+void bindHostView(const std::string& newRoot) {
+  for (const char* required : {"usr", "etc"}) {
+    std::string host = std::string("/") + required;
+    struct stat st {};
+    if (lstat(host.c_str(), &st) < 0) throwErrno("lstat(" + host + ")");
+    if (!S_ISDIR(st.st_mode)) throw std::runtime_error("host " + host + " is not a directory");
+    bindReadOnly(host, newRoot + host);
+  }
+  for (const char* name : {"bin", "lib", "lib32", "lib64", "libx32", "sbin"}) {
+    mirrorHostPath(newRoot, name);
+  }
+}
+
+// A proc of the cell's own pid namespace (mounted from inside it, so it lists only the cell's
+// processes). The workload runs as uid 0, and some proc files act on the whole host with no
+// capability check beyond the file owner (kernel.core_pattern under /proc/sys runs a program on
+// the host; /proc/sysrq-trigger reboots it), so those are bound read-only over themselves, as
+// docker and runc do.
+void mountProc(const std::string& newRoot) {
+  std::string proc = newRoot + "/proc";
+  makeDirectory(proc, 0555);
+  doMount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+  for (const char* name : {"sys", "sysrq-trigger", "irq", "bus", "fs"}) {
+    std::string path = proc + "/" + name;
+    if (access(path.c_str(), F_OK) < 0) continue;
+    doMount(path.c_str(), path, nullptr, MS_BIND | MS_REC, nullptr);
+    remountBind(path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  }
+}
+
+// /dev with only the harmless character devices (bound from the host, since mknod in a fresh
+// tmpfs would need the tmpfs to allow device nodes) and a /dev/shm tmpfs. No tty, no pts, no
+// ptmx: no terminal can reach a cell (TIOCSTI). The /dev tmpfs itself is nodev and ends up
+// read-only; the bound nodes keep working because a bind mount carries its own flags.
+void mountDev(const std::string& newRoot) {
+  std::string dev = newRoot + "/dev";
+  makeDirectory(dev, 0755);
+  doMount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755");
+  for (const char* name : {"null", "zero", "full", "random", "urandom"}) {
+    std::string host = std::string("/dev/") + name;
+    std::string target = dev + "/" + name;
+    struct stat st {};
+    if (stat(host.c_str(), &st) < 0) throwErrno("stat(" + host + ")");
+    if (!S_ISCHR(st.st_mode))
+      throw std::runtime_error("host " + host + " is not a character device");
+    int placeholder =
+        open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0444);
+    if (placeholder < 0) throwErrno("open(" + target + ", O_CREAT|O_EXCL, 0444)");
+    close(placeholder);
+    doMount(host.c_str(), target, nullptr, MS_BIND, nullptr);
+    remountBind(target, MS_NOSUID | MS_NOEXEC);
+  }
+  std::string shm = dev + "/shm";
+  makeDirectory(shm, 0755);
+  doMount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  remountBind(dev, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+}
+
+// /tmp is the cell's own scratch space, gone with the mount namespace.
+void mountTmp(const std::string& newRoot) {
+  std::string tmp = newRoot + "/tmp";
+  makeDirectory(tmp, 0755);
+  doMount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+}
+
+// The cell's UTS namespace is new, so this names only the cell.
+void setCellHostname(const std::string& cellId) {
+  if (sethostname(cellId.data(), cellId.size()) < 0) throwErrno("sethostname(" + cellId + ")");
+}
+
+// A new network namespace has only "lo", and it is down: 127.0.0.1 would not even reach the
+// cell's own listeners. Anything else (veth, routes) is the launcher's job, from outside.
+void bringUpLoopback() {
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) throwErrno("socket(AF_INET, SOCK_DGRAM)");
+  ifreq ifr{};
+  memcpy(ifr.ifr_name, "lo", 3);
+  if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) {
+    int e = errno;
+    close(sock);
+    errno = e;
+    throwErrno("ioctl(lo, SIOCGIFFLAGS)");
+  }
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+  if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) {
+    int e = errno;
+    close(sock);
+    errno = e;
+    throwErrno("ioctl(lo, SIOCSIFFLAGS, IFF_UP)");
+  }
+  close(sock);
+}
+
+// pivot_root(".", ".") stacks the old root on top of the new one at the same place (allowed
+// since Linux 3.17 and documented in pivot_root(2)), so the new root needs no put_old
+// directory; umount2(".", MNT_DETACH) then drops the old root, and every host mount under it,
+// from this namespace. From here on the host filesystem is reachable only through the
+// read-only binds made above.
+void pivotIntoNewRoot(const std::string& newRoot) {
+  if (chdir(newRoot.c_str()) < 0) throwErrno("chdir(" + newRoot + ")");
+  if (syscall(SYS_pivot_root, ".", ".") < 0) throwErrno("pivot_root(., .) in " + newRoot);
+  if (umount2(".", MNT_DETACH) < 0) throwErrno("umount2(old root, MNT_DETACH)");
+  if (chdir("/") < 0) throwErrno("chdir(/)");
+}
+
+// Made after pivot_root on purpose: the directories are created by path, and a symlink on the
+// way (the caller may name /bin/x, and /bin is a symlink) must resolve inside the cell's root,
+// never on the host. A fresh tmpfs, so the workload starts in an empty, writable directory.
+void mountWorkingDirectory(const std::string& workingDirectory) {
+  for (size_t slash = workingDirectory.find('/', 1);;
+       slash = workingDirectory.find('/', slash + 1)) {
+    std::string prefix = workingDirectory.substr(0, slash);
+    if (mkdir(prefix.c_str(), 0755) < 0 && errno != EEXIST)
+      throwErrno("mkdir(" + prefix + ", 0755)");
+    if (slash == std::string::npos) break;
+  }
+  doMount("tmpfs", workingDirectory, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+  if (chdir(workingDirectory.c_str()) < 0) throwErrno("chdir(" + workingDirectory + ")");
+}
+
+// Last filesystem step: the root tmpfs holds only mount points and the usr-merge links; making
+// it read-only means the workload can write nowhere but /tmp, /dev/shm and its working dir.
+void remountRootReadOnly() {
+  remountBind("/", MS_RDONLY | MS_NOSUID | MS_NODEV);
+}
+
+void sendReport(int control, const std::string& packet) {
+  // MSG_NOSIGNAL: a launcher that gave up must not turn into a SIGPIPE here.
+  while (send(control, packet.data(), packet.size(), MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
+}
+
+void reportFailure(int control, int error, const std::string& what) {
+  std::string packet(1, kErrorByte);
+  int32_t code = error;
+  packet.append(reinterpret_cast<const char*>(&code), sizeof code);
+  packet += what.substr(0, 3000);
+  sendReport(control, packet);
+}
+
+// Blocks until the launcher writes the start byte (true) or closes startFd (false: abort).
+bool waitForStartByte(int start) {
+  char byte;
+  ssize_t n;
+  do {
+    n = read(start, &byte, 1);
+  } while (n < 0 && errno == EINTR);
+  return n == 1;
+}
+
+// In the workload child, right after a failed call: reports it on the workload's stderr.
+// Arguments are plain pointers so nothing allocates (and clobbers errno) before errno is read.
+[[noreturn]] void failBeforeExec(const char* call, int exitCode, const char* detail = nullptr) {
+  int error = errno;
+  std::string line = std::string("cellos: ") + call;
+  if (detail) line += std::string(" ") + detail;
+  line += std::string(": ") + strerror(error) + "\n";
+  ssize_t ignored = write(2, line.data(), line.size());
+  (void)ignored;
+  _exit(exitCode);
+}
+
+// Empties the bounding set (so an exec as uid 0 gains nothing: root's file capabilities are
+// masked by it), the ambient and inheritable sets, and the current sets. The launcher's
+// SYS_ADMIN, NET_ADMIN, ... would otherwise let the workload undo every mount above.
+void dropAllCapabilities() {
+  for (int cap = 0; cap < 64; ++cap) {
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+      if (errno == EINVAL) break;  // past the kernel's last capability
+      failBeforeExec("prctl(PR_CAPBSET_DROP)", kCellAbortedExitCode);
+    }
+  }
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) {
+    failBeforeExec("prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)", kCellAbortedExitCode);
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (syscall(SYS_capset, &header, data) < 0) failBeforeExec("capset(all 0)", kCellAbortedExitCode);
+}
+
+// The forked workload child, pid 2 of the cell. Only this cell's stdout/stderr pipes and
+// /dev/null survive into execve; signals are as a fresh process has them (the init ignores
+// SIGPIPE, and ignored signals survive exec); a new session so it has no controlling terminal
+// and is the leader of its own process group; no capabilities and no_new_privs so no exec can
+// raise its privilege; exactly the environment it was given.
+[[noreturn]] void execWorkload(const InitFds& fds, char* const* argv, char* const* envp) {
+  if (dup2(fds.stderrWrite, 2) < 0) _exit(kCellAbortedExitCode);  // nowhere to report to
+  if (dup2(fds.stdoutWrite, 1) < 0) failBeforeExec("dup2(stdout pipe, 1)", kCellAbortedExitCode);
+  int devNull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devNull < 0) failBeforeExec("open(/dev/null, O_RDONLY)", kCellAbortedExitCode);
+  if (dup2(devNull, 0) < 0) failBeforeExec("dup2(/dev/null, 0)", kCellAbortedExitCode);
+  if (close_range(3, ~0U, 0) < 0) failBeforeExec("close_range(3, ~0U, 0)", kCellAbortedExitCode);
+
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, nullptr) < 0) {
+    failBeforeExec("sigprocmask(SIG_SETMASK, {})", kCellAbortedExitCode);
+  }
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);
+  }
+  umask(022);
+  if (setsid() < 0) failBeforeExec("setsid()", kCellAbortedExitCode);
+  dropAllCapabilities();
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+    failBeforeExec("prctl(PR_SET_NO_NEW_PRIVS, 1)", kCellAbortedExitCode);
+  }
+  execve(argv[0], argv, envp);
+  failBeforeExec("exec", errno == EACCES || errno == ENOEXEC ? 126 : 127, argv[0]);
+}
+
+// Pid 1 inherits every orphan of the cell, so it reaps everything, and stops at the workload.
+int reapUntil(pid_t workload) {
+  for (;;) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid == workload) return status;
+    if (pid < 0 && errno != EINTR) _exit(kCellAbortedExitCode);
+  }
+}
+
+[[noreturn]] void runCellInit(const InitPlan& plan, InitFds fds) noexcept {
+  try {
+    // 1. Tie our life to the launcher's, start clean, and wait to be in the cell's cgroup.
+    dieWithLauncher(fds.launcherPidfd);
+    resetInitSignals();
+    umask(022);
+    keepOnlyCellFds(fds);
+    waitForCgroupJoin(fds.control);
+
+    // 2. The cell's root, built under cellDir while the host is still visible.
+    makeMountsPrivate();
+    mountRootTmpfs(plan.newRoot);
+    bindHostView(plan.newRoot);
+    mountProc(plan.newRoot);
+    mountDev(plan.newRoot);
+    mountTmp(plan.newRoot);
+
+    // 3. Identity and network of the new UTS and network namespaces.
+    setCellHostname(plan.cellId);
+    bringUpLoopback();
+
+    // 4. Into the new root; the host is gone.
+    pivotIntoNewRoot(plan.newRoot);
+
+    // 5. Working directory, then the root read-only; tell the launcher we are ready.
+    mountWorkingDirectory(plan.workingDirectory);
+    remountRootReadOnly();
+    sendReport(fds.control, std::string(1, kReadyByte));
+    close(fds.control);
+  } catch (const std::system_error& e) {
+    reportFailure(fds.control, e.code().value(), e.what());
+    _exit(kCellAbortedExitCode);
+  } catch (const std::exception& e) {
+    reportFailure(fds.control, 0, e.what());
+    _exit(kCellAbortedExitCode);
+  } catch (...) {
+    _exit(kCellAbortedExitCode);
+  }
+
+  // 6. Nothing of the workload runs until the launcher says so.
+  if (!waitForStartByte(fds.start)) _exit(kCellAbortedExitCode);
+  close(fds.start);
+
+  std::vector<char*> argv, envp;
+  for (const std::string& arg : plan.argv) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  for (const std::string& var : plan.envp) envp.push_back(const_cast<char*>(var.c_str()));
+  envp.push_back(nullptr);
+
+  pid_t workload = fork();
+  if (workload == 0) {
+    close(fds.status);
+    execWorkload(fds, argv.data(), envp.data());
+  }
+  if (workload < 0) {
+    // E.g. pids.max is 1. No wait status exists to report: EOF on statusFd says so.
+    std::string line = std::string("cellos: fork: ") + strerror(errno) + "\n";
+    ssize_t ignored = write(fds.stderrWrite, line.data(), line.size());
+    (void)ignored;
+    _exit(kCellAbortedExitCode);
+  }
+  // Only the workload and its descendants may hold the write ends, so the launcher sees EOF
+  // once they are all gone.
+  close(fds.stdoutWrite);
+  close(fds.stderrWrite);
+
+  // 7. Reap, report, exit: the kernel kills whatever the workload left behind.
+  int status = reapUntil(workload);
+  ssize_t n;
+  do {
+    n = write(fds.status, &status, sizeof status);
+  } while (n < 0 && errno == EINTR);
+  _exit(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The launcher
+
+constexpr uint64_t kCellNamespaces =
+    CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
+
+// How long the launcher waits for the init to build the cell's root. Setup takes milliseconds;
+// this only bounds a wedged mount.
+constexpr int kSetupTimeoutMs = 30000;
+
+// The kernel's struct clone_args up to CLONE_ARGS_SIZE_VER0 (64 bytes). Spelled out because
+// <linux/sched.h> and glibc's <sched.h> both define the CLONE_* macros.
+struct CloneArgs {
+  uint64_t flags;
+  uint64_t pidfd;
+  uint64_t childTid;
+  uint64_t parentTid;
+  uint64_t exitSignal;
+  uint64_t stack;
+  uint64_t stackSize;
+  uint64_t tls;
+};
+static_assert(sizeof(CloneArgs) == 64);
+
+// Cells this process launched and has not destroyed yet, by id, with a pidfd of each init of
+// our own. destroyCell signals and reaps through the pidfd, never through the bare pid, so an
+// init the caller already reaped (whose pid may now be another process) is never touched.
+struct LaunchedInit {
+  pid_t pid;
+  int pidfd;
+};
+std::mutex registryMutex;
+std::map<std::string, LaunchedInit>& registry() {
+  static std::map<std::string, LaunchedInit> cells;
+  return cells;
+}
+
+bool isValidCellId(const std::string& id) {
+  if (id.empty() || id.size() > 63) return false;
+  for (size_t i = 0; i < id.size(); ++i) {
+    char c = id[i];
+    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-'))) return false;
+  }
+  return true;
+}
+
+bool hasNul(const std::string& s) {
+  return s.find('\0') != std::string::npos;
+}
+
+// The id is validated upstream, but it becomes a path element and a hostname here, so it is
+// checked again; the rest are the preconditions the init relies on.
+void validateLaunch(const CellLaunch& launch) {
+  if (!isValidCellId(launch.cellId)) {
+    throw std::invalid_argument("cell id \"" + launch.cellId +
+                                "\" is not [a-z0-9][a-z0-9._-]{0,62}");
+  }
+  if (launch.argv.empty() || launch.argv[0].empty() || launch.argv[0][0] != '/') {
+    throw std::invalid_argument("cell " + launch.cellId + ": argv[0] must be an absolute path");
+  }
+  for (const std::string& arg : launch.argv) {
+    if (hasNul(arg)) throw std::invalid_argument("cell " + launch.cellId + ": argv contains NUL");
+  }
+  for (const auto& [name, value] : launch.env) {
+    if (name.empty() || name.find('=') != std::string::npos || hasNul(name) || hasNul(value)) {
+      throw std::invalid_argument("cell " + launch.cellId + ": bad environment variable name \"" +
+                                  name + "\"");
+    }
+  }
+  const std::string& wd = launch.workingDirectory;
+  if (wd.size() < 2 || wd[0] != '/' || wd.back() == '/' || wd.find("//") != std::string::npos ||
+      hasNul(wd) || (wd + "/").find("/./") != std::string::npos ||
+      (wd + "/").find("/../") != std::string::npos) {
+    throw std::invalid_argument("cell " + launch.cellId + ": working directory \"" + wd +
+                                "\" must be a normalized absolute path other than /");
+  }
+  if (launch.cellDir.empty() || launch.cellDir[0] != '/') {
+    throw std::invalid_argument("cell " + launch.cellId + ": cellDir must be an absolute path");
+  }
+}
+
+// The init compares mount points with this path textually, so symlinks are resolved first.
+std::string canonicalDirectory(const std::string& path) {
+  char* resolved = realpath(path.c_str(), nullptr);
+  if (!resolved) throwErrno("realpath(" + path + ")");
+  std::string canonical(resolved);
+  free(resolved);
+  struct stat st {};
+  if (stat(canonical.c_str(), &st) < 0) throwErrno("stat(" + canonical + ")");
+  if (!S_ISDIR(st.st_mode)) throw std::invalid_argument("cellDir " + path + " is not a directory");
+  if (canonical == "/") throw std::invalid_argument("cellDir must not be /");
+  return canonical;
+}
+
+// clone3 with CLONE_PIDFD gives the pidfd atomically with the child (no window in which the
+// pid could be reaped and recycled). A seccomp profile may hide clone3 (ENOSYS: its flags sit
+// behind a pointer a filter cannot inspect); clone + pidfd_open is then as safe, because the
+// unreaped child's pid cannot be recycled. Returns 0 in the child, like fork.
+pid_t cloneCellInit(int* pidfd) {
+  CloneArgs args{};
+  args.flags = kCellNamespaces | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uintptr_t>(pidfd);
+  args.exitSignal = SIGCHLD;
+  long pid = syscall(SYS_clone3, &args, sizeof args);
+  if (pid >= 0) return static_cast<pid_t>(pid);
+  if (errno != ENOSYS) {
+    throwErrno(
+        "clone3(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWNET|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_PIDFD)");
+  }
+  pid = syscall(SYS_clone, kCellNamespaces | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+  if (pid < 0) {
+    throwErrno("clone(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWNET|CLONE_NEWUTS|CLONE_NEWIPC|SIGCHLD)");
+  }
+  if (pid == 0) return 0;
+  *pidfd = pidfdOpen(static_cast<pid_t>(pid));
+  if (*pidfd < 0) {
+    int e = errno;
+    kill(static_cast<pid_t>(pid), SIGKILL);
+    waitpid(static_cast<pid_t>(pid), nullptr, 0);
+    errno = e;
+    throwErrno("pidfd_open(" + std::to_string(pid) + ", 0)");
+  }
+  return static_cast<pid_t>(pid);
+}
+
+// Waits for the init's setup report. Returns normally once the init is ready; throws with the
+// init's own error (the failed call, from inside the cell) otherwise.
+void awaitReady(int control, pid_t pid, const std::string& cellId) {
+  pollfd pfd{control, POLLIN, 0};
+  int ready;
+  do {
+    ready = poll(&pfd, 1, kSetupTimeoutMs);
+  } while (ready < 0 && errno == EINTR);
+  if (ready < 0) throwErrno("poll(cell " + cellId + " control socket)");
+  if (ready == 0)
+    throw std::runtime_error("cell " + cellId + ": init did not finish setup in time");
+  char packet[4096];
+  ssize_t n;
+  do {
+    n = recv(control, packet, sizeof packet, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) throwErrno("recv(cell " + cellId + " control socket)");
+  if (n == 1 && packet[0] == kReadyByte) return;
+  if (n >= 5 && packet[0] == kErrorByte) {
+    int32_t code;
+    memcpy(&code, packet + 1, sizeof code);
+    std::string what(packet + 5, static_cast<size_t>(n - 5));
+    if (code == 0) throw std::runtime_error("cell " + cellId + " setup: " + what);
+    // e.what() of the init's system_error already ends in ": <strerror>"; keep only the call.
+    std::string suffix = std::string(": ") + std::generic_category().message(code);
+    if (what.size() >= suffix.size() &&
+        what.compare(what.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      what.resize(what.size() - suffix.size());
+    }
+    throw std::system_error(code, std::generic_category(), "cell " + cellId + " setup: " + what);
+  }
+  if (n == 0) {
+    // EOF without a report: the init died (killed, or out of memory under memory.max).
+    int status = 0;
+    pid_t reaped;
+    do {
+      reaped = waitpid(pid, &status, 0);
+    } while (reaped < 0 && errno == EINTR);
+    if (reaped == pid) {
+      throw std::runtime_error("cell " + cellId + ": init " + describeWaitStatus(status) +
+                               " during setup");
+    }
+  }
+  throw std::runtime_error("cell " + cellId + ": init ended setup without a valid report");
+}
+
+// Undoes a half-made launch: whatever the init got to, killing it (its pid namespace with it)
+// and removing the cgroup leaves nothing, because everything else lived in its namespaces.
+void abandonLaunch(pid_t pid, int pidfd, CellCgroup& cgroup) noexcept {
+  if (pidfd >= 0) pidfdSendSignal(pidfd, SIGKILL);
+  if (pid > 0) {
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  try {
+    cgroup.killAll();
+    for (int attempt = 0; attempt < 100 && !cgroup.remove(); ++attempt) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  } catch (...) {
+    // Nothing better to do here; residueOf() reports what is left.
+  }
+}
+
+}  // namespace
+
+LaunchedCell launchCell(const CellLaunch& launch) {
+  validateLaunch(launch);
+  InitPlan plan;
+  plan.cellId = launch.cellId;
+  plan.newRoot = canonicalDirectory(launch.cellDir);
+  plan.workingDirectory = launch.workingDirectory;
+  plan.argv = launch.argv;
+  for (const auto& [name, value] : launch.env) plan.envp.push_back(name + "=" + value);
+  {
+    std::lock_guard<std::mutex> lock(registryMutex);
+    if (registry().count(launch.cellId)) {
+      throw std::runtime_error("cell " + launch.cellId + " is still live; destroy it first");
+    }
+  }
+
+  // The cgroup exists, with its limits, before the init does anything the limits should cover.
+  CellCgroup cgroup = CellCgroup::create(launch.cellId);
+  try {
+    if (launch.pidsMax) cgroup.setPidsMax(*launch.pidsMax);
+    if (launch.memoryMaxBytes) cgroup.setMemoryMax(*launch.memoryMaxBytes);
+  } catch (...) {
+    cgroup.remove();
+    throw;
+  }
+
+  // Every channel is made before clone, so the init inherits its ends and each side closes the
+  // other's right after. The control channel is a socket (not a pipe) so that both sides can
+  // write with MSG_NOSIGNAL: a peer that died is an error value, never a SIGPIPE.
+  Pipe out, err, start, status;
+  Fd control, initControl, launcherPidfd, pidfd;
+  pid_t pid = -1;
+  try {
+    out = makePipe("stdout");
+    err = makePipe("stderr");
+    start = makePipe("start");
+    status = makePipe("status");
+    for (int readEnd : {out.read.get(), err.read.get()}) {
+      if (fcntl(readEnd, F_SETFL, O_NONBLOCK) < 0) throwErrno("fcntl(F_SETFL, O_NONBLOCK)");
+    }
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
+      throwErrno("socketpair(AF_UNIX, SOCK_SEQPACKET|SOCK_CLOEXEC)");
+    }
+    control = Fd(pair[0]);
+    initControl = Fd(pair[1]);
+    launcherPidfd = Fd(pidfdOpen(getpid()));
+    if (launcherPidfd.get() < 0) throwErrno("pidfd_open(" + std::to_string(getpid()) + ", 0)");
+
+    int newPidfd = -1;
+    pid = cloneCellInit(&newPidfd);
+    if (pid == 0) {
+      runCellInit(plan, InitFds{initControl.get(), launcherPidfd.get(), start.read.get(),
+                                status.write.get(), out.write.get(), err.write.get()});
+    }
+    pidfd = Fd(newPidfd);
+
+    // The init's ends are the init's alone now.
+    initControl.reset();
+    launcherPidfd.reset();
+    start.read.reset();
+    status.write.reset();
+    out.write.reset();
+    err.write.reset();
+
+    // Into the cgroup before the init does anything else; then let it go on.
+    cgroup.addProcess(pid);
+    char go = kGoByte;
+    if (send(control.get(), &go, 1, MSG_NOSIGNAL) != 1) {
+      throwErrno("send(cell " + launch.cellId + " control socket, 'go')");
+    }
+    awaitReady(control.get(), pid, launch.cellId);
+
+    // The init is our unreaped child, so its pid cannot have been recycled.
+    std::string netnsPath = "/proc/" + std::to_string(pid) + "/ns/net";
+    Fd netns(open(netnsPath.c_str(), O_RDONLY | O_CLOEXEC));
+    if (netns.get() < 0) throwErrno("open(" + netnsPath + ", O_RDONLY)");
+
+    int registryPidfd = fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 3);
+    if (registryPidfd < 0) throwErrno("fcntl(pidfd, F_DUPFD_CLOEXEC)");
+    {
+      std::lock_guard<std::mutex> lock(registryMutex);
+      registry()[launch.cellId] = LaunchedInit{pid, registryPidfd};
+    }
+    return LaunchedCell{pid,
+                        pidfd.release(),
+                        netns.release(),
+                        out.read.release(),
+                        err.read.release(),
+                        start.write.release(),
+                        status.read.release()};
+  } catch (...) {
+    abandonLaunch(pid, pidfd.get(), cgroup);
+    throw;
+  }
+}
+
+std::vector<std::string> destroyCell(const std::string& cellId, pid_t initPid) {
+  std::vector<std::string> residue;
+  try {
+    std::optional<LaunchedInit> ours;
+    {
+      std::lock_guard<std::mutex> lock(registryMutex);
+      // The registry, not `initPid`, decides: its pidfd pins exactly the init we launched under
+      // this id, even if the caller passes a stale pid (or 0, as a restarted agent does).
+      auto it = registry().find(cellId);
+      if (it != registry().end()) {
+        ours = it->second;
+        registry().erase(it);
+      }
+    }
+    if (ours) {
+      // SIGKILL to the init collapses the pid namespace: the kernel kills every process in it
+      // and the init becomes a zombie only once they are all gone. ESRCH: already dead.
+      pidfdSendSignal(ours->pidfd, SIGKILL);
+      pollfd exited{ours->pidfd, POLLIN, 0};
+      int ready;
+      do {
+        ready = poll(&exited, 1, 5000);
+      } while (ready < 0 && errno == EINTR);
+      siginfo_t info{};
+      // ECHILD: the caller reaped it already (through its own pidfd or waitpid).
+      if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(ours->pidfd), &info,
+                 WEXITED | WNOHANG) == 0 &&
+          info.si_pid == 0) {
+        // Stuck (uninterruptible sleep): keep it registered so a later destroy can reap it.
+        residue.push_back("cell init " + std::to_string(ours->pid) + " did not exit after SIGKILL");
+        std::lock_guard<std::mutex> lock(registryMutex);
+        registry().emplace(cellId, *ours);
+      } else {
+        close(ours->pidfd);
+      }
+    }
+    // Everything else in the cell's cgroup: the init of a cell launched by an earlier launcher
+    // process, or anything that got into the cgroup from outside the pid namespace.
+    CellCgroup cgroup = CellCgroup::open(cellId);
+    cgroup.killAll();
+    // rmdir can briefly see EBUSY while the last killed processes finish exiting.
+    for (int attempt = 0; attempt < 100 && !cgroup.remove(); ++attempt) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  } catch (const std::exception& e) {
+    residue.push_back(std::string("destroy of cell ") + cellId + " failed: " + e.what());
+  }
+  for (std::string& item : residueOf(cellId, "", false)) residue.push_back(std::move(item));
+  return residue;
+}
+
+std::vector<std::string> residueOf(const std::string& cellId, const std::string& cellDir,
+                                   bool expectDirGone) {
+  std::vector<std::string> residue;
+  try {
+    CellCgroup cgroup = CellCgroup::open(cellId);
+    for (pid_t pid : cgroup.processes()) {
+      residue.push_back("process " + std::to_string(pid) + " in the cgroup of cell " + cellId);
+    }
+    for (const std::string& leaf : cgroup.leaves()) {
+      if (access(leaf.c_str(), F_OK) == 0) residue.push_back("cgroup " + leaf);
+    }
+    if (!cellDir.empty()) {
+      std::string dir = cellDir;
+      if (char* resolved = realpath(cellDir.c_str(), nullptr)) {
+        dir = resolved;
+        free(resolved);
+      }
+      for (const std::string& mountPoint : mountPointsUnder(dir)) {
+        residue.push_back("mount on " + mountPoint);
+      }
+      struct stat st {};
+      if (expectDirGone && lstat(cellDir.c_str(), &st) == 0) {
+        residue.push_back("directory " + cellDir);
+      }
+    }
+  } catch (const std::exception& e) {
+    residue.push_back(std::string("residue check of cell ") + cellId + " failed: " + e.what());
+  }
+  return residue;
+}
+
+}  // namespace cellos::vmm
