@@ -94,9 +94,17 @@ class DnsProxyServer final : public ipc::DnsProxy::Server {
     return kj::READY_NOW;
   }
 
+  // The broker destroys the cell before it stops the cell's resolver, so every query the
+  // child answered is already recorded in the channel: deliver all of it, then close.
   kj::Promise<void> stop(StopContext context) override {
-    stopChild();
-    return kj::READY_NOW;
+    if (stopped_) return kj::READY_NOW;
+    relaying_ = nullptr;
+    drainChannel();
+    flush();
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    flushed_ = kj::mv(paf.fulfiller);
+    notifyIfFlushed();
+    return paf.promise.then([this]() { stopChild(); });
   }
 
  private:
@@ -127,23 +135,35 @@ class DnsProxyServer final : public ipc::DnsProxy::Server {
 
   kj::Promise<void> relayLoop() {
     return observer_.whenBecomesReadable().then([this]() -> kj::Promise<void> {
-      while (!closed_) {
-        auto message = receive();
-        if (message.get() == nullptr) break;
-        auto root = message->getRoot<ipc::DnsChildMessage>();
-        if (!root.isQuery()) continue;
-        if (queue_.size() >= kMaxQueuedRecords) {
-          ++dropped_;
-          continue;
-        }
-        capnp::MallocMessageBuilder copy;
-        copy.setRoot(root.getQuery());
-        queue_.push_back(capnp::messageToFlatArray(copy));
-      }
+      drainChannel();
       flush();
       if (closed_) return kj::READY_NOW;
       return relayLoop();
     });
+  }
+
+  // Moves every record waiting in the channel into the bounded queue (overflow is counted).
+  void drainChannel() {
+    while (!closed_) {
+      auto message = receive();
+      if (message.get() == nullptr) break;
+      auto root = message->getRoot<ipc::DnsChildMessage>();
+      if (!root.isQuery()) continue;
+      if (queue_.size() >= kMaxQueuedRecords) {
+        ++dropped_;
+        continue;
+      }
+      capnp::MallocMessageBuilder copy;
+      copy.setRoot(root.getQuery());
+      queue_.push_back(capnp::messageToFlatArray(copy));
+    }
+  }
+
+  void notifyIfFlushed() {
+    if (flushed_.get() != nullptr && !sending_ && queue_.empty() && dropped_ == 0) {
+      flushed_->fulfill();
+      flushed_ = nullptr;
+    }
   }
 
   // Sends queued records to the broker, one batch in flight at a time.
@@ -161,23 +181,28 @@ class DnsProxyServer final : public ipc::DnsProxy::Server {
     queue_.erase(queue_.begin(), queue_.begin() + count);
     sending_ = true;
     sendTask_ = request.send()
-                    .then([this]() {
-                      sending_ = false;
-                      flush();
-                    },
-                          [this](kj::Exception&& e) {
-                            sending_ = false;
-                            spdlog::warn("DNS child {}: audit sink failed: {}", pid_,
-                                         e.getDescription().cStr());
-                          })
+                    .then(
+                        [this]() {
+                          sending_ = false;
+                          flush();
+                          notifyIfFlushed();
+                        },
+                        [this](kj::Exception&& e) {
+                          sending_ = false;
+                          spdlog::warn("DNS child {}: audit sink failed: {}", pid_,
+                                       e.getDescription().cStr());
+                          queue_.clear();  // the broker is gone: nobody to deliver to
+                          dropped_ = 0;
+                          notifyIfFlushed();
+                        })
                     .eagerlyEvaluate(nullptr);
   }
 
   void stopChild() {
     if (stopped_) return;
     stopped_ = true;
-    // Closing the channel tells the child to exit (it polls the channel); it runs as another
-    // uid, so we do not signal it. PDEATHSIG covers a dying spawner.
+    // Shutting the channel down tells the child to exit (it polls the channel); it runs as
+    // another uid, so we do not signal it. PDEATHSIG covers a dying spawner.
     relaying_ = nullptr;
     shutdown(channel_, SHUT_RDWR);
   }
@@ -192,6 +217,7 @@ class DnsProxyServer final : public ipc::DnsProxy::Server {
   bool sending_ = false;
   bool closed_ = false;
   bool stopped_ = false;
+  kj::Own<kj::PromiseFulfiller<void>> flushed_;  // set while stop() waits for delivery
   kj::Promise<void> sendTask_ = kj::READY_NOW;
   kj::Promise<void> relaying_ = kj::READY_NOW;
 };

@@ -64,6 +64,10 @@ constexpr std::string_view kLauncherAllow[] = {
     "getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getgroups",
     "getresuid", "getresgid", "uname", "sysinfo", "getrlimit", "setrlimit", "prlimit64",
     "getrusage", "getrandom", "getcpu",
+    // more of what shells, coreutils and resolvers use
+    "vfork", "fork", "restart_syscall", "sendmmsg", "recvmmsg", "epoll_create", "eventfd",
+    "mincore", "membarrier", "readahead", "sync_file_range", "mlock2", "fstatfs", "getpgrp",
+    "sched_get_priority_max", "sched_get_priority_min", "ioprio_get", "personality",
 };
 
 }  // namespace
