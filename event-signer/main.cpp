@@ -108,9 +108,14 @@ int serve(const Options& options) {
   return 0;
 }
 
+// Prints the public keyset the signer keeps in its state directory. Read-only: it never creates
+// a key (a key created here, by whoever runs this, would be owned by the wrong user).
 int printKeyset(const Options& options) {
-  signer::KeyStore keys(options.stateDir, options.keyFile);
-  std::cout << keys.keysetJson() << "\n";
+  std::string path = options.stateDir + "/keyset.json";
+  std::string json = signer::readFileNoFollow(path, 1 << 20);
+  std::string error;
+  KJ_REQUIRE(core::parseKeyset(json, &error) != std::nullopt, "keyset is unreadable", path, error);
+  std::cout << json << "\n";
   return 0;
 }
 
@@ -133,8 +138,8 @@ int main(int argc, char** argv) {
                  "operator key (PKCS#8 PEM, Ed25519 or P-256) instead of the generated one; "
                  "default $CREDENTIALS_DIRECTORY/signing-key when present");
   auto* keysetCommand =
-      app.add_subcommand("keyset", "print the public keyset as JSON and exit (run as the "
-                                   "signer user or root)");
+      app.add_subcommand("keyset", "print the public keyset (<state-dir>/keyset.json) and exit");
+  keysetCommand->fallthrough();  // `keyset --state-dir DIR` as well as `--state-dir DIR keyset`
   CLI11_PARSE(app, argc, argv);
   try {
     privsep::setupLogging("cellos-event-signer", options.common.logLevel);

@@ -105,20 +105,27 @@ int serve(const Options& options) {
   // Only the broker (and root, for administration) may connect. We send it one fd per cell (the
   // network namespace); the limit of 1 is what lets that fd leave (see ipc::LinkOptions).
   ipc::PeerPolicy policy{{broker.uid, 0}, {}};
-  ipc::RpcListener listener(io, kj::mv(listenFd), "vmm.sock", policy,
-                            ipc::LinkOptions{.maxFdsPerMessage = 1},
-                            [&](const ipc::PeerCredentials&) -> capnp::Capability::Client {
-                              return kj::heap<vmm::VmmAgentServer>(state);
-                            });
+  auto listener = kj::heap<ipc::RpcListener>(
+      io, kj::mv(listenFd), "vmm.sock", policy, ipc::LinkOptions{.maxFdsPerMessage = 1},
+      [&](const ipc::PeerCredentials&) -> capnp::Capability::Client {
+        return kj::heap<vmm::VmmAgentServer>(state);
+      });
   privsep::signalReady(options.common.readyFd);
   spdlog::info("serving on {}", options.common.socketPath);
-  int signal = listener.run()
+  int signal = listener->run()
                    .then([]() { return 0; })
                    .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort))
                    .wait(io.waitScope);
   spdlog::info("shutting down on signal {}", signal);
-  // Leaving scope drops every connection and with it every Cell capability; their destructors
-  // queue teardown. Give those a bounded moment to finish before exiting.
+  // Dropping the listener drops every connection and with it every Cell capability; each
+  // cell's destructor queues its teardown. Run those to completion (bounded) so no cell
+  // outlives the agent; whatever does not finish is reaped by the next start.
+  listener = nullptr;
+  state.tasks.onEmpty()
+      .exclusiveJoin(io.provider->getTimer().afterDelay(10 * kj::SECONDS).then([]() {
+        spdlog::error("cell teardown did not finish within 10 s; leaving it to the next start");
+      }))
+      .wait(io.waitScope);
   return 0;
 }
 
