@@ -1,6 +1,7 @@
 #include "broker/broker_server.h"
 
 #include "core/cloudevent.h"
+#include "core/host_policy.h"
 #include "core/spec.h"
 #include "core/uuid.h"
 
@@ -74,6 +75,16 @@ kj::Promise<void> BrokerServer::submit(SubmitContext context) {
   auto bytes = params.getDocument();
   std::string_view text(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
   core::ParseResult parsed = core::parseCellDocument(text);
+  if (parsed.document) {
+    // A well-formed document that asks for more than this host grants is refused the same way,
+    // with every violation at once, before anything is created.
+    std::vector<core::Violation> refused =
+        core::checkHostPolicy(state_.context.policy, *parsed.document);
+    if (!refused.empty()) {
+      parsed.document.reset();
+      parsed.violations = std::move(refused);
+    }
+  }
   if (!parsed.document) {
     auto list = context.getResults().initViolations(parsed.violations.size());
     nlohmann::json violations = nlohmann::json::array();
@@ -103,6 +114,8 @@ kj::Promise<void> BrokerServer::submit(SubmitContext context) {
     return state_.context.events.append(kj::mv(rejected));
   }
   std::string digest = core::specDigest(parsed);
+  // What the document left open runs under the host's caps, not unbounded.
+  core::applyHostPolicyDefaults(state_.context.policy, *parsed.document);
   auto record = std::make_shared<RunRecord>();
   record->run = std::make_unique<CellRun>(state_.context, std::move(*parsed.document), digest,
                                           params.getOutput());

@@ -7,6 +7,7 @@
 
 #include "broker/event_log.h"
 #include "core/cloudevent.h"
+#include "core/host_policy.h"
 #include "core/spec.h"
 #include "ipc/broker.capnp.h"
 #include "ipc/dns.capnp.h"
@@ -20,13 +21,14 @@
 
 namespace cellos::broker {
 
-// What every run shares: the helpers and the log.
+// What every run shares: the helpers, the log and the host policy.
 struct BrokerContext {
   kj::Timer& timer;
   std::string hostId;
   ipc::VmmAgent::Client vmm;
   ipc::DnsHelper::Client dns;
   EventLog& events;
+  const core::HostPolicy& policy;  // what admission grants; read once at start-up
   kj::Duration helperCallTimeout = 30 * kj::SECONDS;
 };
 

@@ -2,7 +2,8 @@
 // launcher, the DNS helper and the event signer to do the privileged parts.
 //
 // Privilege story, top to bottom:
-//   1. start as root (embedded mode) or as cellos (service mode); close inherited fds;
+//   1. start as root (embedded mode) or as cellos (service mode); close inherited fds; read
+//      the host policy (a bad one stops start-up before anything is created);
 //   2. open the event log for append (creating it, owned by cellos) and bind broker.sock
 //      (owner cellos, group cellos, 0660) — the only steps that may need root;
 //   3. become cellos with no capabilities, set no_new_privs;
@@ -13,6 +14,7 @@
 #include "broker/cell_run.h"
 #include "broker/event_log.h"
 #include "broker/seccomp_profile.h"
+#include "core/host_policy.h"
 #include "core/uuid.h"
 #include "ipc/socket.h"
 #include "privsep/credentials.h"
@@ -25,6 +27,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
@@ -42,6 +45,7 @@ struct Options {
   std::string signerSocket = "/run/cellos/signer.sock";
   std::string eventsPath = "/var/lib/cellos/events/events.jsonl";
   std::string hostId;
+  std::string policyPath;  // empty: no host policy beyond the document's own rules
   int connectTimeoutSeconds = 10;
 };
 
@@ -50,6 +54,27 @@ std::string readHostId() {
   std::string id;
   std::getline(in, id);
   return id.empty() ? "unknown-host" : id;
+}
+
+// The host policy, read while files may still be opened (the seccomp profile allows no open).
+// Throws one line naming the file and every problem in it.
+core::HostPolicy readHostPolicy(const std::string& path) {
+  if (path.empty()) return {};
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("host policy " + path + ": cannot open: " + strerror(errno));
+  std::string bytes(core::kMaxHostPolicyBytes + 1, '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (in.bad()) {
+    throw std::runtime_error("host policy " + path + ": cannot read: " + strerror(errno));
+  }
+  bytes.resize(static_cast<size_t>(in.gcount()));
+  core::HostPolicyParseResult parsed = core::parseHostPolicy(bytes);
+  if (parsed.policy) return *parsed.policy;
+  std::string problems;
+  for (const auto& v : parsed.violations) {
+    problems += (problems.empty() ? "" : "; ") + core::formatViolation(v);
+  }
+  throw std::runtime_error("host policy " + path + " is invalid: " + problems);
 }
 
 // The log is opened before privilege is dropped and kept open; the broker never needs to open
@@ -92,6 +117,7 @@ int serve(const Options& options) {
   auto account = privsep::lookupAccount(options.common.user);
   auto clientGroup = privsep::lookupGroup(options.clientGroup);
   std::string hostId = options.hostId.empty() ? readHostId() : options.hostId;
+  const core::HostPolicy hostPolicy = readHostPolicy(options.policyPath);
 
   kj::AutoCloseFd eventsFd(openEventLog(options.eventsPath, account));
   auto listenFd = ipc::listenUnix({options.common.socketPath, 0660, account.uid,
@@ -120,7 +146,7 @@ int serve(const Options& options) {
   broker::EventLog events(signerLink.bootstrap<ipc::EventSigner>(), eventsFd, options.eventsPath);
   broker::BrokerContext context{io.provider->getTimer(), hostId,
                                 vmmLink.bootstrap<ipc::VmmAgent>(),
-                                dnsLink.bootstrap<ipc::DnsHelper>(), events};
+                                dnsLink.bootstrap<ipc::DnsHelper>(), events, hostPolicy};
   broker::BrokerState state(context);
 
   // OpenSSL loads its configuration file on first use (event ids come from RAND_bytes): use it
@@ -183,6 +209,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--host-id", options.hostId,
                  "host id in event sources (default: /etc/machine-id)");
+  app.add_option("--policy", options.policyPath,
+                 "host policy file (YAML or JSON): caps and grants enforced at admission");
   app.add_option("--connect-timeout", options.connectTimeoutSeconds,
                  "seconds to wait for the helpers' sockets at start")
       ->capture_default_str();

@@ -11,6 +11,7 @@ constexpr std::string_view kAllow[] = {
     "signalfd4",
     // clients and helper links (fds pass through us by SCM_RIGHTS: the cell's netns)
     "accept4", "recvmsg", "sendmsg", "read", "write", "writev", "readv", "getsockopt", "close",
+    "shutdown",  // Cap'n Proto half-closes a connection it drops (garbage, Abort)
     "fcntl",
     // the event log: append + fsync per batch
     "fsync", "fdatasync",

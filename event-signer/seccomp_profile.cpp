@@ -14,6 +14,7 @@ constexpr std::string_view kAllow[] = {
     "signalfd4",
     // accepting and serving broker / reader connections
     "accept4", "recvmsg", "sendmsg", "read", "write", "writev", "getsockopt", "close",
+    "shutdown",  // Cap'n Proto half-closes a connection it drops (garbage, Abort)
     // chain head: write temp file, fsync, rename, fsync directory
     "openat", "fsync", "rename", "unlink", "fstat", "newfstatat", "lseek",
     // memory and time (OpenSSL, allocator, logging)

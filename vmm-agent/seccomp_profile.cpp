@@ -14,6 +14,7 @@ constexpr std::string_view kAgentAllow[] = {
     "timerfd_create", "timerfd_settime", "signalfd4",
     // broker connections and the launcher socketpair (fds arrive by SCM_RIGHTS)
     "accept4", "recvmsg", "sendmsg", "read", "write", "writev", "readv", "getsockopt", "close",
+    "shutdown",  // Cap'n Proto half-closes a connection it drops (garbage, Abort)
     "fcntl",
     // signalling cells (timeout, kill, destroy)
     "pidfd_send_signal",

@@ -14,6 +14,7 @@ struct RunOptions {
   std::string file;
   std::string eventsPath;
   std::string backend;
+  std::string policyPath;  // host policy the broker enforces at admission; empty: none
   std::string stateDir = "/var/lib/cellos";
   std::string logLevel = "warn";
 };

@@ -138,11 +138,14 @@ void EmbeddedSystem::start() {
   launch("cellos-vmm-agent", {"--socket=" + runtimeDir_ + "/vmm.sock",
                               "--run-dir=" + runtimeDir_ + "/vmm", "--config=/dev/null"});
   launch("cellos-dns-helper", {"--socket=" + runtimeDir_ + "/dns.sock", "--config=/dev/null"});
-  launch("cellos-broker", {"--socket=" + runtimeDir_ + "/broker.sock",
-                           "--signer-socket=" + runtimeDir_ + "/signer.sock",
-                           "--vmm-socket=" + runtimeDir_ + "/vmm.sock",
-                           "--dns-socket=" + runtimeDir_ + "/dns.sock",
-                           "--events=" + eventsPath_, "--config=/dev/null"});
+  std::vector<std::string> brokerArgs = {"--socket=" + runtimeDir_ + "/broker.sock",
+                                         "--signer-socket=" + runtimeDir_ + "/signer.sock",
+                                         "--vmm-socket=" + runtimeDir_ + "/vmm.sock",
+                                         "--dns-socket=" + runtimeDir_ + "/dns.sock",
+                                         "--events=" + eventsPath_,
+                                         "--config=/dev/null"};
+  if (!options_.policyPath.empty()) brokerArgs.push_back("--policy=" + options_.policyPath);
+  launch("cellos-broker", std::move(brokerArgs));
 }
 
 void EmbeddedSystem::stop() {

@@ -15,6 +15,7 @@ struct EmbeddedOptions {
   std::string eventsPath;  // default <stateDir>/events/events.jsonl
   std::string binDir;      // where the daemons are; default: beside this executable
   std::string logLevel = "warn";
+  std::string policyPath;  // passed to the broker as --policy; empty: no host policy
 };
 
 class EmbeddedSystem {

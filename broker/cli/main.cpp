@@ -26,6 +26,9 @@ int main(int argc, char** argv) {
   runCmd->add_option("--events", run.eventsPath,
                      "event log (default <state-dir>/events/events.jsonl)");
   runCmd->add_option("--backend", run.backend, "linux (gvisor and firecracker: not yet)");
+  runCmd->add_option("--policy", run.policyPath,
+                     "host policy file (YAML or JSON, see docs/spec.md): the broker refuses a "
+                     "document that asks for more, listing every violation; exit 2");
   runCmd->add_option("--state-dir", run.stateDir, "signer keys and default event log")
       ->capture_default_str();
   runCmd->add_option("--log-level", run.logLevel, "daemon log level")->capture_default_str();

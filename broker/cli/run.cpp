@@ -1,5 +1,6 @@
 #include "broker/cli/commands.h"
 #include "broker/cli/embedded.h"
+#include "core/host_policy.h"
 #include "core/spec.h"
 #include "ipc/broker.capnp.h"
 #include "ipc/socket.h"
@@ -7,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include <kj/async-unix.h>
@@ -37,6 +39,24 @@ class TerminalSink final : public ipc::OutputSink::Server {
   kj::Promise<void> done(DoneContext) override { return kj::READY_NOW; }
 };
 
+// Checks the host policy file before anything starts, so a mistake in it is a usage error with
+// every problem listed, not a broker that fails to start. True when it is valid.
+bool hostPolicyUsable(const std::string& path) {
+  std::string bytes;
+  try {
+    // Same bound and reading as a document: the parser refuses an oversized file itself.
+    bytes = readDocumentFile(path);
+  } catch (const std::exception& e) {
+    std::cerr << "cellos run: host policy " << e.what() << "\n";
+    return false;
+  }
+  auto parsed = core::parseHostPolicy(bytes);
+  if (parsed.policy) return true;
+  std::cerr << path << ": invalid host policy\n";
+  for (const auto& v : parsed.violations) std::cerr << "  " << core::formatViolation(v) << "\n";
+  return false;
+}
+
 int exitStatusOf(ipc::RunResult::Reader result) {
   if (!result.getHasStatus()) return kExitRunnerFailed;
   auto status = result.getStatus();
@@ -44,7 +64,7 @@ int exitStatusOf(ipc::RunResult::Reader result) {
   return status.getExitCode();
 }
 
-int submitAndWait(const std::string& socket, const std::string& document) {
+int submitAndWait(const std::string& socket, const std::string& file, const std::string& document) {
   auto io = kj::setupAsyncIo();
   ipc::RpcLink link(*io.lowLevelProvider, ipc::connectUnix(socket), {.maxFdsPerMessage = 0},
                     capnp::rpc::twoparty::Side::CLIENT, nullptr);
@@ -55,7 +75,9 @@ int submitAndWait(const std::string& socket, const std::string& document) {
   request.setOutput(kj::heap<TerminalSink>());
   auto response = request.send().wait(io.waitScope);
   if (response.getViolations().size() > 0) {
-    for (auto v : response.getViolations()) std::cerr << v.cStr() << "\n";
+    // Refused at admission (the host policy): every violation, as for an invalid document.
+    std::cerr << file << ": refused at admission\n";
+    for (auto v : response.getViolations()) std::cerr << "  " << v.cStr() << "\n";
     return kExitUsage;
   }
   auto run = response.getRun();
@@ -103,6 +125,7 @@ int runCommand(const RunOptions& options) {
               << " is not available in this version (only linux)\n";
     return kExitUsage;
   }
+  if (!options.policyPath.empty() && !hostPolicyUsable(options.policyPath)) return kExitUsage;
   if (geteuid() != 0) {
     std::cerr << "cellos run: embedded mode starts the VM launcher and the DNS helper, which "
                  "need root; run it as root (or use `cellos submit` against a host service)\n";
@@ -114,11 +137,14 @@ int runCommand(const RunOptions& options) {
   kj::UnixEventPort::captureSignal(SIGTERM);
   signal(SIGPIPE, SIG_IGN);
 
-  EmbeddedSystem system({options.stateDir, options.eventsPath, "", options.logLevel});
+  // Absolute: the broker must find the file whatever its working directory.
+  std::string policyPath =
+      options.policyPath.empty() ? "" : std::filesystem::absolute(options.policyPath).string();
+  EmbeddedSystem system({options.stateDir, options.eventsPath, "", options.logLevel, policyPath});
   int status;
   try {
     system.start();
-    status = submitAndWait(system.brokerSocket(), document);
+    status = submitAndWait(system.brokerSocket(), options.file, document);
   } catch (const kj::Exception& e) {
     std::cerr << "cellos run: " << e.getDescription().cStr() << "\n";
     status = kExitRunnerFailed;

@@ -1,6 +1,8 @@
-// libFuzzer harness for the cell-document parser: arbitrary bytes, JSON or YAML, must never crash,
-// hang or throw, and the result must keep parseCellDocument's contract.
+// libFuzzer harness for the parsers of operator and user files: cell documents and host
+// policies. Arbitrary bytes, JSON or YAML, must never crash, hang or throw, and each result
+// must keep its parser's contract.
 
+#include "core/host_policy.h"
 #include "core/spec.h"
 
 #include <cstddef>
@@ -19,6 +21,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (const cellos::core::Violation& violation : result.violations) {
     if (violation.path.empty() || violation.message.empty()) __builtin_trap();
+  }
+
+  // The same bytes as a host policy; when they parse, check a fixed valid document against it.
+  static const cellos::core::ParseResult kDocument = cellos::core::parseCellDocument(
+      "{\"apiVersion\":\"cellos.io/v1\",\"kind\":\"ExecutionCell\",\"spec\":{\"id\":\"f\","
+      "\"lifetime\":{\"ttlSeconds\":60},\"authority\":{\"egressRules\":[{\"cidr\":"
+      "\"10.1.0.0/16\",\"port\":443,\"protocol\":\"tcp\"}]},\"run\":{\"argv\":[\"/bin/true\"]}}}");
+  if (!kDocument.document) __builtin_trap();
+  auto policy = cellos::core::parseHostPolicy(bytes);
+  if (policy.policy.has_value() == !policy.violations.empty()) __builtin_trap();
+  if (policy.policy) {
+    for (const auto& violation : cellos::core::checkHostPolicy(*policy.policy, *kDocument.document)) {
+      if (violation.path.empty() || violation.message.empty()) __builtin_trap();
+    }
+    cellos::core::CellDocument copy = *kDocument.document;
+    cellos::core::applyHostPolicyDefaults(*policy.policy, copy);
   }
   return 0;
 }

@@ -1,0 +1,626 @@
+#include "core/host_policy.h"
+
+#include "core/hostname.h"
+#include "core/jcs.h"
+
+#include <arpa/inet.h>
+#include <yaml-cpp/exceptions.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <map>
+
+namespace cellos::core {
+namespace {
+
+using Json = nlohmann::json;
+
+// A policy is a handful of fields; anything this deep or this large is a mistake, and the YAML
+// reader expands aliases, so the count also bounds an alias "billion laughs".
+constexpr size_t kMaxPolicyDepth = 16;
+constexpr size_t kMaxPolicyValues = 100000;
+constexpr size_t kMaxImageBytes = 255;
+
+std::string q(std::string_view text) {
+  return quotedForMessage(text);
+}
+
+std::string typeName(const Json& value) {
+  switch (value.type()) {
+    case Json::value_t::null:
+      return "null";
+    case Json::value_t::boolean:
+      return "boolean";
+    case Json::value_t::number_integer:
+    case Json::value_t::number_unsigned:
+    case Json::value_t::number_float:
+      return "number";
+    case Json::value_t::string:
+      return "string";
+    case Json::value_t::array:
+      return "array";
+    case Json::value_t::object:
+      return "object";
+    default:
+      return "value";
+  }
+}
+
+std::string indexPath(const std::string& parent, size_t index) {
+  return parent + "[" + std::to_string(index) + "]";
+}
+
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Address ranges
+
+struct Range {
+  std::string network;  // 4 or 16 bytes
+  size_t prefix = 0;
+};
+
+// An IP literal (dotted-quad IPv4 or RFC 4291 IPv6 text, no zone) as 4 or 16 bytes. Characters
+// are checked first because inet_pton stops at an embedded NUL.
+std::optional<std::string> parseAddress(std::string_view text) {
+  if (text.empty() || text.size() > 45) return std::nullopt;
+  bool v6 = text.find(':') != std::string_view::npos;
+  for (char c : text) {
+    bool digit = c >= '0' && c <= '9';
+    bool hex = digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    if (!(digit || c == '.' || (v6 && (hex || c == ':')))) return std::nullopt;
+  }
+  unsigned char bytes[16];
+  if (inet_pton(v6 ? AF_INET6 : AF_INET, std::string(text).c_str(), bytes) != 1) {
+    return std::nullopt;
+  }
+  return std::string(reinterpret_cast<const char*>(bytes), v6 ? 16 : 4);
+}
+
+// Whether the first `bits` bits of two equally long byte strings agree.
+bool samePrefix(const std::string& a, const std::string& b, size_t bits) {
+  for (size_t bit = 0; bit < bits; ++bit) {
+    unsigned mask = 0x80u >> (bit % 8);
+    if ((static_cast<unsigned char>(a[bit / 8]) & mask) !=
+        (static_cast<unsigned char>(b[bit / 8]) & mask)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// "address/prefix" with zero host bits, or nullopt with *error set to the problem.
+std::optional<Range> parseRange(std::string_view text, std::string* error) {
+  std::string general = "must be an address range like \"10.0.0.0/8\", got " + q(text);
+  size_t slash = text.find('/');
+  std::optional<std::string> address;
+  if (slash != std::string_view::npos) address = parseAddress(text.substr(0, slash));
+  std::string_view digits = slash == std::string_view::npos ? "" : text.substr(slash + 1);
+  bool decimal =
+      !digits.empty() && digits.size() <= 3 &&
+      std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+      !(digits.size() > 1 && digits.front() == '0');
+  if (!address || !decimal) {
+    *error = general;
+    return std::nullopt;
+  }
+  Range range{*address, static_cast<size_t>(std::stoul(std::string(digits)))};
+  size_t bits = range.network.size() * 8;
+  if (range.prefix > bits) {
+    *error = "prefix length " + std::to_string(range.prefix) + " is out of range 0.." +
+             std::to_string(bits);
+    return std::nullopt;
+  }
+  std::string network = range.network;
+  for (size_t bit = range.prefix; bit < bits; ++bit) {
+    network[bit / 8] =
+        static_cast<char>(static_cast<unsigned char>(network[bit / 8]) & ~(0x80u >> (bit % 8)));
+  }
+  if (network != range.network) {
+    char shown[INET6_ADDRSTRLEN] = {};
+    inet_ntop(bits == 32 ? AF_INET : AF_INET6, network.data(), shown, sizeof shown);
+    *error = q(text) + " has host bits set; the range is " +
+             q(std::string(shown) + "/" + std::to_string(range.prefix));
+    return std::nullopt;
+  }
+  return range;
+}
+
+bool rangeContains(const Range& outer, const Range& inner) {
+  return outer.network.size() == inner.network.size() && inner.prefix >= outer.prefix &&
+         samePrefix(outer.network, inner.network, outer.prefix);
+}
+
+bool anyRangeContains(const std::vector<std::string>& ranges, const Range& inner) {
+  std::string ignored;
+  return std::any_of(ranges.begin(), ranges.end(), [&](const std::string& text) {
+    std::optional<Range> outer = parseRange(text, &ignored);
+    return outer && rangeContains(*outer, inner);
+  });
+}
+
+// Whether a policy host list grants a document's host (or "*.suffix") rule: a plain name when an
+// entry matches it; a wildcard only when an entry matches every name the wildcard does, i.e. the
+// same wildcard or a wildcard over its suffix. A plain "a.b" never grants "*.a.b".
+bool hostGranted(const std::vector<std::string>& granted, const std::string& host) {
+  if (!host.starts_with("*.")) return anyHostnameMatches(granted, host);
+  std::string_view suffix = std::string_view(host).substr(2);
+  return std::any_of(granted.begin(), granted.end(), [&](const std::string& entry) {
+    return entry == host || (entry.starts_with("*.") && hostnameMatches(entry, suffix));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the file into JSON
+
+// Something in the file that stops reading it altogether.
+struct Refusal {
+  std::string message;
+};
+
+std::string lineColumn(std::string_view bytes, size_t offset) {
+  size_t line = 1 + static_cast<size_t>(std::count(bytes.begin(), bytes.begin() + offset, '\n'));
+  size_t lineStart = offset == 0 ? std::string_view::npos : bytes.rfind('\n', offset - 1);
+  size_t column = lineStart == std::string_view::npos ? offset + 1 : offset - lineStart;
+  return "line " + std::to_string(line) + ", column " + std::to_string(column);
+}
+
+// JSON's number grammar (RFC 8259 section 6): a plain YAML scalar is a number only if JSON would
+// read it as one, so "0x10" or "1_000" stay strings and are refused where a number is needed.
+bool isJsonNumber(std::string_view text) {
+  size_t i = 0;
+  auto digits = [&] {
+    size_t start = i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    return i > start;
+  };
+  if (i < text.size() && text[i] == '-') ++i;
+  if (i < text.size() && text[i] == '0') {
+    ++i;
+  } else if (!digits()) {
+    return false;
+  }
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    if (!digits()) return false;
+  }
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    ++i;
+    if (i < text.size() && (text[i] == '+' || text[i] == '-')) ++i;
+    if (!digits()) return false;
+  }
+  return i == text.size();
+}
+
+// yaml-cpp's node tree as JSON, typed the way the cell document's reader types YAML. Duplicate
+// and non-string keys are violations (yaml-cpp keeps every duplicate; which one wins would be a
+// guess); a later duplicate is dropped.
+class YamlToJson {
+ public:
+  explicit YamlToJson(std::vector<Violation>& violations) : violations_(violations) {}
+
+  Json convert(const YAML::Node& node, const std::string& path, size_t depth) {
+    if (++values_ > kMaxPolicyValues) {
+      throw Refusal{"policy holds more than " + std::to_string(kMaxPolicyValues) + " values"};
+    }
+    if (depth > kMaxPolicyDepth) {
+      throw Refusal{"policy nests deeper than " + std::to_string(kMaxPolicyDepth) + " levels"};
+    }
+    const std::string& tag = node.Tag();
+    if (!tag.empty() && tag != "?" && tag != "!") {
+      throw Refusal{"unsupported YAML" + position(node) + ": tag " + q(tag) + " is not supported"};
+    }
+    switch (node.Type()) {
+      case YAML::NodeType::Scalar:
+        return tag == "!" ? Json(node.Scalar()) : plain(node);
+      case YAML::NodeType::Sequence: {
+        Json out = Json::array();
+        for (size_t i = 0; i < node.size(); ++i) {
+          out.push_back(convert(node[i], indexPath(path, i), depth + 1));
+        }
+        return out;
+      }
+      case YAML::NodeType::Map: {
+        Json out = Json::object();
+        for (auto it = node.begin(); it != node.end(); ++it) {
+          if (!it->first.IsScalar()) {
+            violations_.push_back({path, "expected a string key" + position(it->first)});
+            continue;
+          }
+          const std::string& key = it->first.Scalar();
+          if (out.contains(key)) {
+            violations_.push_back({path, "duplicate key " + q(key)});
+            continue;
+          }
+          std::string at = path == "$" ? key : path + "." + key;
+          out[key] = convert(it->second, at, depth + 1);
+        }
+        return out;
+      }
+      default:
+        return nullptr;
+    }
+  }
+
+ private:
+  static std::string position(const YAML::Node& node) {
+    YAML::Mark mark = node.Mark();
+    if (mark.line < 0 || mark.column < 0) return "";
+    return " at line " + std::to_string(mark.line + 1) + ", column " +
+           std::to_string(mark.column + 1);
+  }
+
+  // A plain scalar means what the same text means in JSON (plus YAML's null and boolean
+  // spellings, which no string field could mean).
+  static Json plain(const YAML::Node& node) {
+    const std::string& value = node.Scalar();
+    if (value.empty() || value == "~" || value == "null" || value == "Null" || value == "NULL") {
+      return nullptr;
+    }
+    if (value == "true" || value == "True" || value == "TRUE") return true;
+    if (value == "false" || value == "False" || value == "FALSE") return false;
+    if (isJsonNumber(value)) {
+      try {
+        return Json::parse(value);
+      } catch (const Json::exception&) {
+        throw Refusal{"unsupported YAML" + position(node) + ": number " + q(value) +
+                      " is out of range"};
+      }
+    }
+    return value;
+  }
+
+  std::vector<Violation>& violations_;
+  size_t values_ = 0;
+};
+
+// The file as JSON; throws Refusal when it cannot be read at all.
+Json readTree(std::string_view bytes, std::vector<Violation>& violations) {
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    auto byte = static_cast<unsigned char>(bytes[i]);
+    if (byte < 0x20 && byte != '\t' && byte != '\n' && byte != '\r') {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      std::string codePoint = {'U', '+', '0', '0', kHex[byte >> 4], kHex[byte & 0xf]};
+      throw Refusal{"control character " + codePoint + " at " + lineColumn(bytes, i)};
+    }
+  }
+  std::string_view body = bytes.starts_with("\xEF\xBB\xBF") ? bytes.substr(3) : bytes;
+  size_t first = body.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos) throw Refusal{"policy is empty"};
+  if (body[first] == '{') {
+    std::string error;
+    std::optional<Json> tree = parseStrictJson(body, &error);
+    if (!tree) {
+      // nlohmann's "[json.exception.parse_error.101] " prefix names its own code, not the file.
+      if (error.starts_with("[json.exception.")) {
+        if (size_t end = error.find("] "); end != std::string::npos) error.erase(0, end + 2);
+      }
+      throw Refusal{"invalid JSON: " + error};
+    }
+    return *tree;
+  }
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(std::string(body));
+  } catch (const YAML::Exception& e) {
+    std::string at;
+    if (e.mark.line >= 0 && e.mark.column >= 0) {
+      at = " at line " + std::to_string(e.mark.line + 1) + ", column " +
+           std::to_string(e.mark.column + 1);
+    }
+    throw Refusal{"invalid YAML" + at + ": " + e.msg};
+  }
+  if (documents.empty()) throw Refusal{"policy is empty"};
+  if (documents.size() > 1) throw Refusal{"a policy file holds one document, found a second"};
+  if (documents.front().IsNull()) throw Refusal{"policy is empty"};
+  return YamlToJson(violations).convert(documents.front(), "$", 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fields
+
+class PolicyReader {
+ public:
+  explicit PolicyReader(std::vector<Violation>& violations) : violations_(violations) {}
+
+  HostPolicy read(const Json& root) {
+    HostPolicy out;
+    if (!root.is_object()) {
+      fail("$", "expected an object, got " + typeName(root));
+      return out;
+    }
+    static constexpr std::string_view kKnown[] = {
+        "maxTtlSeconds",   "maxTimeoutMs",  "maxMemoryBytes",     "maxPidsMax",
+        "allowedBackends", "allowedImages", "allowedEgressHosts", "allowedEgressCidrs"};
+    for (const auto& [name, value] : root.items()) {
+      if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
+        fail("$", "unknown field " + q(name));
+      }
+    }
+    out.maxTtlSeconds = cap(root, "maxTtlSeconds");
+    out.maxTimeoutMs = cap(root, "maxTimeoutMs");
+    out.maxMemoryBytes = cap(root, "maxMemoryBytes");
+    out.maxPidsMax = cap(root, "maxPidsMax");
+    out.allowedBackends =
+        list(root, "allowedBackends", false,
+             [&](const std::string& at, const std::string& text) { return backend(at, text); });
+    out.allowedImages =
+        list(root, "allowedImages", false,
+             [&](const std::string& at, const std::string& text) { return image(at, text); });
+    out.allowedEgressHosts =
+        list(root, "allowedEgressHosts", true,
+             [&](const std::string& at, const std::string& text) { return host(at, text); });
+    out.allowedEgressCidrs =
+        list(root, "allowedEgressCidrs", true,
+             [&](const std::string& at, const std::string& text) { return cidr(at, text); });
+    return out;
+  }
+
+ private:
+  void fail(const std::string& path, std::string message) {
+    violations_.push_back({path, std::move(message)});
+  }
+
+  // A positive integer. Present but null is refused: "maxTtlSeconds:" with the value forgotten
+  // must not quietly mean "no cap".
+  std::optional<uint64_t> cap(const Json& root, const std::string& name) {
+    auto it = root.find(name);
+    if (it == root.end()) return std::nullopt;
+    const Json& value = *it;
+    if (value.is_number_unsigned() || (value.is_number_integer() && value.get<int64_t>() >= 0)) {
+      uint64_t number = value.get<uint64_t>();
+      if (number == 0) {
+        fail(name, "must be positive, got 0");
+        return std::nullopt;
+      }
+      return number;
+    }
+    if (value.is_number_integer()) {
+      fail(name, "must be positive, got " + std::to_string(value.get<int64_t>()));
+    } else if (value.is_number_float()) {
+      fail(name, "expected an integer, got " + value.dump());
+    } else {
+      fail(name, "expected an integer, got " + typeName(value));
+    }
+    return std::nullopt;
+  }
+
+  // A list of strings, each checked by `entry` (which returns the normalised entry, or nullopt
+  // after reporting), without duplicates. nullopt when absent or unusable.
+  template <typename Entry>
+  std::optional<std::vector<std::string>> list(const Json& root, const std::string& name,
+                                               bool mayBeEmpty, Entry entry) {
+    auto it = root.find(name);
+    if (it == root.end()) return std::nullopt;
+    if (!it->is_array()) {
+      fail(name, "expected an array, got " + typeName(*it));
+      return std::nullopt;
+    }
+    if (it->empty() && !mayBeEmpty) {
+      fail(name, "must not be empty: every cell has one, so nothing could run (leave " + name +
+                     " out for no restriction)");
+      return std::nullopt;
+    }
+    std::vector<std::string> out;
+    std::map<std::string, size_t> firstAt;
+    for (size_t i = 0; i < it->size(); ++i) {
+      std::string at = indexPath(name, i);
+      const Json& value = (*it)[i];
+      if (!value.is_string()) {
+        fail(at, "expected a string, got " + typeName(value));
+        continue;
+      }
+      std::optional<std::string> normal = entry(at, value.get<std::string>());
+      if (!normal) continue;
+      if (auto [seen, fresh] = firstAt.emplace(*normal, i); !fresh) {
+        fail(at, q(*normal) + " is already listed at [" + std::to_string(seen->second) + "]");
+        continue;
+      }
+      out.push_back(*normal);
+    }
+    return out;
+  }
+
+  std::optional<std::string> backend(const std::string& at, const std::string& text) {
+    if (text == "linux" || text == "gvisor" || text == "firecracker") return text;
+    fail(at, q(text) + " is not one of linux, gvisor, firecracker");
+    return std::nullopt;
+  }
+
+  // The document's rules for run.image, so every entry could match some document.
+  std::optional<std::string> image(const std::string& at, const std::string& text) {
+    size_t before = violations_.size();
+    if (text.empty()) fail(at, "must not be empty");
+    if (text.size() > kMaxImageBytes) {
+      fail(at, "must be at most " + std::to_string(kMaxImageBytes) + " bytes, got " +
+                   std::to_string(text.size()));
+    }
+    if (std::any_of(text.begin(), text.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+      fail(at, "must not contain control characters");
+    } else if (text.find(' ') != std::string::npos) {
+      fail(at, "must not contain whitespace, got " + q(text));
+    }
+    if (violations_.size() != before) return std::nullopt;
+    return text;
+  }
+
+  std::optional<std::string> host(const std::string& at, const std::string& text) {
+    std::string error;
+    std::optional<std::string> name = normaliseHostname(text, true, &error);
+    if (!name) {
+      fail(at, error);
+      return std::nullopt;
+    }
+    // The document refuses host rules whose last label is all digits, so such an entry could
+    // only be a mistaken address.
+    size_t dot = name->rfind('.');
+    std::string_view last = dot == std::string::npos ? std::string_view(*name)
+                                                     : std::string_view(*name).substr(dot + 1);
+    if (std::all_of(last.begin(), last.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      fail(at, q(*name) +
+                   " is not a hostname: its last label is all digits (addresses go in "
+                   "allowedEgressCidrs)");
+      return std::nullopt;
+    }
+    return name;
+  }
+
+  std::optional<std::string> cidr(const std::string& at, const std::string& text) {
+    std::string error;
+    std::optional<Range> range = parseRange(text, &error);
+    if (!range) {
+      fail(at, error);
+      return std::nullopt;
+    }
+    // Duplicates compare as ranges ("FD00::/8" and "fd00::/8" are one range).
+    char shown[INET6_ADDRSTRLEN] = {};
+    inet_ntop(range->network.size() == 4 ? AF_INET : AF_INET6, range->network.data(), shown,
+              sizeof shown);
+    return std::string(shown) + "/" + std::to_string(range->prefix);
+  }
+
+  std::vector<Violation>& violations_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Checking a document
+
+std::string exceeds(uint64_t value, uint64_t maximum) {
+  return std::to_string(value) + " exceeds the host's maximum " + std::to_string(maximum);
+}
+
+std::string notAllowed(const std::string& value, bool isDefault,
+                       const std::vector<std::string>& allowed) {
+  return q(value) + (isDefault ? " (the default)" : "") +
+         " is not allowed on this host (allowed: " + joined(allowed) + ")";
+}
+
+}  // namespace
+
+HostPolicyParseResult parseHostPolicy(std::string_view bytes) {
+  HostPolicyParseResult result;
+  if (bytes.size() > kMaxHostPolicyBytes) {
+    result.violations.push_back({"$", "policy is " + std::to_string(bytes.size()) +
+                                          " bytes, over the " +
+                                          std::to_string(kMaxHostPolicyBytes) + "-byte limit"});
+    return result;
+  }
+  Json tree;
+  try {
+    tree = readTree(bytes, result.violations);
+  } catch (const Refusal& refusal) {
+    result.violations = {{"$", refusal.message}};
+    return result;
+  }
+  HostPolicy policy = PolicyReader(result.violations).read(tree);
+  if (result.violations.empty()) result.policy = std::move(policy);
+  return result;
+}
+
+std::vector<Violation> checkHostPolicy(const HostPolicy& policy, const CellDocument& document) {
+  std::vector<Violation> out;
+  const CellSpec& spec = document.spec;
+  const std::string notHere = " is not allowed on this host";
+
+  if (policy.allowedBackends) {
+    std::string backend = spec.placement.backend.value_or("linux");
+    const auto& allowed = *policy.allowedBackends;
+    if (std::find(allowed.begin(), allowed.end(), backend) == allowed.end()) {
+      out.push_back({"spec.placement.backend",
+                     notAllowed(backend, !spec.placement.backend.has_value(), allowed)});
+    }
+  }
+  if (policy.maxTtlSeconds && spec.lifetime.ttlSeconds > *policy.maxTtlSeconds) {
+    out.push_back(
+        {"spec.lifetime.ttlSeconds", exceeds(spec.lifetime.ttlSeconds, *policy.maxTtlSeconds)});
+  }
+
+  const Authority& authority = spec.authority;
+  for (size_t i = 0; i < authority.egressRules.size(); ++i) {
+    const EgressRule& rule = authority.egressRules[i];
+    std::string at = indexPath("spec.authority.egressRules", i);
+    if (rule.host && policy.allowedEgressHosts &&
+        !hostGranted(*policy.allowedEgressHosts, *rule.host)) {
+      out.push_back({at + ".host", q(*rule.host) + notHere});
+    }
+    if (rule.cidr && policy.allowedEgressCidrs) {
+      std::string ignored;
+      std::optional<Range> range = parseRange(*rule.cidr, &ignored);
+      if (!range || !anyRangeContains(*policy.allowedEgressCidrs, *range)) {
+        out.push_back({at + ".cidr", q(*rule.cidr) + notHere});
+      }
+    }
+  }
+  const DnsAuthority& dns = authority.dnsAuthority;
+  if (policy.allowedEgressHosts) {
+    for (size_t i = 0; i < dns.hostnameAllowlist.size(); ++i) {
+      if (!hostGranted(*policy.allowedEgressHosts, dns.hostnameAllowlist[i])) {
+        out.push_back({indexPath("spec.authority.dnsAuthority.hostnameAllowlist", i),
+                       q(dns.hostnameAllowlist[i]) + notHere});
+      }
+    }
+  }
+  if (policy.allowedEgressCidrs) {
+    for (size_t i = 0; i < dns.resolvers.size(); ++i) {
+      const Resolver& resolver = dns.resolvers[i];
+      std::optional<std::string> address = parseAddress(resolver.address);
+      bool inside = address && anyRangeContains(*policy.allowedEgressCidrs,
+                                                Range{*address, address->size() * 8});
+      if (!inside) {
+        out.push_back({indexPath("spec.authority.dnsAuthority.resolvers", i) + ".endpoint",
+                       q(resolver.endpoint) + notHere});
+      }
+    }
+  }
+
+  const RunSpec defaults;
+  const RunSpec& run = spec.run ? *spec.run : defaults;
+  if (policy.allowedImages) {
+    const auto& allowed = *policy.allowedImages;
+    if (std::find(allowed.begin(), allowed.end(), run.image) == allowed.end()) {
+      // Without `run` (or `run.image`) the cell still boots on the default image.
+      bool isDefault = !spec.run || run.image == defaults.image;
+      out.push_back({"spec.run.image", notAllowed(run.image, isDefault, allowed)});
+    }
+  }
+  if (policy.maxTimeoutMs && run.timeoutMs && *run.timeoutMs > *policy.maxTimeoutMs) {
+    out.push_back({"spec.run.timeoutMs", exceeds(*run.timeoutMs, *policy.maxTimeoutMs)});
+  }
+  if (policy.maxMemoryBytes && run.limits.memoryMaxBytes &&
+      *run.limits.memoryMaxBytes > *policy.maxMemoryBytes) {
+    out.push_back({"spec.run.limits.memoryMaxBytes",
+                   exceeds(*run.limits.memoryMaxBytes, *policy.maxMemoryBytes)});
+  }
+  if (policy.maxPidsMax && run.limits.pidsMax && *run.limits.pidsMax > *policy.maxPidsMax) {
+    out.push_back({"spec.run.limits.pidsMax", exceeds(*run.limits.pidsMax, *policy.maxPidsMax)});
+  }
+  return out;
+}
+
+void applyHostPolicyDefaults(const HostPolicy& policy, CellDocument& document) {
+  if (!document.spec.run) return;
+  RunSpec& run = *document.spec.run;
+  if (policy.maxMemoryBytes && !run.limits.memoryMaxBytes) {
+    run.limits.memoryMaxBytes = policy.maxMemoryBytes;
+  }
+  if (policy.maxPidsMax && !run.limits.pidsMax) run.limits.pidsMax = policy.maxPidsMax;
+  // ttlSeconds * 1000 > maxTimeoutMs, compared without the multiplication (it can overflow).
+  if (policy.maxTimeoutMs && !run.timeoutMs &&
+      document.spec.lifetime.ttlSeconds > *policy.maxTimeoutMs / 1000) {
+    run.timeoutMs = policy.maxTimeoutMs;
+  }
+}
+
+bool cidrContains(std::string_view outer, std::string_view inner) {
+  std::string ignored;
+  std::optional<Range> a = parseRange(outer, &ignored);
+  std::optional<Range> b = parseRange(inner, &ignored);
+  return a && b && rangeContains(*a, *b);
+}
+
+}  // namespace cellos::core

@@ -1,0 +1,466 @@
+// ipc::PeerPolicy and ipc::RpcListener for real: a listener in this process on a socket in a
+// temp directory, peers in forked children that connect under other identities. SO_PEERCRED
+// and SO_PEERGROUPS describe the peer as it was at connect(), so a child switches identity
+// first and connects second.
+//
+// The refusal tests are sequenced so that "not one byte was read" is something the kernel
+// reports rather than something we infer: the child writes a well-formed RPC Bootstrap message
+// while the listener is not yet accepting, and only then does the listener run. A Unix socket
+// closed with unread data in its receive queue makes the peer's next read fail with
+// ECONNRESET (net/unix/af_unix.c, unix_release_sock); a server that had read the message and
+// then hung up would give a plain EOF instead.
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <capnp/message.h>
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
+#include <kj/async-io.h>
+#include <kj/debug.h>
+
+#include "ipc/signer.capnp.h"
+#include "ipc/socket.h"
+
+namespace cellos::ipc {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uid_t kNobody = 65534;
+constexpr gid_t kNogroup = 65534;
+// Groups no account on a test machine is expected to use; they only need to be distinct.
+constexpr gid_t kTestGroup = 47211;
+constexpr gid_t kOtherTestGroup = 47212;
+
+// ---------------------------------------------------------------------------------------------
+// PeerPolicy::allows, pure.
+
+PeerCredentials peer(uid_t uid, gid_t gid, std::vector<gid_t> groups = {}) {
+  return PeerCredentials{1234, uid, gid, std::move(groups)};
+}
+
+TEST(PeerPolicy, EmptyPolicyAllowsNobodyNotEvenRoot) {
+  PeerPolicy empty;
+  EXPECT_FALSE(empty.allows(peer(0, 0)));
+  EXPECT_FALSE(empty.allows(peer(0, 0, {0})));
+  EXPECT_FALSE(empty.allows(peer(1000, 1000, {27, 100})));
+  EXPECT_FALSE(empty.allows(peer(kNobody, kNogroup)));
+}
+
+TEST(PeerPolicy, AllowsAListedUidWhateverItsGroups) {
+  PeerPolicy policy{{1000}, {}};
+  EXPECT_TRUE(policy.allows(peer(1000, 1000)));
+  EXPECT_TRUE(policy.allows(peer(1000, 5, {6, 7})));
+  EXPECT_FALSE(policy.allows(peer(1001, 1001)));
+  // A uid list is not a gid list: gid 1000 is not uid 1000.
+  EXPECT_FALSE(policy.allows(peer(1001, 1000, {1000})));
+  EXPECT_FALSE(policy.allows(peer(0, 0)));
+}
+
+TEST(PeerPolicy, AllowsAListedPrimaryGid) {
+  PeerPolicy policy{{}, {50}};
+  EXPECT_TRUE(policy.allows(peer(7, 50)));
+  // A gid list is not a uid list: uid 50 is not gid 50.
+  EXPECT_FALSE(policy.allows(peer(50, 7)));
+  EXPECT_FALSE(policy.allows(peer(7, 51)));
+}
+
+TEST(PeerPolicy, AllowsAListedSupplementaryGroup) {
+  PeerPolicy policy{{}, {50}};
+  EXPECT_TRUE(policy.allows(peer(7, 8, {9, 50})));
+  EXPECT_TRUE(policy.allows(peer(7, 8, {50})));
+  EXPECT_FALSE(policy.allows(peer(7, 8, {9, 49, 51})));
+  EXPECT_FALSE(policy.allows(peer(7, 8, {})));
+}
+
+TEST(PeerPolicy, AnyListedIdIsEnough) {
+  PeerPolicy policy{{0, 999}, {50, 60}};
+  EXPECT_TRUE(policy.allows(peer(0, 1)));
+  EXPECT_TRUE(policy.allows(peer(999, 1)));
+  EXPECT_TRUE(policy.allows(peer(5, 60)));
+  EXPECT_TRUE(policy.allows(peer(5, 6, {60})));
+  EXPECT_FALSE(policy.allows(peer(5, 6, {7})));
+}
+
+TEST(PeerPolicy, DescribeNamesEveryId) {
+  EXPECT_EQ(PeerPolicy({{0, 999}, {50}}).describe(), "uids {0,999} gids {50}");
+  EXPECT_EQ(PeerPolicy().describe(), "uids {} gids {}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A peer in a child process.
+
+// Who a child becomes before it connects.
+struct Identity {
+  uid_t uid;
+  gid_t gid;
+  std::vector<gid_t> groups;
+};
+
+// What a peer saw. Plain data: a child sends it to the test through a pipe.
+struct PeerReport {
+  int setupErrno = 0;    // switching identity failed
+  int connectErrno = 0;  // connect() failed
+  int writeErrno = 0;    // sending our message failed
+  int readErrno = 0;     // the first failing read (ECONNRESET: closed with our bytes unread)
+  bool eof = false;      // read() returned 0
+  bool timedOut = false;
+  size_t bytesReceived = 0;
+  bool bootstrapAnswered = false;  // a whole rpc Return for question 0 arrived
+  bool closedUnread() const { return readErrno == ECONNRESET && bytesReceived == 0; }
+};
+
+// A well-formed Cap'n Proto RPC message asking for the bootstrap capability (question 0), as
+// the two-party stream framing sends it.
+std::string bootstrapMessageBytes() {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
+  auto words = capnp::messageToFlatArray(message);
+  auto bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+// Whether `data` starts with a whole frame that is the Return for question 0 (nullopt: the frame
+// is not complete yet).
+std::optional<bool> answersBootstrap(const std::string& data) {
+  size_t available = data.size() / sizeof(capnp::word);
+  if (available == 0) return std::nullopt;
+  auto words = kj::heapArray<capnp::word>(available);
+  memcpy(words.begin(), data.data(), available * sizeof(capnp::word));
+  size_t expected = capnp::expectedSizeInWordsFromPrefix(words);
+  if (expected > available) return std::nullopt;
+  try {
+    capnp::FlatArrayMessageReader reader(words.asPtr().slice(0, expected));
+    auto root = reader.getRoot<capnp::rpc::Message>();
+    return root.isReturn() && root.getReturn().getAnswerId() == 0 &&
+           root.getReturn().isResults();
+  } catch (const kj::Exception&) {
+    return false;
+  }
+}
+
+// Connects to `path`, sends `message`, writes one byte to `writtenFd` (so the test knows the
+// message is queued at the server), then reads until the server closes, answers the bootstrap,
+// or `timeout` passes.
+PeerReport talk(const std::string& path, const std::string& message, int writtenFd,
+                std::chrono::milliseconds timeout) {
+  PeerReport report;
+  auto notify = [&] {
+    char w = 'w';
+    (void)!write(writtenFd, &w, 1);
+  };
+  // A raw connect() rather than connectUnix(): the errno is part of the report.
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    report.connectErrno = errno;
+    if (fd >= 0) close(fd);
+    notify();
+    return report;
+  }
+  if (send(fd, message.data(), message.size(), MSG_NOSIGNAL) != ssize_t(message.size())) {
+    report.writeErrno = errno;
+  }
+  notify();
+  std::string received;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    if (left.count() <= 0 || poll(&p, 1, left.count()) == 0) {
+      report.timedOut = true;
+      break;
+    }
+    char buffer[4096];
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      report.readErrno = errno;
+      break;
+    }
+    if (n == 0) {
+      report.eof = true;
+      break;
+    }
+    received.append(buffer, n);
+    report.bytesReceived = received.size();
+    if (auto answered = answersBootstrap(received)) {
+      report.bootstrapAnswered = *answered;
+      break;
+    }
+  }
+  close(fd);
+  return report;
+}
+
+// Waits (bounded) for `pid` to exit and returns its wait status; kills it if it hangs.
+int reap(pid_t pid) {
+  int status = 0;
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      ADD_FAILURE() << "peer process " << pid << " did not exit";
+      return status;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  return status;
+}
+
+// ---------------------------------------------------------------------------------------------
+// RpcListener, in process.
+
+// keyset() answers a fixed string; sign() is not implemented (the default).
+class TestSigner final : public EventSigner::Server {
+ public:
+  kj::Promise<void> keyset(KeysetContext context) override {
+    context.getResults().setJson(kTestKeyset);
+    return kj::READY_NOW;
+  }
+  static constexpr const char* kTestKeyset = "{\"test:1\":\"AAAA\"}";
+};
+
+class RpcListenerTest : public ::testing::Test {
+ protected:
+  // kj::Own members make the implicit destructor noexcept(false); gtest's is noexcept.
+  ~RpcListenerTest() noexcept override {}
+
+  void SetUp() override {
+    char dir[] = "/tmp/cellos-ipc-test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr) << strerror(errno);
+    dir_ = dir;
+    // Peers of any uid must reach the socket: the listener's policy, not file modes, decides.
+    ASSERT_EQ(chmod(dir_.c_str(), 0711), 0) << strerror(errno);
+    socketPath_ = dir_ + "/test.sock";
+  }
+
+  void TearDown() override {
+    listener_ = nullptr;
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  void listen(PeerPolicy policy) {
+    auto fd = listenUnix({socketPath_, 0666, std::nullopt, std::nullopt});
+    listener_ = kj::heap<RpcListener>(
+        io_, kj::mv(fd), "test.sock", std::move(policy), LinkOptions{},
+        [this](const PeerCredentials& credentials) -> capnp::Capability::Client {
+          ++bootstraps_;
+          lastPeer_ = credentials;
+          return kj::heap<TestSigner>();
+        });
+  }
+
+  // Runs a peer as `identity` (nullopt: as ourselves) that sends a Bootstrap message; the
+  // listener starts accepting only once that message is queued at the server.
+  PeerReport runPeer(std::optional<Identity> identity) {
+    const std::string message = bootstrapMessageBytes();
+    int pipeFds[2];
+    KJ_SYSCALL(pipe2(pipeFds, O_CLOEXEC));
+    kj::AutoCloseFd readEnd(pipeFds[0]), writeEnd(pipeFds[1]);
+    pid_t pid = fork();
+    KJ_ASSERT(pid >= 0, "fork", strerror(errno));
+    if (pid == 0) {
+      PeerReport report;
+      if (identity && (setgroups(identity->groups.size(), identity->groups.data()) < 0 ||
+                       setresgid(identity->gid, identity->gid, identity->gid) < 0 ||
+                       setresuid(identity->uid, identity->uid, identity->uid) < 0)) {
+        report.setupErrno = errno;
+        char w = 'w';
+        (void)!write(writeEnd, &w, 1);
+      } else {
+        report = talk(socketPath_, message, writeEnd, 5000ms);
+      }
+      (void)!write(writeEnd, &report, sizeof(report));
+      _exit(0);
+    }
+    writeEnd = nullptr;
+
+    // The message is in the server's receive queue before the listener accepts anything.
+    pollfd p{readEnd, POLLIN, 0};
+    char written = 0;
+    EXPECT_EQ(poll(&p, 1, 5000), 1) << "peer never reported its write";
+    EXPECT_EQ(read(readEnd, &written, 1), 1);
+
+    auto serving = listener_->run().eagerlyEvaluate(
+        [](kj::Exception&& e) { ADD_FAILURE() << "listener: " << e.getDescription().cStr(); });
+    PeerReport report;
+    auto input = io_.lowLevelProvider->wrapInputFd(readEnd.get());
+    size_t got = io_.provider->getTimer()
+                     .timeoutAfter(10 * kj::SECONDS,
+                                   input->tryRead(&report, sizeof(report), sizeof(report)))
+                     .wait(io_.waitScope);
+    EXPECT_EQ(got, sizeof(report)) << "peer died without a report";
+    int status = reap(pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    // Let the listener notice the peer's hang-up (bounded), so connectionCount() is settled.
+    waitUntil([&] { return listener_->connectionCount() == 0; }, 2 * kj::SECONDS);
+    return report;
+  }
+
+  // Runs the event loop until `done` or `limit` passes; returns whether `done` held.
+  bool waitUntil(kj::Function<bool()> done, kj::Duration limit) {
+    auto& timer = io_.provider->getTimer();
+    auto deadline = timer.now() + limit;
+    while (!done()) {
+      if (timer.now() >= deadline) return false;
+      timer.afterDelay(5 * kj::MILLISECONDS).wait(io_.waitScope);
+    }
+    return true;
+  }
+
+  // One keyset() call from this process over a fresh connection.
+  std::string callKeysetInProcess() {
+    RpcLink link(*io_.lowLevelProvider, connectUnix(socketPath_), LinkOptions{},
+                 capnp::rpc::twoparty::Side::CLIENT, nullptr);
+    auto signer = link.bootstrap<EventSigner>();
+    auto serving = listener_->run().eagerlyEvaluate(
+        [](kj::Exception&& e) { ADD_FAILURE() << "listener: " << e.getDescription().cStr(); });
+    auto response = withTimeout(io_.provider->getTimer(), 10 * kj::SECONDS, "keyset",
+                                signer.keysetRequest().send())
+                        .wait(io_.waitScope);
+    return response.getJson().cStr();
+  }
+
+  kj::AsyncIoContext io_ = kj::setupAsyncIo();
+  std::string dir_;
+  std::string socketPath_;
+  int bootstraps_ = 0;
+  PeerCredentials lastPeer_;
+  kj::Own<RpcListener> listener_;
+};
+
+bool runningAsRoot() { return geteuid() == 0; }
+
+TEST_F(RpcListenerTest, ServesAnAllowedPeerAndReportsItsCredentials) {
+  listen(PeerPolicy{{getuid()}, {}});
+  EXPECT_EQ(callKeysetInProcess(), TestSigner::kTestKeyset);
+  EXPECT_EQ(bootstraps_, 1);
+  EXPECT_EQ(lastPeer_.pid, getpid());
+  EXPECT_EQ(lastPeer_.uid, getuid());
+  EXPECT_EQ(lastPeer_.gid, getgid());
+}
+
+TEST_F(RpcListenerTest, EmptyPolicyClosesTheConnectionWithoutReadingIt) {
+  listen(PeerPolicy{});
+  PeerReport report = runPeer(std::nullopt);  // ourselves, root or not
+  EXPECT_EQ(report.connectErrno, 0) << strerror(report.connectErrno);
+  EXPECT_EQ(report.writeErrno, 0) << strerror(report.writeErrno);
+  EXPECT_TRUE(report.closedUnread())
+      << "readErrno " << report.readErrno << " eof " << report.eof << " bytes "
+      << report.bytesReceived << " timedOut " << report.timedOut;
+  EXPECT_EQ(bootstraps_, 0);
+  EXPECT_EQ(listener_->connectionCount(), 0u);
+}
+
+TEST_F(RpcListenerTest, RefusesAnUnlistedUidBeforeReadingAnyByteAndKeepsServing) {
+  if (!runningAsRoot()) GTEST_SKIP() << "needs root (to connect as another uid)";
+  listen(PeerPolicy{{0}, {}});
+  PeerReport report = runPeer(Identity{kNobody, kNogroup, {}});
+  ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
+  EXPECT_EQ(report.connectErrno, 0) << strerror(report.connectErrno);
+  EXPECT_EQ(report.writeErrno, 0) << strerror(report.writeErrno);
+  EXPECT_TRUE(report.closedUnread())
+      << "readErrno " << report.readErrno << " eof " << report.eof << " bytes "
+      << report.bytesReceived << " timedOut " << report.timedOut;
+  EXPECT_FALSE(report.bootstrapAnswered);
+  EXPECT_EQ(bootstraps_, 0) << "a bootstrap was built for a refused peer";
+  EXPECT_EQ(listener_->connectionCount(), 0u);
+
+  // The refusal cost the listener nothing: the next (allowed) peer is served.
+  EXPECT_EQ(callKeysetInProcess(), TestSigner::kTestKeyset);
+  EXPECT_EQ(bootstraps_, 1);
+  EXPECT_EQ(lastPeer_.uid, 0u);
+}
+
+TEST_F(RpcListenerTest, AnswersTheSameBytesFromAListedUid) {
+  if (!runningAsRoot()) GTEST_SKIP() << "needs root (to connect as another uid)";
+  // The control for the refusal tests: the message they send is one a listener answers.
+  listen(PeerPolicy{{kNobody}, {}});
+  PeerReport report = runPeer(Identity{kNobody, kNogroup, {}});
+  ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
+  EXPECT_TRUE(report.bootstrapAnswered)
+      << "bytes " << report.bytesReceived << " readErrno " << report.readErrno << " eof "
+      << report.eof << " timedOut " << report.timedOut;
+  EXPECT_EQ(bootstraps_, 1);
+  EXPECT_EQ(lastPeer_.uid, kNobody);
+  EXPECT_EQ(lastPeer_.gid, kNogroup);
+  EXPECT_EQ(listener_->connectionCount(), 0u) << "the peer's hang-up was not noticed";
+}
+
+TEST_F(RpcListenerTest, AllowsAPeerByPrimaryGid) {
+  if (!runningAsRoot()) GTEST_SKIP() << "needs root (to connect as another uid)";
+  listen(PeerPolicy{{}, {kTestGroup}});
+  PeerReport report = runPeer(Identity{kNobody, kTestGroup, {}});
+  ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
+  EXPECT_TRUE(report.bootstrapAnswered) << "bytes " << report.bytesReceived;
+  EXPECT_EQ(bootstraps_, 1);
+  EXPECT_EQ(lastPeer_.uid, kNobody);
+  EXPECT_EQ(lastPeer_.gid, kTestGroup);
+}
+
+TEST_F(RpcListenerTest, AllowsAPeerBySupplementaryGroup) {
+  if (!runningAsRoot()) GTEST_SKIP() << "needs root (to connect as another uid)";
+  listen(PeerPolicy{{}, {kTestGroup}});
+  PeerReport report = runPeer(Identity{kNobody, kNogroup, {kOtherTestGroup, kTestGroup}});
+  ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
+  EXPECT_TRUE(report.bootstrapAnswered) << "bytes " << report.bytesReceived;
+  EXPECT_EQ(bootstraps_, 1);
+  EXPECT_EQ(lastPeer_.gid, kNogroup);
+  // SO_PEERGROUPS: the groups the peer held at connect().
+  EXPECT_NE(std::find(lastPeer_.groups.begin(), lastPeer_.groups.end(), kTestGroup),
+            lastPeer_.groups.end());
+  EXPECT_NE(std::find(lastPeer_.groups.begin(), lastPeer_.groups.end(), kOtherTestGroup),
+            lastPeer_.groups.end());
+}
+
+TEST_F(RpcListenerTest, RefusesAPeerWhoseGroupsAreAllUnlisted) {
+  if (!runningAsRoot()) GTEST_SKIP() << "needs root (to connect as another uid)";
+  listen(PeerPolicy{{0}, {kTestGroup}});
+  PeerReport report = runPeer(Identity{kNobody, kNogroup, {kOtherTestGroup}});
+  ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
+  EXPECT_TRUE(report.closedUnread())
+      << "readErrno " << report.readErrno << " eof " << report.eof << " bytes "
+      << report.bytesReceived;
+  EXPECT_EQ(bootstraps_, 0);
+}
+
+TEST_F(RpcListenerTest, GroupsDroppedBeforeConnectDoNotCount) {
+  if (!runningAsRoot()) GTEST_SKIP() << "needs root (to connect as another uid)";
+  // The test process (root) may itself hold kTestGroup-like groups; the child clears all of
+  // them, so only what it holds at connect() may matter.
+  listen(PeerPolicy{{}, {0}});
+  PeerReport report = runPeer(Identity{kNobody, kNogroup, {}});
+  ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
+  EXPECT_TRUE(report.closedUnread()) << "bytes " << report.bytesReceived;
+  EXPECT_EQ(bootstraps_, 0);
+}
+
+}  // namespace
+}  // namespace cellos::ipc
