@@ -33,12 +33,9 @@ class DnsAuditSinkServer final : public ipc::DnsAuditSink::Server {
     kj::Vector<kj::Promise<void>> writes;
     for (auto r : params.getRecords()) {
       nlohmann::json data = {
-          {"qname", r.getQname().cStr()},
-          {"qtype", core::qtypeName(r.getQtype())},
-          {"transport", r.getTransport().cStr()},
-          {"decision", r.getDecision().cStr()},
-          {"reasonCode", r.getReasonCode().cStr()},
-          {"rcode", r.getRcode()},
+          {"qname", r.getQname().cStr()},           {"qtype", core::qtypeName(r.getQtype())},
+          {"transport", r.getTransport().cStr()},   {"decision", r.getDecision().cStr()},
+          {"reasonCode", r.getReasonCode().cStr()}, {"rcode", r.getRcode()},
           {"latencyMicros", r.getLatencyMicros()},
       };
       if (r.getResolverId().size() > 0) data["resolverId"] = r.getResolverId().cStr();
@@ -82,20 +79,18 @@ kj::Promise<void> CellRun::phase(const char* name, kj::Function<kj::Promise<void
   uint64_t start = monotonicMicros();
   std::string phaseName = name;
   return kj::evalNow([&]() { return body(); })
-      .then(
-          [this, phaseName, start]() {
-            timings_.emplace_back(phaseName, monotonicMicros() - start);
-          },
-          [this, phaseName, start](kj::Exception&& e) {
-            timings_.emplace_back(phaseName, monotonicMicros() - start);
-            if (outcome_.failedPhase.empty()) {
-              outcome_.failedPhase = phaseName;
-              outcome_.error = e.getDescription().cStr();
-              spdlog::error("cell {} run {}: phase {} failed: {}", cellId(), runId(), phaseName,
-                            outcome_.error);
-            }
-            kj::throwFatalException(kj::mv(e));
-          });
+      .then([this, phaseName,
+             start]() { timings_.emplace_back(phaseName, monotonicMicros() - start); },
+            [this, phaseName, start](kj::Exception&& e) {
+              timings_.emplace_back(phaseName, monotonicMicros() - start);
+              if (outcome_.failedPhase.empty()) {
+                outcome_.failedPhase = phaseName;
+                outcome_.error = e.getDescription().cStr();
+                spdlog::error("cell {} run {}: phase {} failed: {}", cellId(), runId(), phaseName,
+                              outcome_.error);
+              }
+              kj::throwFatalException(kj::mv(e));
+            });
 }
 
 nlohmann::json CellRun::timingsJson() const {
@@ -208,16 +203,16 @@ kj::Promise<void> CellRun::teardown() {
   uint64_t start = monotonicMicros();
   kj::Promise<void> destroyed = kj::READY_NOW;
   if (cell_) {
-    destroyed = ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent destroy",
-                                 cell_->destroyRequest().send())
-                    .then(
-                        [this](capnp::Response<ipc::Cell::DestroyResults> response) {
-                          for (auto r : response.getResidue()) residue_.emplace_back(r.cStr());
-                        },
-                        [this](kj::Exception&& e) {
-                          residue_.push_back(std::string("destroy failed: ") +
-                                             e.getDescription().cStr());
-                        });
+    destroyed =
+        ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent destroy",
+                         cell_->destroyRequest().send())
+            .then(
+                [this](capnp::Response<ipc::Cell::DestroyResults> response) {
+                  for (auto r : response.getResidue()) residue_.emplace_back(r.cStr());
+                },
+                [this](kj::Exception&& e) {
+                  residue_.push_back(std::string("destroy failed: ") + e.getDescription().cStr());
+                });
   }
   return destroyed.then([this, start]() {
     kj::Promise<void> stopped = kj::READY_NOW;
@@ -259,11 +254,11 @@ kj::Promise<RunOutcome> CellRun::execute() {
           .then([this]() {
             return phase("network_scope", [this]() {
               return createCell().then([this]() { return startDns(); }).then([this]() {
-                nlohmann::json data = {{"netnsId", cellId()},
-                                       {"resolverAddress", "127.0.0.1:53"},
-                                       {"egressRuleCount",
-                                        document_.spec.authority.egressRules.size()},
-                                       {"nftApplied", false}};
+                nlohmann::json data = {
+                    {"netnsId", cellId()},
+                    {"resolverAddress", "127.0.0.1:53"},
+                    {"egressRuleCount", document_.spec.authority.egressRules.size()},
+                    {"nftApplied", false}};
                 return emit("network", 1, "scoped", kj::mv(data));
               });
             });
@@ -271,8 +266,9 @@ kj::Promise<RunOutcome> CellRun::execute() {
           .then([this]() {
             // secrets: none are materialized in this version (the document may name none).
             return phase("secrets", [this]() -> kj::Promise<void> {
-              KJ_REQUIRE(document_.spec.authority.secretRefs.empty(),
-                         "this runner cannot deliver secrets yet; remove spec.authority.secretRefs");
+              KJ_REQUIRE(
+                  document_.spec.authority.secretRefs.empty(),
+                  "this runner cannot deliver secrets yet; remove spec.authority.secretRefs");
               return kj::READY_NOW;
             });
           })
@@ -320,7 +316,8 @@ void CellRun::cancel() {
   if (cell_) {
     auto request = cell_->killRequest();
     request.setSignal(SIGKILL);
-    cancelTask_ = request.send().ignoreResult().catch_([](kj::Exception&&) {}).eagerlyEvaluate(nullptr);
+    cancelTask_ =
+        request.send().ignoreResult().catch_([](kj::Exception&&) {}).eagerlyEvaluate(nullptr);
   }
 }
 

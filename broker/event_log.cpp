@@ -45,16 +45,17 @@ kj::Promise<void> EventLog::flushBatch() {
     list.set(i, kj::arrayPtr(reinterpret_cast<const capnp::byte*>(json.data()), json.size()));
   }
   return request.send()
-      .then([this, batch](capnp::Response<ipc::EventSigner::SignResults> response) {
-        auto signedEvents = response.getSigned();
-        KJ_REQUIRE(signedEvents.size() == batch->size(), "signer returned a different count");
-        writeLines(signedEvents);
-        for (auto& p : *batch) p.done->fulfill();
-      },
-      [batch](kj::Exception&& e) {
-        spdlog::error("signing {} events failed: {}", batch->size(), e.getDescription().cStr());
-        for (auto& p : *batch) p.done->reject(kj::cp(e));
-      })
+      .then(
+          [this, batch](capnp::Response<ipc::EventSigner::SignResults> response) {
+            auto signedEvents = response.getSigned();
+            KJ_REQUIRE(signedEvents.size() == batch->size(), "signer returned a different count");
+            writeLines(signedEvents);
+            for (auto& p : *batch) p.done->fulfill();
+          },
+          [batch](kj::Exception&& e) {
+            spdlog::error("signing {} events failed: {}", batch->size(), e.getDescription().cStr());
+            for (auto& p : *batch) p.done->reject(kj::cp(e));
+          })
       .then([this]() { return flushBatch(); });
 }
 

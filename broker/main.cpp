@@ -120,8 +120,8 @@ int serve(const Options& options) {
   const core::HostPolicy hostPolicy = readHostPolicy(options.policyPath);
 
   kj::AutoCloseFd eventsFd(openEventLog(options.eventsPath, account));
-  auto listenFd = ipc::listenUnix({options.common.socketPath, 0660, account.uid,
-                                   clientGroup.value_or(account.gid)});
+  auto listenFd = ipc::listenUnix(
+      {options.common.socketPath, 0660, account.uid, clientGroup.value_or(account.gid)});
 
   if (geteuid() == 0) privsep::becomeUnprivileged(account);
   KJ_REQUIRE(geteuid() == account.uid, "not running as the broker user", options.common.user);
@@ -144,9 +144,12 @@ int serve(const Options& options) {
   ipc::RpcLink dnsLink(lowLevel, kj::mv(dnsFd), {.maxFdsPerMessage = 1}, Side::CLIENT, nullptr);
 
   broker::EventLog events(signerLink.bootstrap<ipc::EventSigner>(), eventsFd, options.eventsPath);
-  broker::BrokerContext context{io.provider->getTimer(), hostId,
+  broker::BrokerContext context{io.provider->getTimer(),
+                                hostId,
                                 vmmLink.bootstrap<ipc::VmmAgent>(),
-                                dnsLink.bootstrap<ipc::DnsHelper>(), events, hostPolicy};
+                                dnsLink.bootstrap<ipc::DnsHelper>(),
+                                events,
+                                hostPolicy};
   broker::BrokerState state(context);
 
   // OpenSSL loads its configuration file on first use (event ids come from RAND_bytes): use it
@@ -167,18 +170,15 @@ int serve(const Options& options) {
 
   // A helper that goes away takes our ability to run cells with it: stop, loudly, rather than
   // accept documents we cannot run.
-  auto helperLost = signerLink.onDisconnect()
-                        .then([]() { return std::string("event signer"); })
-                        .exclusiveJoin(vmmLink.onDisconnect().then([]() {
-                          return std::string("vmm-agent");
-                        }))
-                        .exclusiveJoin(dnsLink.onDisconnect().then([]() {
-                          return std::string("dns-helper");
-                        }))
-                        .then([](std::string who) {
-                          spdlog::critical("lost the connection to the {}; exiting", who);
-                          return 125;
-                        });
+  auto helperLost =
+      signerLink.onDisconnect()
+          .then([]() { return std::string("event signer"); })
+          .exclusiveJoin(vmmLink.onDisconnect().then([]() { return std::string("vmm-agent"); }))
+          .exclusiveJoin(dnsLink.onDisconnect().then([]() { return std::string("dns-helper"); }))
+          .then([](std::string who) {
+            spdlog::critical("lost the connection to the {}; exiting", who);
+            return 125;
+          });
   int code = listener.run()
                  .then([]() { return 0; })
                  .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort).then([](int signal) {

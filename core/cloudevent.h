@@ -15,8 +15,8 @@ inline constexpr std::string_view kEventTypePrefix = "dev.cellos.events.cell.";
 
 // The identity every event of one run shares.
 struct CellEventContext {
-  std::string hostId;   // source = urn:cellos:host:<hostId>
-  std::string cellId;   // subject = urn:cellos:cell:<cellId>; data.cellId, data.specId
+  std::string hostId;  // source = urn:cellos:host:<hostId>
+  std::string cellId;  // subject = urn:cellos:cell:<cellId>; data.cellId, data.specId
   std::string runId;
   std::optional<std::string> correlationId;
   // Set once lifecycle.started has been emitted: later events name it as their parent.

@@ -12,15 +12,16 @@
 namespace cellos::core {
 
 struct DnsPolicyRules {
-  std::vector<std::string> hostnameAllowlist;   // normalised names and "*.suffix" patterns
-  std::vector<uint16_t> allowedQueryTypes;      // empty = the default set (A, AAAA, CNAME, HTTPS)
+  std::vector<std::string> hostnameAllowlist;  // normalised names and "*.suffix" patterns
+  std::vector<uint16_t> allowedQueryTypes;     // empty = the default set (A, AAAA, CNAME, HTTPS)
 };
 
 enum class DnsDecision { kPermitted, kRefused, kDropped };
 
 struct DnsVerdict {
   DnsDecision decision;
-  std::string_view reasonCode;  // allowlist_match | not_in_allowlist | qtype_not_allowed | malformed_query
+  std::string_view
+      reasonCode;  // allowlist_match | not_in_allowlist | qtype_not_allowed | malformed_query
 };
 
 // The default query types of cell-spec.md when a document lists none.

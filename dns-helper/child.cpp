@@ -83,8 +83,7 @@ int bindSocket(int type, const std::string& address) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(53);
-  KJ_REQUIRE(inet_pton(AF_INET, address.c_str(), &addr.sin_addr) == 1, "bad bind address",
-             address);
+  KJ_REQUIRE(inet_pton(AF_INET, address.c_str(), &addr.sin_addr) == 1, "bad bind address", address);
   KJ_SYSCALL(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), address, "port 53");
   if (type == SOCK_STREAM) {
     KJ_SYSCALL(listen(fd, 16));

@@ -22,8 +22,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <kj/debug.h>
+#include <CLI/CLI.hpp>
 
 namespace {
 

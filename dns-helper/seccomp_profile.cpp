@@ -6,33 +6,99 @@ namespace cellos::dns {
 
 namespace {
 
+// clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kSpawnerAllow[] = {
     // event loop, signals, child exit
-    "epoll_wait", "epoll_pwait", "epoll_ctl", "rt_sigprocmask", "rt_sigreturn", "rt_sigaction",
-    "rt_sigtimedwait", "signalfd4", "wait4", "waitid",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_ctl",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "rt_sigaction",
+    "rt_sigtimedwait",
+    "signalfd4",
+    "wait4",
+    "waitid",
     // broker connection (the netns fd arrives by SCM_RIGHTS) and child channels
-    "accept4", "recvmsg", "sendmsg", "sendto", "recvfrom", "read", "write", "writev", "readv",
-    "getsockopt", "shutdown", "socketpair", "close", "fcntl", "dup2", "dup3",
+    "accept4",
+    "recvmsg",
+    "sendmsg",
+    "sendto",
+    "recvfrom",
+    "read",
+    "write",
+    "writev",
+    "readv",
+    "getsockopt",
+    "shutdown",
+    "socketpair",
+    "close",
+    "fcntl",
+    "dup2",
+    "dup3",
     // starting a child: fork + exec of our own binary by fd
-    "clone", "clone3", "execveat", "getppid", "exit",
+    "clone",
+    "clone3",
+    "execveat",
+    "getppid",
+    "exit",
     // what the child does before its own profile is installed (exec loader, setns, bind, drop)
-    "execve", "brk", "arch_prctl", "set_tid_address", "set_robust_list", "rseq", "prlimit64",
-    "access", "openat", "newfstatat", "fstat", "pread64", "mprotect", "setns", "socket", "bind",
-    "listen", "setsockopt", "setrlimit", "poll", "ppoll", "setgroups", "setresgid", "setresuid", "setuid",
-    "capget", "capset", "prctl", "seccomp", "uname", "lseek", "getrandom", "futex",
+    "execve",
+    "brk",
+    "arch_prctl",
+    "set_tid_address",
+    "set_robust_list",
+    "rseq",
+    "prlimit64",
+    "access",
+    "openat",
+    "newfstatat",
+    "fstat",
+    "pread64",
+    "mprotect",
+    "setns",
+    "socket",
+    "bind",
+    "listen",
+    "setsockopt",
+    "setrlimit",
+    "poll",
+    "ppoll",
+    "setgroups",
+    "setresgid",
+    "setresuid",
+    "setuid",
+    "capget",
+    "capset",
+    "prctl",
+    "seccomp",
+    "uname",
+    "lseek",
+    "getrandom",
+    "futex",
     // memory, time, identity
-    "mmap", "munmap", "madvise", "mremap", "clock_gettime", "gettid", "getpid", "exit_group",
+    "mmap",
+    "munmap",
+    "madvise",
+    "mremap",
+    "clock_gettime",
+    "gettid",
+    "getpid",
+    "exit_group",
 };
+// clang-format on
 
+// clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kChildAllow[] = {
-    "poll", "ppoll",                                        // the event loop
-    "recvfrom", "sendto", "recvmsg", "sendmsg", "accept4",  // DNS over UDP and TCP
-    "close",                                                // TCP clients
-    "clock_gettime", "getpid",                              // latency, ready message
-    "mmap", "munmap", "brk", "mremap", "madvise",           // allocation
-    "write",                                                // a last error line on stderr
-    "exit_group", "exit",
+    "poll",          "ppoll",                                    // the event loop
+    "recvfrom",      "sendto", "recvmsg", "sendmsg", "accept4",  // DNS over UDP and TCP
+    "close",                                                     // TCP clients
+    "clock_gettime", "getpid",                                   // latency, ready message
+    "mmap",          "munmap", "brk",     "mremap",  "madvise",  // allocation
+    "write",                                                     // a last error line on stderr
+    "exit_group",    "exit",
 };
+// clang-format on
 
 }  // namespace
 

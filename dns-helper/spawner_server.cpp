@@ -27,7 +27,6 @@ constexpr size_t kMaxChildMessage = 64 * 1024;
 constexpr size_t kMaxQueuedRecords = 4096;
 constexpr size_t kMaxBatch = 256;
 
-
 // Starts a child in a fresh address space (exec of our own binary): nothing of the spawner's
 // memory — other cells' policies, its RPC state — is visible to the process that will read the
 // cell's packets.
@@ -252,26 +251,28 @@ kj::Promise<void> DnsHelperServer::startProxy(StartProxyContext context) {
     pid_t pid = spawnChild(state_.config, netnsFd, theirs);
     theirs = nullptr;
     auto childPid = kj::heap<kj::Maybe<pid_t>>(pid);
-    state_.tasks.add(state_.io.unixEventPort.onChildExit(*childPid).then([pid](int status) {
-      if (WIFEXITED(status)) {
-        spdlog::info("DNS child {} exited with {}", pid, WEXITSTATUS(status));
-      } else {
-        spdlog::warn("DNS child {} killed by signal {}", pid, WTERMSIG(status));
-      }
-    }).attach(kj::mv(childPid)));
+    state_.tasks.add(state_.io.unixEventPort.onChildExit(*childPid)
+                         .then([pid](int status) {
+                           if (WIFEXITED(status)) {
+                             spdlog::info("DNS child {} exited with {}", pid, WEXITSTATUS(status));
+                           } else {
+                             spdlog::warn("DNS child {} killed by signal {}", pid,
+                                          WTERMSIG(status));
+                           }
+                         })
+                         .attach(kj::mv(childPid)));
     KJ_SYSCALL(send(ours, words.asBytes().begin(), words.asBytes().size(), MSG_NOSIGNAL),
                "sending the DNS child its configuration");
 
     auto proxy = kj::heap<DnsProxyServer>(state_, pid, kj::mv(ours), params.getAudit());
     auto ready = proxy->waitReady();
-    auto timeout = state_.io.provider->getTimer().afterDelay(10 * kj::SECONDS).then(
-        []() -> kj::Promise<void> {
+    auto timeout =
+        state_.io.provider->getTimer().afterDelay(10 * kj::SECONDS).then([]() -> kj::Promise<void> {
           return KJ_EXCEPTION(FAILED, "DNS child not ready within 10 s");
         });
-    return ready.exclusiveJoin(kj::mv(timeout))
-        .then([context, proxy = kj::mv(proxy)]() mutable {
-          context.getResults().setProxy(kj::mv(proxy));
-        });
+    return ready.exclusiveJoin(kj::mv(timeout)).then([context, proxy = kj::mv(proxy)]() mutable {
+      context.getResults().setProxy(kj::mv(proxy));
+    });
   });
 }
 

@@ -10,7 +10,7 @@
 namespace cellos::dns {
 
 struct SpawnerConfig {
-  int selfExeFd;              // O_PATH fd of our own binary, for fexecve of children
+  int selfExeFd;                // O_PATH fd of our own binary, for fexecve of children
   uint32_t childUid, childGid;  // cellos-dns
   uint64_t childMemoryBytes = 64ull << 20;
 };

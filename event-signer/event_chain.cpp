@@ -28,9 +28,8 @@ EventChain::EventChain(std::string stateDir, const core::SigningKey& key)
 }
 
 void EventChain::persist() {
-  nlohmann::json json = {{"nextSequence", head_.nextSequence},
-                         {"prevLink", head_.prevLink},
-                         {"keyId", key_.keyId()}};
+  nlohmann::json json = {
+      {"nextSequence", head_.nextSequence}, {"prevLink", head_.prevLink}, {"keyId", key_.keyId()}};
   writeFileDurably(path_, json.dump(), 0600);
 }
 

@@ -85,8 +85,7 @@ KeyStore::KeyStore(std::string stateDir, const std::string& operatorPemPath)
         KJ_REQUIRE(S_ISDIR(st.st_mode), "signer state directory is not a directory", stateDir_);
         KJ_REQUIRE(st.st_uid == geteuid(), "signer state directory is owned by someone else",
                    stateDir_, st.st_uid);
-        KJ_REQUIRE((st.st_mode & 077) == 0, "signer state directory must be mode 0700",
-                   stateDir_);
+        KJ_REQUIRE((st.st_mode & 077) == 0, "signer state directory must be mode 0700", stateDir_);
         if (!operatorPemPath.empty()) {
           std::string pem = readFileNoFollow(operatorPemPath, kMaxKeyFileBytes);
           KJ_DEFER(OPENSSL_cleanse(pem.data(), pem.size()));
@@ -128,6 +127,8 @@ KeyStore::KeyStore(std::string stateDir, const std::string& operatorPemPath)
   writeFileDurably(keysetPath, keysetJson(), 0644);
 }
 
-std::string KeyStore::keysetJson() const { return core::serializeKeyset(publicKeys_); }
+std::string KeyStore::keysetJson() const {
+  return core::serializeKeyset(publicKeys_);
+}
 
 }  // namespace cellos::signer

@@ -21,10 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <kj/debug.h>
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
-#include <kj/debug.h>
 
 namespace {
 
@@ -74,8 +74,7 @@ int serve(const Options& options) {
   auto listenFd = ipc::listenUnix(listen);
 
   if (geteuid() == 0) privsep::becomeUnprivileged(signerAccount);
-  KJ_REQUIRE(geteuid() == signerAccount.uid, "not running as the signer user",
-             options.common.user);
+  KJ_REQUIRE(geteuid() == signerAccount.uid, "not running as the signer user", options.common.user);
   privsep::setNoNewPrivs();
 
   std::string keyFile = options.keyFile.empty() ? credentialKeyFile() : options.keyFile;
@@ -95,8 +94,8 @@ int serve(const Options& options) {
   ipc::LinkOptions link{.maxFdsPerMessage = 0, .traversalLimitWords = 8 << 20};
   ipc::RpcListener listener(io, kj::mv(listenFd), "signer.sock", policy, link,
                             [&](const ipc::PeerCredentials& peer) -> capnp::Capability::Client {
-                              return kj::heap<signer::SignerServer>(
-                                  keys, chain, peer.uid == brokerAccount.uid);
+                              return kj::heap<signer::SignerServer>(keys, chain,
+                                                                    peer.uid == brokerAccount.uid);
                             });
   privsep::signalReady(options.common.readyFd);
   spdlog::info("serving on {}", options.common.socketPath);

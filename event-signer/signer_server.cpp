@@ -24,8 +24,8 @@ kj::Promise<void> SignerServer::sign(SignContext context) {
   }
   auto list = context.getResults().initSigned(output.size());
   for (size_t i = 0; i < output.size(); ++i) {
-    list.set(i, kj::arrayPtr(reinterpret_cast<const capnp::byte*>(output[i].data()),
-                             output[i].size()));
+    list.set(
+        i, kj::arrayPtr(reinterpret_cast<const capnp::byte*>(output[i].data()), output[i].size()));
   }
   spdlog::debug("signed {} events, next sequence {}", output.size(), chain_.head().nextSequence);
   return kj::READY_NOW;

@@ -118,8 +118,7 @@ RpcLink::RpcLink(kj::LowLevelAsyncIoProvider& provider, kj::AutoCloseFd fd,
 struct RpcListener::Connection {
   Connection(kj::LowLevelAsyncIoProvider& provider, kj::AutoCloseFd fd, const LinkOptions& options,
              capnp::Capability::Client bootstrap, PeerCredentials peer)
-      : link(provider, kj::mv(fd), options, capnp::rpc::twoparty::Side::SERVER,
-             kj::mv(bootstrap)),
+      : link(provider, kj::mv(fd), options, capnp::rpc::twoparty::Side::SERVER, kj::mv(bootstrap)),
         peer(std::move(peer)) {}
   RpcLink link;
   PeerCredentials peer;
@@ -138,7 +137,9 @@ RpcListener::RpcListener(kj::AsyncIoContext& io, kj::AutoCloseFd listenFd, std::
 
 RpcListener::~RpcListener() = default;
 
-kj::Promise<void> RpcListener::run() { return acceptOne(); }
+kj::Promise<void> RpcListener::run() {
+  return acceptOne();
+}
 
 kj::Promise<void> RpcListener::acceptOne() {
   for (;;) {
@@ -165,8 +166,8 @@ kj::Promise<void> RpcListener::acceptOne() {
       continue;
     }
     if (!policy_.allows(peer)) {
-      spdlog::warn("{}: refused peer pid {} uid {} gid {} (allowed: {})", name_, peer.pid,
-                   peer.uid, peer.gid, policy_.describe());
+      spdlog::warn("{}: refused peer pid {} uid {} gid {} (allowed: {})", name_, peer.pid, peer.uid,
+                   peer.gid, policy_.describe());
       continue;  // fd closes here; not one byte was read
     }
     serve(kj::mv(fd), peer);
@@ -176,8 +177,8 @@ kj::Promise<void> RpcListener::acceptOne() {
 
 void RpcListener::serve(kj::AutoCloseFd fd, const PeerCredentials& peer) {
   spdlog::debug("{}: accepted pid {} uid {}", name_, peer.pid, peer.uid);
-  auto connection = kj::heap<Connection>(*io_.lowLevelProvider, kj::mv(fd), options_,
-                                         factory_(peer), peer);
+  auto connection =
+      kj::heap<Connection>(*io_.lowLevelProvider, kj::mv(fd), options_, factory_(peer), peer);
   Connection* raw = connection.get();
   connections_.push_back(kj::mv(connection));
   tasks_.add(raw->link.onDisconnect().then([this, raw]() {

@@ -99,8 +99,8 @@ class RpcListener {
  public:
   using BootstrapFactory = kj::Function<capnp::Capability::Client(const PeerCredentials&)>;
 
-  RpcListener(kj::AsyncIoContext& io, kj::AutoCloseFd listenFd, std::string name,
-              PeerPolicy policy, LinkOptions options, BootstrapFactory factory);
+  RpcListener(kj::AsyncIoContext& io, kj::AutoCloseFd listenFd, std::string name, PeerPolicy policy,
+              LinkOptions options, BootstrapFactory factory);
   KJ_DISALLOW_COPY(RpcListener);
   ~RpcListener();
 

@@ -22,8 +22,9 @@ Account lookupAccount(const std::string& name) {
   std::vector<char> buf(16384);
   int rc = getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &result);
   if (rc != 0 || result == nullptr) {
-    throw std::runtime_error("user " + name +
-                             " does not exist; run scripts/setup (or install the package) to create it");
+    throw std::runtime_error(
+        "user " + name +
+        " does not exist; run scripts/setup (or install the package) to create it");
   }
   return Account{name, pw.pw_uid, pw.pw_gid};
 }
@@ -106,7 +107,9 @@ void limitCapabilities(const std::vector<int>& keep) {
   setCapabilitySets(keep);
 }
 
-void setNoNewPrivs() { KJ_SYSCALL(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)); }
+void setNoNewPrivs() {
+  KJ_SYSCALL(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+}
 
 uint64_t effectiveCapabilities() {
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};

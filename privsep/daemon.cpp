@@ -76,8 +76,7 @@ void addCommonOptions(CLI::App& app, CommonOptions& options, const std::string& 
                  "configuration file (key = value lines naming the long options)", false);
   app.add_option("--log-level", options.logLevel, "trace|debug|info|warn|error")
       ->capture_default_str();
-  app.add_option("--socket", options.socketPath, "Unix socket to listen on")
-      ->capture_default_str();
+  app.add_option("--socket", options.socketPath, "Unix socket to listen on")->capture_default_str();
   app.add_option("--user", options.user, "system user to switch to after setup")
       ->capture_default_str();
   app.add_option("--ready-fd", options.readyFd,

@@ -22,8 +22,8 @@ int resolve(const SeccompProfile& profile, std::string_view name) {
   std::string n(name);
   int nr = seccomp_syscall_resolve_name(n.c_str());
   if (nr == __NR_SCMP_ERROR) {
-    throw std::runtime_error("seccomp profile " + std::string(profile.name) +
-                             ": unknown syscall " + n);
+    throw std::runtime_error("seccomp profile " + std::string(profile.name) + ": unknown syscall " +
+                             n);
   }
   return nr;
 }
@@ -56,7 +56,8 @@ void installSeccomp(const SeccompProfile& profile) {
     }
   }
   for (const ErrnoRule& rule : profile.deny) {
-    if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(rule.error), resolve(profile, rule.syscall), 0);
+    if (int rc =
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(rule.error), resolve(profile, rule.syscall), 0);
         rc < 0) {
       throw std::runtime_error("seccomp_rule_add(" + std::string(rule.syscall) + ") failed");
     }

@@ -26,7 +26,7 @@ struct ArgRule {
 };
 
 struct SeccompProfile {
-  std::string_view name;                  // for messages: "broker", "dns-child", ...
+  std::string_view name;  // for messages: "broker", "dns-child", ...
   std::span<const std::string_view> allow;
   std::span<const ErrnoRule> deny = {};
   std::span<const ArgRule> allowIf = {};

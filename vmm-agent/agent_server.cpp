@@ -59,29 +59,31 @@ kj::Promise<LaunchedFds> LauncherLink::launch(ipc::CellRequest::Reader request) 
   return serialized<LaunchedFds>([this, message = kj::mv(message)]() mutable {
     auto fds = kj::heapArray<kj::AutoCloseFd>(kLaunchedFdCount);
     auto promise = exchange(*message, fds);
-    return promise.then([fds = kj::mv(fds)](kj::Own<capnp::MessageReader> reader) mutable {
-      auto reply = reader->getRoot<ipc::LauncherReply>();
-      if (reply.isFailed()) {
-        return kj::Promise<LaunchedFds>(
-            KJ_EXCEPTION(FAILED, "cell launch failed", reply.getFailed()));
-      }
-      KJ_REQUIRE(reply.isLaunched(), "unexpected launcher reply");
-      for (auto& fd : fds) KJ_REQUIRE(fd.get() >= 0, "launcher sent too few fds");
-      LaunchedFds out;
-      out.initPid = reply.getLaunched();
-      out.pidFd = kj::mv(fds[0]);
-      out.netnsFd = kj::mv(fds[1]);
-      out.stdoutFd = kj::mv(fds[2]);
-      out.stderrFd = kj::mv(fds[3]);
-      out.startFd = kj::mv(fds[4]);
-      out.statusFd = kj::mv(fds[5]);
-      return kj::Promise<LaunchedFds>(kj::mv(out));
-    }).attach(kj::mv(message));
+    return promise
+        .then([fds = kj::mv(fds)](kj::Own<capnp::MessageReader> reader) mutable {
+          auto reply = reader->getRoot<ipc::LauncherReply>();
+          if (reply.isFailed()) {
+            return kj::Promise<LaunchedFds>(
+                KJ_EXCEPTION(FAILED, "cell launch failed", reply.getFailed()));
+          }
+          KJ_REQUIRE(reply.isLaunched(), "unexpected launcher reply");
+          for (auto& fd : fds) KJ_REQUIRE(fd.get() >= 0, "launcher sent too few fds");
+          LaunchedFds out;
+          out.initPid = reply.getLaunched();
+          out.pidFd = kj::mv(fds[0]);
+          out.netnsFd = kj::mv(fds[1]);
+          out.stdoutFd = kj::mv(fds[2]);
+          out.stderrFd = kj::mv(fds[3]);
+          out.startFd = kj::mv(fds[4]);
+          out.statusFd = kj::mv(fds[5]);
+          return kj::Promise<LaunchedFds>(kj::mv(out));
+        })
+        .attach(kj::mv(message));
   });
 }
 
 kj::Promise<std::vector<std::string>> LauncherLink::destroy(const std::string& cellId,
-                                                             int initPid) {
+                                                            int initPid) {
   auto message = kj::heap<capnp::MallocMessageBuilder>();
   auto destroy = message->initRoot<ipc::LauncherRequest>().initDestroy();
   destroy.setCellId(cellId);
@@ -181,29 +183,28 @@ class CellServer final : public ipc::Cell::Server {
                           });
     kj::Promise<void> timeout = kj::NEVER_DONE;
     if (timeoutMs_ > 0) {
-      timeout = state_.io.provider->getTimer()
-                    .afterDelay(timeoutMs_ * kj::MILLISECONDS)
-                    .then([this]() {
-                      spdlog::info("cell {}: timeout after {} ms; killing", cellId_, timeoutMs_);
-                      timedOut_ = true;
-                      signalInit(SIGKILL);
-                    });
+      timeout =
+          state_.io.provider->getTimer().afterDelay(timeoutMs_ * kj::MILLISECONDS).then([this]() {
+            spdlog::info("cell {}: timeout after {} ms; killing", cellId_, timeoutMs_);
+            timedOut_ = true;
+            signalInit(SIGKILL);
+          });
     }
     auto all = kj::joinPromises(kj::arr(kj::mv(relayOut), kj::mv(relayErr), kj::mv(statusRead)))
-                   .exclusiveJoin(kj::mv(timeout).then([]() { return kj::Promise<void>(kj::NEVER_DONE); }));
+                   .exclusiveJoin(
+                       kj::mv(timeout).then([]() { return kj::Promise<void>(kj::NEVER_DONE); }));
     // The timeout branch never completes by itself; killing init makes the pipes close, which
     // completes the join above.
     running_ = kj::mv(all)
-                         .then([this, output]() mutable {
-                           finishedFulfiller_->fulfill();
-                           return output.doneRequest().send().ignoreResult();
-                         })
-                         .catch_([this](kj::Exception&& e) {
-                           spdlog::warn("cell {}: relay ended: {}", cellId_,
-                                        e.getDescription().cStr());
-                           if (finishedFulfiller_->isWaiting()) finishedFulfiller_->fulfill();
-                         })
-                         .eagerlyEvaluate(nullptr);
+                   .then([this, output]() mutable {
+                     finishedFulfiller_->fulfill();
+                     return output.doneRequest().send().ignoreResult();
+                   })
+                   .catch_([this](kj::Exception&& e) {
+                     spdlog::warn("cell {}: relay ended: {}", cellId_, e.getDescription().cStr());
+                     if (finishedFulfiller_->isWaiting()) finishedFulfiller_->fulfill();
+                   })
+                   .eagerlyEvaluate(nullptr);
     return kj::READY_NOW;
   }
 
@@ -322,9 +323,9 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
   std::string cellId = request.getCellId();
   static const std::regex pattern("[a-z0-9][a-z0-9._-]{0,62}");
   KJ_REQUIRE(std::regex_match(cellId, pattern), "invalid cell id", cellId);
-  KJ_REQUIRE(std::string(request.getBackend().cStr()) == "linux" ||
-                 request.getBackend().size() == 0,
-             "backend not available on this agent", request.getBackend());
+  KJ_REQUIRE(
+      std::string(request.getBackend().cStr()) == "linux" || request.getBackend().size() == 0,
+      "backend not available on this agent", request.getBackend());
   KJ_REQUIRE(request.getArgv().size() > 0, "argv must not be empty");
   KJ_REQUIRE(!state_.liveCells.count(cellId), "a cell with this id is already running", cellId);
   state_.liveCells.insert(cellId);

@@ -64,7 +64,8 @@ void handleLaunch(int sock, const LauncherConfig& config, ipc::CellRequest::Read
   launch.cellId = request.getCellId();
   KJ_REQUIRE(validCellId(launch.cellId), "invalid cell id", launch.cellId);
   for (auto arg : request.getArgv()) launch.argv.emplace_back(arg.cStr());
-  for (auto kv : request.getEnv()) launch.env.emplace_back(kv.getKey().cStr(), kv.getValue().cStr());
+  for (auto kv : request.getEnv())
+    launch.env.emplace_back(kv.getKey().cStr(), kv.getValue().cStr());
   launch.workingDirectory = request.getWorkingDirectory();
   if (request.getPidsMax() != 0) launch.pidsMax = request.getPidsMax();
   if (request.getMemoryMaxBytes() != 0) launch.memoryMaxBytes = request.getMemoryMaxBytes();

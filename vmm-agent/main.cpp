@@ -22,8 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <kj/debug.h>
+#include <CLI/CLI.hpp>
 
 namespace {
 
@@ -37,9 +37,8 @@ using namespace cellos;
 //   KILL          signal cell processes that run under other uids
 //   DAC_OVERRIDE  create the cell's directories and cgroups regardless of their parents' modes
 //   SETPCAP       empty the workload's bounding set before it execs
-const std::vector<std::string> kCapabilities = {"SYS_ADMIN",  "NET_ADMIN", "SETUID",
-                                                "SETGID",     "SYS_CHROOT", "KILL",
-                                                "DAC_OVERRIDE", "SETPCAP"};
+const std::vector<std::string> kCapabilities = {
+    "SYS_ADMIN", "NET_ADMIN", "SETUID", "SETGID", "SYS_CHROOT", "KILL", "DAC_OVERRIDE", "SETPCAP"};
 
 struct Options {
   privsep::CommonOptions common{.socketPath = "/run/cellos/vmm.sock", .user = "root"};
@@ -97,9 +96,9 @@ int serve(const Options& options) {
 
   privsep::captureShutdownSignals();
   auto io = kj::setupAsyncIo();
-  vmm::AgentState state(io, io.lowLevelProvider->wrapUnixSocketFd(
-                                kj::AutoCloseFd(launcherFd),
-                                kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC));
+  vmm::AgentState state(
+      io, io.lowLevelProvider->wrapUnixSocketFd(kj::AutoCloseFd(launcherFd),
+                                                kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC));
   privsep::installSeccomp(vmm::kAgentProfile);
 
   // Only the broker (and root, for administration) may connect. We send it one fd per cell (the

@@ -7,7 +7,7 @@
 namespace cellos::cli {
 
 // Exit statuses of `run` besides the cell's own (same convention as `docker run`).
-inline constexpr int kExitUsage = 2;          // invalid document or usage error
+inline constexpr int kExitUsage = 2;           // invalid document or usage error
 inline constexpr int kExitRunnerFailed = 125;  // the runner itself failed
 
 struct RunOptions {

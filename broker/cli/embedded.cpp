@@ -132,9 +132,9 @@ void EmbeddedSystem::start() {
   chown(runtimeDir_.c_str(), 0, *group);
   chmod(runtimeDir_.c_str(), 0750);
 
-  launch("cellos-event-signer", {"--socket=" + runtimeDir_ + "/signer.sock",
-                                 "--state-dir=" + options_.stateDir + "/signer",
-                                 "--config=/dev/null"});
+  launch("cellos-event-signer",
+         {"--socket=" + runtimeDir_ + "/signer.sock",
+          "--state-dir=" + options_.stateDir + "/signer", "--config=/dev/null"});
   launch("cellos-vmm-agent", {"--socket=" + runtimeDir_ + "/vmm.sock",
                               "--run-dir=" + runtimeDir_ + "/vmm", "--config=/dev/null"});
   launch("cellos-dns-helper", {"--socket=" + runtimeDir_ + "/dns.sock", "--config=/dev/null"});

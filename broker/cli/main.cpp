@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
 
   std::vector<std::string> validateFiles;
   auto* validateCmd = app.add_subcommand(
-      "validate", "check cell documents: exit 0 if all are valid, 2 with every violation otherwise");
+      "validate",
+      "check cell documents: exit 0 if all are valid, 2 with every violation otherwise");
   validateCmd->add_option("FILE", validateFiles, "cell documents")->required();
 
   VerifyOptions verify;

@@ -117,9 +117,9 @@ int runCommand(const RunOptions& options) {
     for (const auto& v : parsed.violations) std::cerr << "  " << core::formatViolation(v) << "\n";
     return kExitUsage;
   }
-  std::string backend =
-      !options.backend.empty() ? options.backend
-                               : parsed.document->spec.placement.backend.value_or("linux");
+  std::string backend = !options.backend.empty()
+                            ? options.backend
+                            : parsed.document->spec.placement.backend.value_or("linux");
   if (backend != "linux") {
     std::cerr << "cellos run: backend " << backend
               << " is not available in this version (only linux)\n";

@@ -13,8 +13,8 @@ int verifyCommand(const VerifyOptions& options) {
       options.keysetPath.empty() ? options.stateDir + "/signer/keyset.json" : options.keysetPath;
   std::ifstream keysetFile(keysetPath);
   if (!keysetFile) {
-    std::cerr << "cellos verify: cannot read keyset " << keysetPath << ": "
-              << std::strerror(errno) << " (pass --keys FILE)\n";
+    std::cerr << "cellos verify: cannot read keyset " << keysetPath << ": " << std::strerror(errno)
+              << " (pass --keys FILE)\n";
     return kExitUsage;
   }
   std::stringstream keysetText;

@@ -116,9 +116,13 @@ int CellosProcess::wait(std::chrono::milliseconds timeout) {
   return 128 + WTERMSIG(status_);
 }
 
-void CellosProcess::signal(int sig) { kill(pid_, sig); }
+void CellosProcess::signal(int sig) {
+  kill(pid_, sig);
+}
 
-void CellosProcess::signalGroup(int sig) { kill(-pid_, sig); }
+void CellosProcess::signalGroup(int sig) {
+  kill(-pid_, sig);
+}
 
 RunResult runCellos(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
   CellosProcess process(args);
@@ -182,8 +186,8 @@ std::vector<std::string> hostResidue() {
     }
   }
   if (dir) closedir(dir);
-  for (const char* root : {"/sys/fs/cgroup/pids/cellos", "/sys/fs/cgroup/memory/cellos",
-                           "/sys/fs/cgroup/cellos"}) {
+  for (const char* root :
+       {"/sys/fs/cgroup/pids/cellos", "/sys/fs/cgroup/memory/cellos", "/sys/fs/cgroup/cellos"}) {
     std::error_code ec;
     if (!std::filesystem::exists(root, ec)) continue;
     for (auto& entry : std::filesystem::directory_iterator(root, ec)) {

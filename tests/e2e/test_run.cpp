@@ -3,9 +3,9 @@
 #include "tests/e2e/cellos_process.h"
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <cstring>
 #include <filesystem>
@@ -37,9 +37,7 @@ class CellosRun : public ::testing::Test {
     writeFile(path, yaml);
     return path;
   }
-  RunResult verify() {
-    return runCellos({"verify", "--state-dir", stateDir_, events_});
-  }
+  RunResult verify() { return runCellos({"verify", "--state-dir", stateDir_, events_}); }
   std::vector<nlohmann::json> events() {
     std::vector<nlohmann::json> out;
     for (const auto& line : readLines(events_)) out.push_back(nlohmann::json::parse(line));
@@ -121,8 +119,8 @@ TEST_F(CellosRun, VerifyAcceptsTheLogAndNamesTheLineOfAnyChangedByte) {
   // in data, the type, the time, a signature), must fail verification naming that line.
   size_t offset = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
-    for (const char* anchor : {"\"cellId\":\"", "\"type\":\"dev.", "\"time\":\"2",
-                                      "\"dssematerial\":\"e"}) {
+    for (const char* anchor :
+         {"\"cellId\":\"", "\"type\":\"dev.", "\"time\":\"2", "\"dssematerial\":\"e"}) {
       auto at = lines[i].find(anchor);
       ASSERT_NE(at, std::string::npos) << anchor;
       std::string tampered = original;
@@ -161,8 +159,9 @@ TEST_F(CellosRun, ACellSeesOnlyItself) {
 TEST_F(CellosRun, DigGetsRefusedByTheDnsHelperAndTheQueryIsLogged) {
   auto doc = writeDocument(
       "dig.yaml",
-      shellCell("dig-refused", "dig +tries=1 +time=3 @127.0.0.1 example.com A; "
-                               "dig +tcp +tries=1 +time=3 @127.0.0.1 example.org AAAA",
+      shellCell("dig-refused",
+                "dig +tries=1 +time=3 @127.0.0.1 example.com A; "
+                "dig +tcp +tries=1 +time=3 @127.0.0.1 example.org AAAA",
                 "  authority:\n    dnsAuthority:\n      hostnameAllowlist: [allowed.test]\n"));
   auto result = runCellos(runArgs(doc));
   ASSERT_EQ(result.status, 0) << result.err;
@@ -227,7 +226,8 @@ TEST_F(CellosRun, DaemonsRunUnprivilegedUnderSeccompWhileACellRuns) {
 
 TEST_F(CellosRun, NothingOfTheCellRemainsAfterRun) {
   ASSERT_EQ(hostResidue(), std::vector<std::string>{}) << "residue before the test";
-  auto doc = writeDocument("bg.yaml", shellCell("residue-check", "sleep 1000 & sleep 1000 & echo started"));
+  auto doc = writeDocument("bg.yaml",
+                           shellCell("residue-check", "sleep 1000 & sleep 1000 & echo started"));
   auto result = runCellos(runArgs(doc));
   EXPECT_EQ(result.status, 0) << result.err;
   EXPECT_EQ(hostResidue(), std::vector<std::string>{});

@@ -32,7 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto policy = cellos::core::parseHostPolicy(bytes);
   if (policy.policy.has_value() == !policy.violations.empty()) __builtin_trap();
   if (policy.policy) {
-    for (const auto& violation : cellos::core::checkHostPolicy(*policy.policy, *kDocument.document)) {
+    for (const auto& violation :
+         cellos::core::checkHostPolicy(*policy.policy, *kDocument.document)) {
       if (violation.path.empty() || violation.message.empty()) __builtin_trap();
     }
     cellos::core::CellDocument copy = *kDocument.document;

@@ -63,10 +63,14 @@ const Daemon kAllDaemons[] = {Daemon::kSigner, Daemon::kVmmAgent, Daemon::kDnsHe
 
 const char* socketName(Daemon d) {
   switch (d) {
-    case Daemon::kSigner: return "signer.sock";
-    case Daemon::kVmmAgent: return "vmm.sock";
-    case Daemon::kDnsHelper: return "dns.sock";
-    case Daemon::kBroker: return "broker.sock";
+    case Daemon::kSigner:
+      return "signer.sock";
+    case Daemon::kVmmAgent:
+      return "vmm.sock";
+    case Daemon::kDnsHelper:
+      return "dns.sock";
+    case Daemon::kBroker:
+      return "broker.sock";
   }
   return "";
 }
@@ -119,16 +123,15 @@ std::optional<bool> answersBootstrap(const std::string& data) {
   try {
     capnp::FlatArrayMessageReader reader(words.asPtr().slice(0, expected));
     auto root = reader.getRoot<capnp::rpc::Message>();
-    return root.isReturn() && root.getReturn().getAnswerId() == 0 &&
-           root.getReturn().isResults();
+    return root.isReturn() && root.getReturn().getAnswerId() == 0 && root.getReturn().isResults();
   } catch (const kj::Exception&) {
     return false;
   }
 }
 
 struct SendOptions {
-  bool shutdownWrite = false;     // half-close after sending: "that is all you get"
-  bool stopAtBootstrap = false;   // stop reading once the bootstrap is answered
+  bool shutdownWrite = false;    // half-close after sending: "that is all you get"
+  bool stopAtBootstrap = false;  // stop reading once the bootstrap is answered
 };
 
 // Connects to `path`, sends `bytes`, and reads (discarding) until the server closes, the
@@ -200,8 +203,7 @@ Exchange exchangeAs(uid_t uid, gid_t gid, const std::string& path, const std::st
   KJ_ASSERT(pid >= 0, "fork", strerror(errno));
   if (pid == 0) {
     Exchange report;
-    if (setgroups(0, nullptr) < 0 || setresgid(gid, gid, gid) < 0 ||
-        setresuid(uid, uid, uid) < 0) {
+    if (setgroups(0, nullptr) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
       report.setupErrno = errno;
     } else {
       report = exchange(path, bytes, options, timeout);
@@ -278,8 +280,8 @@ std::string daemonState(pid_t pid) {
   }
   if (info.si_pid == 0) return "running";
   if (info.si_code == CLD_EXITED) return "exited with status " + std::to_string(info.si_status);
-  std::string how = "killed by signal " + std::to_string(info.si_status) + " (" +
-                    strsignal(info.si_status) + ")";
+  std::string how =
+      "killed by signal " + std::to_string(info.si_status) + " (" + strsignal(info.si_status) + ")";
   if (info.si_status == SIGSYS) how += ": a seccomp profile refused a syscall (see dmesg)";
   return how;
 }
@@ -380,8 +382,8 @@ class DaemonSocketsTest : public ::testing::Test {
   void callOnce(Daemon d) {
     using capnp::rpc::twoparty::Side;
     ipc::LinkOptions options{.maxFdsPerMessage = 0};
-    ipc::RpcLink link(*io_.lowLevelProvider, ipc::connectUnix(socketPath(d)), options,
-                      Side::CLIENT, nullptr);
+    ipc::RpcLink link(*io_.lowLevelProvider, ipc::connectUnix(socketPath(d)), options, Side::CLIENT,
+                      nullptr);
     auto& timer = io_.provider->getTimer();
     const auto limit = 10 * kj::SECONDS;
     switch (d) {
@@ -397,10 +399,9 @@ class DaemonSocketsTest : public ::testing::Test {
         auto broker = link.bootstrap<ipc::Broker>();
         auto request = broker.submitRequest();
         const std::string document = "apiVersion: [this is not\n a cell document";
-        request.setDocument(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(document.data()),
-                                         document.size()));
-        auto reply =
-            ipc::withTimeout(timer, limit, "submit", request.send()).wait(io_.waitScope);
+        request.setDocument(
+            kj::arrayPtr(reinterpret_cast<const capnp::byte*>(document.data()), document.size()));
+        auto reply = ipc::withTimeout(timer, limit, "submit", request.send()).wait(io_.waitScope);
         EXPECT_GT(reply.getViolations().size(), 0u);
         EXPECT_FALSE(reply.hasRun());
         break;
@@ -412,8 +413,8 @@ class DaemonSocketsTest : public ::testing::Test {
         cell.setCellId("../x");
         cell.setBackend("linux");
         cell.initArgv(1).set(0, "/bin/true");
-        std::string error = callError(
-            ipc::withTimeout(timer, limit, "createCell", request.send()).ignoreResult());
+        std::string error =
+            callError(ipc::withTimeout(timer, limit, "createCell", request.send()).ignoreResult());
         EXPECT_NE(error.find("invalid cell id"), std::string::npos) << "error: " << error;
         break;
       }
@@ -424,8 +425,8 @@ class DaemonSocketsTest : public ::testing::Test {
         auto policy = request.initPolicy();
         policy.setCellId("fdless");
         policy.setBindAddress("127.0.0.1");
-        std::string error = callError(
-            ipc::withTimeout(timer, limit, "startProxy", request.send()).ignoreResult());
+        std::string error =
+            callError(ipc::withTimeout(timer, limit, "startProxy", request.send()).ignoreResult());
         EXPECT_NE(error.find("no fd"), std::string::npos) << "error: " << error;
         break;
       }
@@ -456,8 +457,8 @@ TEST_F(DaemonSocketsTest, RuntimeDirectoryKeepsOutOtherUsers) {
   EXPECT_EQ(st.st_uid, 0u);
   EXPECT_EQ(st.st_mode & 07777, 0750u);
   for (Daemon d : kAllDaemons) {
-    Exchange e = exchangeAs(kNobody, kNogroup, socketPath(d), bootstrapMessageBytes(), {},
-                            kCloseWithin);
+    Exchange e =
+        exchangeAs(kNobody, kNogroup, socketPath(d), bootstrapMessageBytes(), {}, kCloseWithin);
     ASSERT_EQ(e.setupErrno, 0) << strerror(e.setupErrno);
     EXPECT_EQ(e.connectErrno, EACCES) << socketName(d) << ": " << describe(e);
     EXPECT_EQ(e.bytesReceived, 0u) << socketName(d);
@@ -476,9 +477,8 @@ TEST_F(DaemonSocketsTest, UnlistedUidThatReachesTheSocketIsRefused) {
     ModeRestorer socketMode(socketPath(d));
     ASSERT_EQ(chmod(socketPath(d).c_str(), socketMode.mode() | 0006), 0);
 
-    Exchange refused =
-        exchangeAs(kNobody, kNogroup, socketPath(d), bootstrap, {.stopAtBootstrap = true},
-                   kCloseWithin);
+    Exchange refused = exchangeAs(kNobody, kNogroup, socketPath(d), bootstrap,
+                                  {.stopAtBootstrap = true}, kCloseWithin);
     ASSERT_EQ(refused.setupErrno, 0) << strerror(refused.setupErrno);
     EXPECT_EQ(refused.connectErrno, 0) << describe(refused);
     EXPECT_TRUE(refused.closed()) << describe(refused);
@@ -486,8 +486,7 @@ TEST_F(DaemonSocketsTest, UnlistedUidThatReachesTheSocketIsRefused) {
     EXPECT_EQ(refused.bytesReceived, 0u) << describe(refused);
 
     // The control: the same bytes from root (on every allowlist) are answered.
-    Exchange allowed = exchange(socketPath(d), bootstrap, {.stopAtBootstrap = true},
-                                kCloseWithin);
+    Exchange allowed = exchange(socketPath(d), bootstrap, {.stopAtBootstrap = true}, kCloseWithin);
     EXPECT_TRUE(allowed.bootstrapAnswered) << describe(allowed);
   }
   checkAllDaemonsRunning();
@@ -513,10 +512,14 @@ TEST_P(BadHeaderTest, ClosesTheConnectionAndServesTheNextClient) {
 INSTANTIATE_TEST_SUITE_P(EveryDaemon, BadHeaderTest, ::testing::ValuesIn(kAllDaemons),
                          [](const ::testing::TestParamInfo<Daemon>& info) -> std::string {
                            switch (info.param) {
-                             case Daemon::kSigner: return "Signer";
-                             case Daemon::kVmmAgent: return "VmmAgent";
-                             case Daemon::kDnsHelper: return "DnsHelper";
-                             case Daemon::kBroker: return "Broker";
+                             case Daemon::kSigner:
+                               return "Signer";
+                             case Daemon::kVmmAgent:
+                               return "VmmAgent";
+                             case Daemon::kDnsHelper:
+                               return "DnsHelper";
+                             case Daemon::kBroker:
+                               return "Broker";
                            }
                            return "Unknown";
                          });

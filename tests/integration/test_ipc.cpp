@@ -153,8 +153,7 @@ std::optional<bool> answersBootstrap(const std::string& data) {
   try {
     capnp::FlatArrayMessageReader reader(words.asPtr().slice(0, expected));
     auto root = reader.getRoot<capnp::rpc::Message>();
-    return root.isReturn() && root.getReturn().getAnswerId() == 0 &&
-           root.getReturn().isResults();
+    return root.isReturn() && root.getReturn().getAnswerId() == 0 && root.getReturn().isResults();
   } catch (const kj::Exception&) {
     return false;
   }
@@ -312,10 +311,10 @@ class RpcListenerTest : public ::testing::Test {
         [](kj::Exception&& e) { ADD_FAILURE() << "listener: " << e.getDescription().cStr(); });
     PeerReport report;
     auto input = io_.lowLevelProvider->wrapInputFd(readEnd.get());
-    size_t got = io_.provider->getTimer()
-                     .timeoutAfter(10 * kj::SECONDS,
-                                   input->tryRead(&report, sizeof(report), sizeof(report)))
-                     .wait(io_.waitScope);
+    size_t got =
+        io_.provider->getTimer()
+            .timeoutAfter(10 * kj::SECONDS, input->tryRead(&report, sizeof(report), sizeof(report)))
+            .wait(io_.waitScope);
     EXPECT_EQ(got, sizeof(report)) << "peer died without a report";
     int status = reap(pid);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -356,7 +355,9 @@ class RpcListenerTest : public ::testing::Test {
   kj::Own<RpcListener> listener_;
 };
 
-bool runningAsRoot() { return geteuid() == 0; }
+bool runningAsRoot() {
+  return geteuid() == 0;
+}
 
 TEST_F(RpcListenerTest, ServesAnAllowedPeerAndReportsItsCredentials) {
   listen(PeerPolicy{{getuid()}, {}});
@@ -445,9 +446,8 @@ TEST_F(RpcListenerTest, RefusesAPeerWhoseGroupsAreAllUnlisted) {
   listen(PeerPolicy{{0}, {kTestGroup}});
   PeerReport report = runPeer(Identity{kNobody, kNogroup, {kOtherTestGroup}});
   ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
-  EXPECT_TRUE(report.closedUnread())
-      << "readErrno " << report.readErrno << " eof " << report.eof << " bytes "
-      << report.bytesReceived;
+  EXPECT_TRUE(report.closedUnread()) << "readErrno " << report.readErrno << " eof " << report.eof
+                                     << " bytes " << report.bytesReceived;
   EXPECT_EQ(bootstraps_, 0);
 }
 

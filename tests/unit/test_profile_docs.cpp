@@ -25,8 +25,7 @@ std::string securityDoc() {
 void expectDocumented(const cellos::privsep::SeccompProfile& profile, const std::string& doc) {
   std::string claim = "`" + std::string(profile.name) + "` (" +
                       std::to_string(cellos::privsep::allowedSyscallCount(profile));
-  EXPECT_NE(doc.find(claim), std::string::npos)
-      << "docs/security.md should say " << claim << "…";
+  EXPECT_NE(doc.find(claim), std::string::npos) << "docs/security.md should say " << claim << "…";
 }
 
 TEST(ProfileDocs, SecurityPageStatesEachProfilesSyscallCount) {
