@@ -2,10 +2,9 @@
 
 #include "core/hostname.h"
 #include "core/jcs.h"
+#include "core/structured_text.h"
 
 #include <arpa/inet.h>
-#include <yaml-cpp/exceptions.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <map>
@@ -13,42 +12,17 @@
 namespace cellos::core {
 namespace {
 
-using Json = nlohmann::json;
+using Json = StructuredTree;
 
-// A policy is a handful of fields; anything this deep or this large is a mistake, and the YAML
-// reader expands aliases, so the count also bounds an alias "billion laughs".
+// A policy is a handful of fields; anything this deep is a mistake.
 constexpr size_t kMaxPolicyDepth = 16;
-constexpr size_t kMaxPolicyValues = 100000;
 constexpr size_t kMaxImageBytes = 255;
 
 std::string q(std::string_view text) {
   return quotedForMessage(text);
 }
 
-std::string typeName(const Json& value) {
-  switch (value.type()) {
-    case Json::value_t::null:
-      return "null";
-    case Json::value_t::boolean:
-      return "boolean";
-    case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned:
-    case Json::value_t::number_float:
-      return "number";
-    case Json::value_t::string:
-      return "string";
-    case Json::value_t::array:
-      return "array";
-    case Json::value_t::object:
-      return "object";
-    default:
-      return "value";
-  }
-}
 
-std::string indexPath(const std::string& parent, size_t index) {
-  return parent + "[" + std::to_string(index) + "]";
-}
 
 std::string joined(const std::vector<std::string>& items) {
   std::string out;
@@ -152,172 +126,6 @@ bool hostGranted(const std::vector<std::string>& granted, const std::string& hos
   return std::any_of(granted.begin(), granted.end(), [&](const std::string& entry) {
     return entry == host || (entry.starts_with("*.") && hostnameMatches(entry, suffix));
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading the file into JSON
-
-// Something in the file that stops reading it altogether.
-struct Refusal {
-  std::string message;
-};
-
-std::string lineColumn(std::string_view bytes, size_t offset) {
-  size_t line = 1 + static_cast<size_t>(std::count(bytes.begin(), bytes.begin() + offset, '\n'));
-  size_t lineStart = offset == 0 ? std::string_view::npos : bytes.rfind('\n', offset - 1);
-  size_t column = lineStart == std::string_view::npos ? offset + 1 : offset - lineStart;
-  return "line " + std::to_string(line) + ", column " + std::to_string(column);
-}
-
-// JSON's number grammar (RFC 8259 section 6): a plain YAML scalar is a number only if JSON would
-// read it as one, so "0x10" or "1_000" stay strings and are refused where a number is needed.
-bool isJsonNumber(std::string_view text) {
-  size_t i = 0;
-  auto digits = [&] {
-    size_t start = i;
-    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
-    return i > start;
-  };
-  if (i < text.size() && text[i] == '-') ++i;
-  if (i < text.size() && text[i] == '0') {
-    ++i;
-  } else if (!digits()) {
-    return false;
-  }
-  if (i < text.size() && text[i] == '.') {
-    ++i;
-    if (!digits()) return false;
-  }
-  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
-    ++i;
-    if (i < text.size() && (text[i] == '+' || text[i] == '-')) ++i;
-    if (!digits()) return false;
-  }
-  return i == text.size();
-}
-
-// yaml-cpp's node tree as JSON, typed the way the cell document's reader types YAML. Duplicate
-// and non-string keys are violations (yaml-cpp keeps every duplicate; which one wins would be a
-// guess); a later duplicate is dropped.
-class YamlToJson {
- public:
-  explicit YamlToJson(std::vector<Violation>& violations) : violations_(violations) {}
-
-  Json convert(const YAML::Node& node, const std::string& path, size_t depth) {
-    if (++values_ > kMaxPolicyValues) {
-      throw Refusal{"policy holds more than " + std::to_string(kMaxPolicyValues) + " values"};
-    }
-    if (depth > kMaxPolicyDepth) {
-      throw Refusal{"policy nests deeper than " + std::to_string(kMaxPolicyDepth) + " levels"};
-    }
-    const std::string& tag = node.Tag();
-    if (!tag.empty() && tag != "?" && tag != "!") {
-      throw Refusal{"unsupported YAML" + position(node) + ": tag " + q(tag) + " is not supported"};
-    }
-    switch (node.Type()) {
-      case YAML::NodeType::Scalar:
-        return tag == "!" ? Json(node.Scalar()) : plain(node);
-      case YAML::NodeType::Sequence: {
-        Json out = Json::array();
-        for (size_t i = 0; i < node.size(); ++i) {
-          out.push_back(convert(node[i], indexPath(path, i), depth + 1));
-        }
-        return out;
-      }
-      case YAML::NodeType::Map: {
-        Json out = Json::object();
-        for (auto it = node.begin(); it != node.end(); ++it) {
-          if (!it->first.IsScalar()) {
-            violations_.push_back({path, "expected a string key" + position(it->first)});
-            continue;
-          }
-          const std::string& key = it->first.Scalar();
-          if (out.contains(key)) {
-            violations_.push_back({path, "duplicate key " + q(key)});
-            continue;
-          }
-          std::string at = path == "$" ? key : path + "." + key;
-          out[key] = convert(it->second, at, depth + 1);
-        }
-        return out;
-      }
-      default:
-        return nullptr;
-    }
-  }
-
- private:
-  static std::string position(const YAML::Node& node) {
-    YAML::Mark mark = node.Mark();
-    if (mark.line < 0 || mark.column < 0) return "";
-    return " at line " + std::to_string(mark.line + 1) + ", column " +
-           std::to_string(mark.column + 1);
-  }
-
-  // A plain scalar means what the same text means in JSON (plus YAML's null and boolean
-  // spellings, which no string field could mean).
-  static Json plain(const YAML::Node& node) {
-    const std::string& value = node.Scalar();
-    if (value.empty() || value == "~" || value == "null" || value == "Null" || value == "NULL") {
-      return nullptr;
-    }
-    if (value == "true" || value == "True" || value == "TRUE") return true;
-    if (value == "false" || value == "False" || value == "FALSE") return false;
-    if (isJsonNumber(value)) {
-      try {
-        return Json::parse(value);
-      } catch (const Json::exception&) {
-        throw Refusal{"unsupported YAML" + position(node) + ": number " + q(value) +
-                      " is out of range"};
-      }
-    }
-    return value;
-  }
-
-  std::vector<Violation>& violations_;
-  size_t values_ = 0;
-};
-
-// The file as JSON; throws Refusal when it cannot be read at all.
-Json readTree(std::string_view bytes, std::vector<Violation>& violations) {
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    auto byte = static_cast<unsigned char>(bytes[i]);
-    if (byte < 0x20 && byte != '\t' && byte != '\n' && byte != '\r') {
-      static constexpr char kHex[] = "0123456789ABCDEF";
-      std::string codePoint = {'U', '+', '0', '0', kHex[byte >> 4], kHex[byte & 0xf]};
-      throw Refusal{"control character " + codePoint + " at " + lineColumn(bytes, i)};
-    }
-  }
-  std::string_view body = bytes.starts_with("\xEF\xBB\xBF") ? bytes.substr(3) : bytes;
-  size_t first = body.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos) throw Refusal{"policy is empty"};
-  if (body[first] == '{') {
-    std::string error;
-    std::optional<Json> tree = parseStrictJson(body, &error);
-    if (!tree) {
-      // nlohmann's "[json.exception.parse_error.101] " prefix names its own code, not the file.
-      if (error.starts_with("[json.exception.")) {
-        if (size_t end = error.find("] "); end != std::string::npos) error.erase(0, end + 2);
-      }
-      throw Refusal{"invalid JSON: " + error};
-    }
-    return *tree;
-  }
-  std::vector<YAML::Node> documents;
-  try {
-    documents = YAML::LoadAll(std::string(body));
-  } catch (const YAML::Exception& e) {
-    std::string at;
-    if (e.mark.line >= 0 && e.mark.column >= 0) {
-      at = " at line " + std::to_string(e.mark.line + 1) + ", column " +
-           std::to_string(e.mark.column + 1);
-    }
-    throw Refusal{"invalid YAML" + at + ": " + e.msg};
-  }
-  if (documents.empty()) throw Refusal{"policy is empty"};
-  if (documents.size() > 1) throw Refusal{"a policy file holds one document, found a second"};
-  if (documents.front().IsNull()) throw Refusal{"policy is empty"};
-  return YamlToJson(violations).convert(documents.front(), "$", 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -510,14 +318,15 @@ HostPolicyParseResult parseHostPolicy(std::string_view bytes) {
                                           std::to_string(kMaxHostPolicyBytes) + "-byte limit"});
     return result;
   }
-  Json tree;
-  try {
-    tree = readTree(bytes, result.violations);
-  } catch (const Refusal& refusal) {
-    result.violations = {{"$", refusal.message}};
+  StructuredText read = readStructuredText(bytes, {.maxDepth = kMaxPolicyDepth,
+                                                   .documentName = "host policy",
+                                                   .emptyMessage = "policy is empty"});
+  if (read.fatal) {
+    result.violations = {{"$", *read.fatal}};
     return result;
   }
-  HostPolicy policy = PolicyReader(result.violations).read(tree);
+  result.violations = std::move(read.violations);
+  HostPolicy policy = PolicyReader(result.violations).read(read.tree);
   if (result.violations.empty()) result.policy = std::move(policy);
   return result;
 }

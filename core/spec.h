@@ -14,18 +14,9 @@
 #include <utility>
 #include <vector>
 
+#include "core/violation.h"
+
 namespace cellos::core {
-
-// One thing wrong with a document. `path` is a JSON path from the document root, e.g.
-// "spec.authority.egressRules[2].port", or "$" for the document as a whole (size, syntax);
-// `message` says what is wrong with the value there, e.g. "70000 is out of range 1..65535".
-struct Violation {
-  std::string path;
-  std::string message;
-};
-
-// "<path>: <message>", the line the CLI prints and admission events carry.
-std::string formatViolation(const Violation& violation);
 
 // spec.placement. Absent fields leave the choice to the host.
 struct Placement {
