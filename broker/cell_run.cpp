@@ -116,11 +116,16 @@ kj::Promise<void> CellRun::createCell() {
       env[i].setValue(run.env[i].second);
     }
     cell.setWorkingDirectory(run.workingDirectory);
-    // The command's timeout, capped by the cell's whole lifetime.
-    uint64_t ttlMs = spec.lifetime.ttlSeconds * 1000;
-    cell.setTimeoutMs(run.timeoutMs ? std::min(*run.timeoutMs, ttlMs) : ttlMs);
+    cell.setImage(run.image);
+    // The command's timeout (SIGTERM, then SIGKILL after the grace period); the agent caps the
+    // whole cell at ttlSeconds on its own.
+    cell.setTimeoutMs(run.timeoutMs.value_or(0));
     cell.setMemoryMaxBytes(run.limits.memoryMaxBytes.value_or(0));
     cell.setPidsMax(run.limits.pidsMax.value_or(0));
+    if (run.limits.cpuMax) {
+      cell.setCpuQuotaMicros(run.limits.cpuMax->quotaMicros);
+      cell.setCpuPeriodMicros(run.limits.cpuMax->periodMicros);
+    }
     cell.setGracefulShutdownSeconds(
         static_cast<uint32_t>(run.limits.gracefulShutdownSeconds.value_or(5)));
   } else {
@@ -128,11 +133,37 @@ kj::Promise<void> CellRun::createCell() {
     cell.initArgv(1).set(0, "/bin/true");
     cell.setWorkingDirectory("/workspace");
   }
+  cell.setTtlSeconds(spec.lifetime.ttlSeconds);
+  const auto& egress = spec.authority.egressRules;
+  auto rules = cell.initEgressRules(egress.size());
+  for (size_t i = 0; i < egress.size(); ++i) {
+    rules[i].setHost(egress[i].host.value_or(""));
+    rules[i].setCidr(egress[i].cidr.value_or(""));
+    rules[i].setPort(egress[i].port);
+    rules[i].setProtocol(egress[i].protocol);
+  }
+  const auto& resolvers = spec.authority.dnsAuthority.resolvers;
+  auto endpoints = cell.initResolvers(resolvers.size());
+  for (size_t i = 0; i < resolvers.size(); ++i) {
+    endpoints[i].setResolverId(resolvers[i].resolverId);
+    endpoints[i].setAddress(resolvers[i].address);
+    endpoints[i].setPort(resolvers[i].port);
+    endpoints[i].setProtocol(resolvers[i].protocol);
+  }
   return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent createCell",
                           request.send())
       .then([this](capnp::Response<ipc::VmmAgent::CreateCellResults> response) {
         cell_ = response.getCell();
         netns_ = response.getNetns();
+        auto network = response.getNetwork();
+        network_ = {{"uplinkInterface", network.getUplinkInterface().cStr()},
+                    {"uplinkAddress", network.getUplinkAddress().cStr()},
+                    {"cellAddress", network.getCellAddress().cStr()},
+                    {"nftApplied", network.getNftApplied()},
+                    {"nftRuleCount", network.getNftRuleCount()}};
+        nlohmann::json timings = nlohmann::json::object();
+        for (auto t : response.getTimings()) timings[t.getName().cStr()] = t.getMicros();
+        network_["setupTimingsMicros"] = timings;
       });
 }
 
@@ -184,17 +215,34 @@ kj::Promise<void> CellRun::runCommand() {
         outcome_.stderrBytes = status.getStderrBytes();
         outcome_.outputTruncated = status.getOutputTruncated();
         forced_ = !status.getReported();
+        auto report = response.getReport();
         nlohmann::json data = {
             {"exitCode", outcome_.exitCode},
             {"signal", outcome_.signal},
             {"durationMs", outcome_.durationMicros / 1000},
             {"timedOut", outcome_.timedOut},
-            {"oomKilled", false},
+            {"oomKilled", report.getOomKilled()},
             {"stdoutBytes", outcome_.stdoutBytes},
             {"stderrBytes", outcome_.stderrBytes},
             {"outputTruncated", outcome_.outputTruncated},
         };
-        return emit("command", 1, "completed", kj::mv(data));
+        // One network_flow_decision per nftables rule of the cell, with what it counted.
+        std::vector<nlohmann::json> flows;
+        for (auto flow : report.getFlows()) {
+          flows.push_back({{"ruleId", flow.getRuleId().cStr()},
+                           {"rule", flow.getRule().cStr()},
+                           {"verdict", flow.getVerdict().cStr()},
+                           {"packets", flow.getPackets()},
+                           {"bytes", flow.getBytes()}});
+        }
+        return emit("command", 1, "completed", kj::mv(data))
+            .then([this, flows = kj::mv(flows)]() mutable {
+              kj::Vector<kj::Promise<void>> writes;
+              for (auto& flow : flows) {
+                writes.add(emit("observability", 1, "network_flow_decision", kj::mv(flow)));
+              }
+              return kj::joinPromises(writes.releaseAsArray());
+            });
       });
 }
 
@@ -259,6 +307,7 @@ kj::Promise<RunOutcome> CellRun::execute() {
                     {"resolverAddress", "127.0.0.1:53"},
                     {"egressRuleCount", document_.spec.authority.egressRules.size()},
                     {"nftApplied", false}};
+                data.update(network_);
                 return emit("network", 1, "scoped", kj::mv(data));
               });
             });

@@ -58,6 +58,7 @@ class CellRun {
 
   const std::string& runId() const { return events_.runId; }
   const std::string& cellId() const { return document_.spec.id; }
+  const std::optional<std::string>& correlationId() const { return events_.correlationId; }
 
  private:
   kj::Promise<void> emit(const std::string& family, int version, const std::string& verb,
@@ -78,6 +79,7 @@ class CellRun {
   std::optional<ipc::Cell::Client> cell_;
   std::optional<ipc::NetworkNamespace::Client> netns_;
   std::optional<ipc::DnsProxy::Client> dnsProxy_;
+  nlohmann::json network_ = nlohmann::json::object();  // what createCell built, for network.v1.scoped
   std::vector<std::string> residue_;
   std::vector<std::pair<std::string, uint64_t>> timings_;  // phase -> µs, in order
   bool cancelled_ = false;

@@ -1,47 +1,83 @@
 #pragma once
-// The broker's side of the event pipeline: events are signed by cellos-event-signer in
-// batches and appended, in sequence order, to the JSONL log with an fsync per batch. An event
-// resolves its promise only once it is durable.
+// The broker's side of the event pipeline. An appended event is redacted (the configured
+// `data` fields, before the signature covers them), signed by cellos-event-signer in a batch
+// with the events of the same turn, and written in sequence order to the JSONL log with an
+// fsync per batch. Its promise resolves once the event is durable: in the log, or — when the
+// log cannot take it — in the dead-letter directory. Nothing is dropped silently: an event
+// that cannot be signed, or that is still waiting when the broker stops, is dead-lettered
+// unsigned. NATS JetStream is fed from the log by cellos-event-forwarder (see
+// event-forwarder/), so a NATS outage never holds up or loses an event here.
 
+#include "broker/dead_letter.h"
+#include "broker/jsonl_log.h"
 #include "ipc/signer.capnp.h"
 
 #include <kj/async.h>
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace cellos::broker {
 
+struct EventLogOptions {
+  std::string hostId;
+  std::vector<std::string> redactFields;  // top-level members of `data`
+  // Test hook (crash tests): the N-th signed batch is held, never written, and a log line says
+  // so, so that a test can kill the broker exactly between signing and writing. 0: off.
+  uint64_t holdSignedBatch = 0;
+};
+
 class EventLog {
  public:
-  // `fd` is the log, opened for append by whoever started the broker (it stays open; the
-  // broker never needs the path). The signer is the only source of signatures.
-  EventLog(ipc::EventSigner::Client signer, int fd, std::string path);
+  EventLog(ipc::EventSigner::Client signer, JsonlLog& log, DeadLetterDirectory& deadLetters,
+           EventLogOptions options);
+  // Dead-letters (unsigned) every event not yet durable: the broker is stopping.
+  ~EventLog() noexcept(false);
 
-  // Queues `event` (unsigned) for signing and writing. Resolves once it is on disk. Events
-  // appended in one turn of the event loop travel in one signing batch.
+  // Compares the signer's head with the log's last event before anything else is signed. If
+  // events were signed after that line but never written (a broker killed between signing and
+  // writing), appends a signed `log.v1.resumed` event declaring the gap (`cellos verify` checks
+  // it). Rejects when the signer's chain is behind the log (its state was lost or belongs to
+  // another log): appending would fork the chain.
+  kj::Promise<void> resume();
+
+  // Queues `event` (unsigned) for redaction, signing and writing. Resolves once it is durable.
+  // Events appended in one turn of the event loop travel in one signing batch.
   kj::Promise<void> append(nlohmann::json event);
 
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return log_.path(); }
   uint64_t written() const { return written_; }
+
+  // The value a redacted field is replaced with.
+  static constexpr const char* kRedacted = "[redacted]";
 
  private:
   struct Pending {
     std::string json;
     kj::Own<kj::PromiseFulfiller<void>> done;
   };
+  using Batch = std::vector<Pending>;
   void scheduleFlush();
   kj::Promise<void> flushBatch();
-  void writeLines(capnp::List<capnp::Data>::Reader signedEvents);
+  void deliver(Batch& batch, capnp::List<capnp::Data>::Reader signedEvents);
+  void deadLetterUnsigned(Batch& batch, const std::string& reason, const kj::Exception* error);
 
   ipc::EventSigner::Client signer_;
-  int fd_;
-  std::string path_;
+  JsonlLog& log_;
+  DeadLetterDirectory& deadLetters_;
+  EventLogOptions options_;
   std::vector<Pending> pending_;
+  std::shared_ptr<Batch> inFlight_;  // sent to the signer, not yet answered
+  uint64_t signedBatches_ = 0;
+  Batch held_;  // holdSignedBatch
   bool flushing_ = false;
   uint64_t written_ = 0;
   kj::Promise<void> flushTask_ = kj::READY_NOW;
 };
+
+// Replaces each of `fields` present at the top level of event["data"] with EventLog::kRedacted.
+void redactData(nlohmann::json& event, const std::vector<std::string>& fields);
 
 }  // namespace cellos::broker

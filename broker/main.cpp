@@ -4,15 +4,20 @@
 // Privilege story, top to bottom:
 //   1. start as root (embedded mode) or as cellos (service mode); close inherited fds; read
 //      the host policy (a bad one stops start-up before anything is created);
-//   2. open the event log for append (creating it, owned by cellos) and bind broker.sock
-//      (owner cellos, group cellos, 0660) — the only steps that may need root;
+//   2. open the event log for append and its directory (rotation), and the dead-letter
+//      directory (creating them, owned by cellos), and bind broker.sock (owner cellos, group
+//      cellos, 0660) — the only steps that may need root; afterwards the broker only creates
+//      new files under those directory fds (openat O_CREAT|O_EXCL, see seccomp_profile.cpp);
 //   3. become cellos with no capabilities, set no_new_privs;
 //   4. connect to the three helpers (their listeners check that we are cellos);
 //   5. install the broker's seccomp profile; only then read a client's document.
 
 #include "broker/broker_server.h"
 #include "broker/cell_run.h"
+#include "broker/dead_letter.h"
 #include "broker/event_log.h"
+#include "broker/run_journal.h"
+#include "broker/jsonl_log.h"
 #include "broker/seccomp_profile.h"
 #include "core/host_policy.h"
 #include "core/uuid.h"
@@ -21,6 +26,7 @@
 #include "privsep/daemon.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,7 +52,13 @@ struct Options {
   std::string eventsPath = "/var/lib/cellos/events/events.jsonl";
   std::string hostId;
   std::string policyPath;  // empty: no host policy beyond the document's own rules
+  uint64_t eventsMaxBytes = 0;            // 0: never rotate the event log
+  std::string deadLetterDir;              // empty: <events>.dead-letter
+  std::vector<std::string> redactFields;  // data members replaced before signing
+  uint64_t testHoldSignedBatch = 0;       // crash tests only (hidden option)
   int connectTimeoutSeconds = 10;
+  size_t maxConcurrent = 4;
+  std::string runJournalDir;  // default <events>.runs
 };
 
 std::string readHostId() {
@@ -77,28 +89,6 @@ core::HostPolicy readHostPolicy(const std::string& path) {
   throw std::runtime_error("host policy " + path + " is invalid: " + problems);
 }
 
-// The log is opened before privilege is dropped and kept open; the broker never needs to open
-// a file by name afterwards.
-int openEventLog(const std::string& path, const privsep::Account& owner) {
-  auto slash = path.rfind('/');
-  if (slash != std::string::npos && slash > 0) {
-    std::string dir = path.substr(0, slash);
-    if (mkdir(dir.c_str(), 0750) == 0 && geteuid() == 0) {
-      KJ_SYSCALL(chown(dir.c_str(), owner.uid, owner.gid), dir);
-    }
-  }
-  int fd;
-  KJ_SYSCALL(fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640),
-             path);
-  struct stat st {};
-  KJ_SYSCALL(fstat(fd, &st), path);
-  KJ_REQUIRE(S_ISREG(st.st_mode), "event log must be a regular file", path);
-  if (geteuid() == 0) {
-    KJ_SYSCALL(fchown(fd, owner.uid, owner.gid), path);
-  }
-  return fd;
-}
-
 // Helpers may still be starting (service mode without strict ordering): retry for a while.
 kj::AutoCloseFd connectWithRetry(const std::string& path, int seconds) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
@@ -119,13 +109,28 @@ int serve(const Options& options) {
   std::string hostId = options.hostId.empty() ? readHostId() : options.hostId;
   const core::HostPolicy hostPolicy = readHostPolicy(options.policyPath);
 
-  kj::AutoCloseFd eventsFd(openEventLog(options.eventsPath, account));
+  // The log and the dead-letter directory are opened now and kept; a crash's unterminated
+  // last line goes to the dead letters before anything new is written.
+  broker::JsonlLog eventLog(options.eventsPath, options.eventsMaxBytes, account.uid, account.gid);
+  broker::DeadLetterDirectory deadLetters(options.deadLetterDir.empty()
+                                              ? broker::defaultDeadLetterPath(options.eventsPath)
+                                              : options.deadLetterDir,
+                                          account.uid, account.gid);
+  if (auto partial = eventLog.takePartialTail()) deadLetters.writePartialLine(*partial);
+  // Runs in flight, so a restarted broker can close the event streams a crash left open.
+  broker::RunJournal journal(
+      options.runJournalDir.empty() ? options.eventsPath + ".runs" : options.runJournalDir,
+      account.uid, account.gid);
+  // A file-size limit (RLIMIT_FSIZE) makes a log write fail, which sends the batch to the dead
+  // letters; it must not kill the broker instead.
+  signal(SIGXFSZ, SIG_IGN);
   auto listenFd = ipc::listenUnix(
       {options.common.socketPath, 0660, account.uid, clientGroup.value_or(account.gid)});
 
   if (geteuid() == 0) privsep::becomeUnprivileged(account);
   KJ_REQUIRE(geteuid() == account.uid, "not running as the broker user", options.common.user);
   privsep::setNoNewPrivs();
+  eventLog.checkRotationPossible();
 
   auto signerFd = connectWithRetry(options.signerSocket, options.connectTimeoutSeconds);
   auto vmmFd = connectWithRetry(options.vmmSocket, options.connectTimeoutSeconds);
@@ -143,18 +148,23 @@ int serve(const Options& options) {
   ipc::RpcLink vmmLink(lowLevel, kj::mv(vmmFd), {.maxFdsPerMessage = 1}, Side::CLIENT, nullptr);
   ipc::RpcLink dnsLink(lowLevel, kj::mv(dnsFd), {.maxFdsPerMessage = 1}, Side::CLIENT, nullptr);
 
-  broker::EventLog events(signerLink.bootstrap<ipc::EventSigner>(), eventsFd, options.eventsPath);
+  broker::EventLog events(signerLink.bootstrap<ipc::EventSigner>(), eventLog, deadLetters,
+                          {hostId, options.redactFields, options.testHoldSignedBatch});
   broker::BrokerContext context{io.provider->getTimer(),
                                 hostId,
                                 vmmLink.bootstrap<ipc::VmmAgent>(),
                                 dnsLink.bootstrap<ipc::DnsHelper>(),
                                 events,
                                 hostPolicy};
-  broker::BrokerState state(context);
+  broker::BrokerState state(context, options.maxConcurrent, &journal);
 
   // OpenSSL loads its configuration file on first use (event ids come from RAND_bytes): use it
   // once now, while files may still be opened.
   core::newUuidV7();
+  // Events a predecessor had signed but not written are declared before anything else.
+  events.resume().wait(io.waitScope);
+  // Runs a predecessor admitted but never finished end with destroyed/failed/forced.
+  broker::closeInterruptedRuns(journal, events, hostId).wait(io.waitScope);
   privsep::installSeccomp(broker::kBrokerProfile);
 
   // Clients: root and members of the client group. They never send fds.
@@ -207,10 +217,29 @@ int main(int argc, char** argv) {
   app.add_option("--signer-socket", options.signerSocket)->capture_default_str();
   app.add_option("--events", options.eventsPath, "signed event log (JSONL, appended)")
       ->capture_default_str();
+  app.add_option("--events-max-bytes", options.eventsMaxBytes,
+                 "rotate the event log before it grows past this size (0: never); rotated "
+                 "files are <events>.<last sequence>, and the chain continues across them")
+      ->capture_default_str();
+  app.add_option("--dead-letter-dir", options.deadLetterDir,
+                 "where events the log cannot take go, one file each (default "
+                 "<events>.dead-letter)");
+  app.add_option("--redact", options.redactFields,
+                 "a data field to replace with \"[redacted]\" in every event before it is "
+                 "signed (repeatable), e.g. argv");
+  app.add_option("--test-hold-signed-batch", options.testHoldSignedBatch,
+                 "crash tests: never write the N-th signed batch")
+      ->group("");  // hidden
   app.add_option("--host-id", options.hostId,
                  "host id in event sources (default: /etc/machine-id)");
   app.add_option("--policy", options.policyPath,
                  "host policy file (YAML or JSON): caps and grants enforced at admission");
+  app.add_option("--run-journal", options.runJournalDir,
+                 "directory recording runs in flight (default <events>.runs)");
+  app.add_option("--max-concurrent", options.maxConcurrent,
+                 "cells running at once; further submissions wait in a queue")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--connect-timeout", options.connectTimeoutSeconds,
                  "seconds to wait for the helpers' sockets at start")
       ->capture_default_str();

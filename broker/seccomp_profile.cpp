@@ -1,5 +1,7 @@
 #include "broker/seccomp_profile.h"
 
+#include <fcntl.h>
+
 #include <string_view>
 
 namespace cellos::broker {
@@ -30,6 +32,15 @@ constexpr std::string_view kAllow[] = {
     // the event log: append + fsync per batch
     "fsync",
     "fdatasync",
+    // the event log: a batch the log could not take in full is cut back off it, so no partial
+    // line stays behind (broker/jsonl_log.cpp)
+    "ftruncate",
+    // the event log: size-based rotation renames the full file within the log directory, held
+    // open since start-up (renameat on that fd; never a path outside it)
+    "renameat",
+    // the run journal: an entry is removed once its run's destroyed event is durable
+    // (unlinkat on the journal's directory fd, broker/run_journal.h)
+    "unlinkat",
     // memory, time, randomness for ids
     "mmap",
     "munmap",
@@ -46,7 +57,13 @@ constexpr std::string_view kAllow[] = {
 // clang-format on
 }  // namespace
 
-const privsep::ArgRule kArgs[] = {privsep::kKjIoctls};
+// Creating files, and only that: the next log file after a rotation and one file per dead
+// letter, under directory fds opened before seccomp. openat is allowed only with exactly these
+// flags (broker/jsonl_log.h kCreateOnlyFlags: write-only, create, must not exist, no symlink),
+// so the broker can never open, read or truncate an existing file by name.
+constexpr uint64_t kCreateOnly[] = {O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                    O_CLOEXEC};
+const privsep::ArgRule kArgs[] = {privsep::kKjIoctls, {"openat", 2, kCreateOnly}};
 const privsep::SeccompProfile kBrokerProfile{"broker", kAllow, {}, kArgs};
 
 }  // namespace cellos::broker

@@ -9,6 +9,25 @@
 
 namespace cellos::core {
 
+nlohmann::json makeLogResumedEvent(const std::string& hostId, const std::string& id,
+                                   const std::string& time, uint64_t lastWrittenSequence,
+                                   std::string_view lastWrittenDssematerial,
+                                   const std::string& reason) {
+  return nlohmann::json{
+      {"specversion", "1.0"},
+      {"id", id},
+      {"source", "urn:cellos:host:" + hostId},
+      {"type", std::string(kLogResumedEventType)},
+      {"subject", "urn:cellos:log:" + hostId},
+      {"time", time},
+      {"datacontenttype", "application/json"},
+      {"data",
+       {{"lastWrittenSequence", formatSequence(lastWrittenSequence)},
+        {"lastWrittenLink", chainLink(lastWrittenDssematerial)},
+        {"reason", reason}}},
+  };
+}
+
 LogVerifier::LogVerifier(Keyset keys, bool checkChain)
     : keys_(std::move(keys)), checkChain_(checkChain) {}
 
@@ -17,8 +36,51 @@ bool LogVerifier::fail(std::string_view file, size_t line, std::string reason) {
   return false;
 }
 
+void LogVerifier::addDeadLetter(uint64_t sequence, std::string file, std::string line) {
+  deadLetters_.emplace(sequence, DeadLetter{std::move(file), std::move(line)});
+}
+
+namespace {
+
+// The string member `name` of `data` (an object), or nullptr.
+const std::string* dataString(const nlohmann::json& event, std::string_view name) {
+  auto data = event.find("data");
+  if (data == event.end() || !data->is_object()) return nullptr;
+  auto it = data->find(name);
+  if (it == data->end() || !it->is_string()) return nullptr;
+  return &it->get_ref<const std::string&>();
+}
+
+// The first event's sequence in a line, if the line is a JSON object with one; for deciding
+// whether dead letters belong before it. Verification proper happens afterwards.
+std::optional<uint64_t> sequenceOf(const nlohmann::json& event) {
+  auto it = event.find("sequence");
+  if (it == event.end() || !it->is_string()) return std::nullopt;
+  return parseSequence(it->get_ref<const std::string&>());
+}
+
+}  // namespace
+
 bool LogVerifier::feedLine(std::string_view file, size_t lineNumber, std::string_view line) {
   if (failure_) return false;
+  if (checkChain_ && lastSequence_ && !deadLetters_.empty()) {
+    std::string parseError;
+    auto event = parseStrictJson(line, &parseError);
+    auto sequence = event && event->is_object() ? sequenceOf(*event) : std::nullopt;
+    // Fill the jump from the dead letters, in chain order, each verified in its place.
+    while (sequence && *sequence > *lastSequence_ + 1) {
+      auto dead = deadLetters_.find(*lastSequence_ + 1);
+      if (dead == deadLetters_.end()) break;
+      DeadLetter letter = std::move(dead->second);
+      deadLetters_.erase(dead);
+      if (!checkEvent(letter.file, 1, letter.line)) return false;
+      ++deadLettersVerified_;
+    }
+  }
+  return checkEvent(file, lineNumber, line);
+}
+
+bool LogVerifier::checkEvent(std::string_view file, size_t lineNumber, std::string_view line) {
   if (line.empty()) return fail(file, lineNumber, "empty line");
 
   std::string parseError;
@@ -53,28 +115,70 @@ bool LogVerifier::feedLine(std::string_view file, size_t lineNumber, std::string
 
   const auto& cellosprev = (*event)["cellosprev"].get_ref<const std::string&>();
   const auto& dssematerial = (*event)["dssematerial"].get_ref<const std::string&>();
+  const bool resumed = (*event)["type"] == kLogResumedEventType;
+  bool keyChanged = false;
   if (checkChain_) {
     if (!lastSequence_) {
       if (*sequence == 0 && cellosprev != genesisLink()) {
         return fail(file, lineNumber, "first event (sequence 0) does not link to genesis");
       }
     } else {
-      if (*lastSequence_ == UINT64_MAX || *sequence != *lastSequence_ + 1) {
-        return fail(file, lineNumber,
-                    "sequence " + std::to_string(*sequence) + " does not follow " +
-                        std::to_string(*lastSequence_));
+      const uint64_t last = *lastSequence_;
+      // A resumed event names the line it continues; that binding must hold whether or not
+      // events went missing in between.
+      if (resumed) {
+        const std::string* writtenSequence = dataString(*event, "lastWrittenSequence");
+        const std::string* writtenLink = dataString(*event, "lastWrittenLink");
+        if (!writtenSequence || *writtenSequence != formatSequence(last) || !writtenLink ||
+            *writtenLink != chainLink(previousDssematerial_)) {
+          return fail(file, lineNumber,
+                      "log.v1.resumed event does not name the previous line (sequence " +
+                          std::to_string(last) + ") as the last one written");
+        }
+      }
+      const bool contiguous = last != UINT64_MAX && *sequence == last + 1;
+      const bool declaredGap = !contiguous && resumed && *sequence > last;
+      if (!contiguous && !declaredGap) {
+        std::string reason =
+            "sequence " + std::to_string(*sequence) + " does not follow " + std::to_string(last);
+        if (*sequence > last + 1) {
+          reason += ": events " + std::to_string(last + 1) + ".." + std::to_string(*sequence - 1) +
+                    " are missing (not in this log, not in the dead-letter directory, and no "
+                    "signed log.v1.resumed event declares them)";
+        } else {
+          reason += " (a repeated, reordered or foreign line)";
+        }
+        return fail(file, lineNumber, reason);
       }
       if (verified.keyId != previousKeyId_) {
-        return fail(file, lineNumber,
-                    "signed by " + quotedForMessage(verified.keyId) +
-                        " mid-chain, previous event by " + quotedForMessage(previousKeyId_));
+        // A rotation continues the chain under a new key; a key the chain has left behind
+        // must not come back (it may be the reason for the rotation).
+        if (retiredKeyIds_.count(verified.keyId)) {
+          return fail(file, lineNumber,
+                      "signed by " + quotedForMessage(verified.keyId) +
+                          ", a key the chain was rotated away from");
+        }
+        keyChanged = true;
       }
-      if (cellosprev != chainLink(previousDssematerial_)) {
+      if (!declaredGap && cellosprev != chainLink(previousDssematerial_)) {
+        if (keyChanged) {
+          return fail(file, lineNumber,
+                      "signed by " + quotedForMessage(verified.keyId) +
+                          " mid-chain, previous event by " + quotedForMessage(previousKeyId_) +
+                          ", and cellosprev does not match the previous event");
+        }
         return fail(file, lineNumber, "cellosprev does not match the previous event");
+      }
+      if (declaredGap) {
+        declaredGaps_.push_back({std::string(file), lineNumber, last + 1, *sequence - 1});
       }
     }
   }
 
+  if (keyChanged) {
+    keyChanges_.push_back({std::string(file), lineNumber, previousKeyId_, verified.keyId});
+    retiredKeyIds_.insert(previousKeyId_);
+  }
   if (!firstSequence_) firstSequence_ = *sequence;
   lastSequence_ = *sequence;
   previousDssematerial_ = dssematerial;

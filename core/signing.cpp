@@ -26,6 +26,10 @@ void detail::PkeyFree::operator()(evp_pkey_st* key) const {
   EVP_PKEY_free(key);
 }
 
+void detail::MdCtxFree::operator()(evp_md_ctx_st* ctx) const {
+  EVP_MD_CTX_free(ctx);
+}
+
 namespace {
 
 using PkeyPtr = std::unique_ptr<EVP_PKEY, detail::PkeyFree>;
@@ -40,10 +44,7 @@ struct PkeyCtxFree {
 };
 using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
 
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
+using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, detail::MdCtxFree>;
 
 struct BnFree {
   void operator()(BIGNUM* bn) const { BN_free(bn); }
@@ -200,7 +201,15 @@ std::string keyIdFor(KeyAlgorithm algorithm, std::string_view rawPublicKey) {
 // SigningKey
 
 SigningKey::SigningKey(PkeyPtr key, KeyAlgorithm algorithm)
-    : key_(std::move(key)), algorithm_(algorithm) {}
+    : key_(std::move(key)), algorithm_(algorithm) {
+  keyId_ = keyIdFor(algorithm_, rawPublicKey());
+  signTemplate_.reset(EVP_MD_CTX_new());
+  if (!signTemplate_) throwOpenssl("EVP_MD_CTX_new");
+  if (EVP_DigestSignInit_ex(signTemplate_.get(), nullptr, digestFor(algorithm_), nullptr, nullptr,
+                            key_.get(), nullptr) != 1) {
+    throwOpenssl("EVP_DigestSignInit_ex");
+  }
+}
 
 SigningKey::~SigningKey() = default;
 
@@ -247,10 +256,6 @@ std::string SigningKey::rawPublicKey() const {
   return *raw;
 }
 
-std::string SigningKey::keyId() const {
-  return keyIdFor(algorithm_, rawPublicKey());
-}
-
 PublicKey SigningKey::publicKey() const {
   auto key = PublicKey::fromRaw(algorithm_, rawPublicKey());
   if (!key) throw std::runtime_error("deriving the public key from a signing key failed");
@@ -260,15 +265,11 @@ PublicKey SigningKey::publicKey() const {
 std::string SigningKey::sign(std::string_view message) const {
   MdCtxPtr ctx(EVP_MD_CTX_new());
   if (!ctx) throwOpenssl("EVP_MD_CTX_new");
-  if (EVP_DigestSignInit_ex(ctx.get(), nullptr, digestFor(algorithm_), nullptr, nullptr, key_.get(),
-                            nullptr) != 1) {
-    throwOpenssl("EVP_DigestSignInit_ex");
-  }
+  if (EVP_MD_CTX_copy_ex(ctx.get(), signTemplate_.get()) != 1) throwOpenssl("EVP_MD_CTX_copy_ex");
   const auto* in = reinterpret_cast<const unsigned char*>(message.data());
-  size_t length = 0;
-  if (EVP_DigestSign(ctx.get(), nullptr, &length, in, message.size()) != 1) {
-    throwOpenssl("EVP_DigestSign (size)");
-  }
+  // The largest signature this key makes (64 for Ed25519, a DER ECDSA signature for P-256):
+  // known without asking EVP_DigestSign for it first.
+  size_t length = static_cast<size_t>(EVP_PKEY_get_size(key_.get()));
   std::string signature(length, '\0');
   auto* out = reinterpret_cast<unsigned char*>(signature.data());
   if (EVP_DigestSign(ctx.get(), out, &length, in, message.size()) != 1) {

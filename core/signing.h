@@ -9,7 +9,8 @@
 #include <string_view>
 #include <vector>
 
-struct evp_pkey_st;  // OpenSSL's EVP_PKEY, kept out of this header.
+struct evp_pkey_st;    // OpenSSL's EVP_PKEY, kept out of this header.
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX.
 
 namespace cellos::core {
 
@@ -28,6 +29,10 @@ namespace detail {
 // Frees an EVP_PKEY.
 struct PkeyFree {
   void operator()(evp_pkey_st* key) const;
+};
+// Frees an EVP_MD_CTX.
+struct MdCtxFree {
+  void operator()(evp_md_ctx_st* ctx) const;
 };
 }  // namespace detail
 
@@ -59,15 +64,15 @@ class SigningKey {
   // Ed25519: the 32-byte public key; P-256: the 65-byte uncompressed point 0x04 || X || Y.
   std::string rawPublicKey() const;
 
-  // keyIdFor(algorithm(), rawPublicKey()).
-  std::string keyId() const;
+  // keyIdFor(algorithm(), rawPublicKey()); computed once.
+  const std::string& keyId() const { return keyId_; }
 
   // The matching public key.
   PublicKey publicKey() const;
 
   // Signs `message`. Ed25519 (pure, RFC 8032): 64 bytes. P-256: ECDSA over SHA-256 as raw
   // r || s, each big-endian and zero-padded to 32 bytes (64 bytes; not DER). Throws
-  // std::runtime_error if OpenSSL fails.
+  // std::runtime_error if OpenSSL fails. Safe to call from several threads at once.
   std::string sign(std::string_view message) const;
 
  private:
@@ -75,6 +80,11 @@ class SigningKey {
 
   std::unique_ptr<evp_pkey_st, detail::PkeyFree> key_;
   KeyAlgorithm algorithm_;
+  std::string keyId_;
+  // A signing context initialised once with this key; each signature works on a copy. OpenSSL
+  // 3's EVP_DigestSignInit fetches the algorithm from its provider every time, which costs
+  // more than an Ed25519 signature itself (bench/signer).
+  std::unique_ptr<evp_md_ctx_st, detail::MdCtxFree> signTemplate_;
 };
 
 // A public verification key. Copyable; copies share one immutable OpenSSL key object.

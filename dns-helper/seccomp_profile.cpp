@@ -1,5 +1,7 @@
 #include "dns-helper/seccomp_profile.h"
 
+#include <sys/socket.h>
+
 #include <string_view>
 
 namespace cellos::dns {
@@ -57,7 +59,6 @@ constexpr std::string_view kSpawnerAllow[] = {
     "pread64",
     "mprotect",
     "setns",
-    "socket",
     "bind",
     "listen",
     "setsockopt",
@@ -102,7 +103,10 @@ constexpr std::string_view kChildAllow[] = {
 
 }  // namespace
 
-const privsep::ArgRule kSpawnerArgs[] = {privsep::kKjIoctls};
+// A child makes only IPv4/IPv6 sockets (UDP and TCP on port 53); no netlink, packet or Unix
+// socket can be opened from the spawner or a child (socketpair is separate).
+constexpr uint64_t kInetFamilies[] = {AF_INET, AF_INET6};
+const privsep::ArgRule kSpawnerArgs[] = {privsep::kKjIoctls, {"socket", 0, kInetFamilies}};
 const privsep::SeccompProfile kSpawnerProfile{"dns-spawner", kSpawnerAllow, {}, kSpawnerArgs};
 const privsep::SeccompProfile kDnsChildProfile{"dns-child", kChildAllow};
 

@@ -20,6 +20,8 @@ struct ChainHead {
 class EventChain {
  public:
   // Loads the head from `<stateDir>/chain-head.json` (created at sequence 0 when absent).
+  // `key` must outlive the chain; when it is another key than the head was last written
+  // under, the chain continues under it (rotation) and the head records from which sequence.
   EventChain(std::string stateDir, const core::SigningKey& key);
 
   // Signs `events` in order; each must be a JSON object without the signer's attributes.
@@ -30,12 +32,17 @@ class EventChain {
 
   const ChainHead& head() const { return head_; }
 
+  // Records (durably) that the key this chain signs with has just been replaced; the chain
+  // continues from the same head.
+  void keyRotated();
+
  private:
   void persist();
 
   std::string path_;
   const core::SigningKey& key_;
   ChainHead head_;
+  nlohmann::json keys_ = nlohmann::json::array();
 };
 
 }  // namespace cellos::signer

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -78,8 +79,34 @@ void writeFileDurably(const std::string& path, const std::string& content, mode_
   fsyncDirectory(parentDirectory(path));
 }
 
+std::optional<StateLock> StateLock::tryAcquire(const std::string& stateDir) {
+  std::string path = stateDir + "/signer.lock";
+  int fd;
+  KJ_SYSCALL(fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600), path);
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int error = errno;
+    close(fd);
+    if (error == EWOULDBLOCK) return std::nullopt;
+    KJ_FAIL_SYSCALL("flock", error, path);
+  }
+  return StateLock(fd);
+}
+
+bool StateLock::heldByAnother(const std::string& stateDir) {
+  std::string path = stateDir + "/signer.lock";
+  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;
+  KJ_DEFER(close(fd));
+  if (flock(fd, LOCK_SH | LOCK_NB) == 0) return false;  // released when fd closes
+  return errno == EWOULDBLOCK;
+}
+
+StateLock::~StateLock() {
+  if (fd_ >= 0) close(fd_);
+}
+
 KeyStore::KeyStore(std::string stateDir, const std::string& operatorPemPath)
-    : stateDir_(std::move(stateDir)), key_([&]() {
+    : stateDir_(std::move(stateDir)), operatorKey_(!operatorPemPath.empty()), key_([&]() {
         struct stat st {};
         KJ_SYSCALL(lstat(stateDir_.c_str(), &st), stateDir_);
         KJ_REQUIRE(S_ISDIR(st.st_mode), "signer state directory is not a directory", stateDir_);
@@ -92,6 +119,9 @@ KeyStore::KeyStore(std::string stateDir, const std::string& operatorPemPath)
           return core::SigningKey::fromPem(pem);
         }
         std::string keyPath = stateDir_ + "/signing-key.pem";
+        if (unlink((keyPath + ".new").c_str()) == 0) {
+          KJ_LOG(WARNING, "removed the key of a rotation that did not complete", keyPath);
+        }
         int fd = open(keyPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0) {
           // First start: generate and store. O_EXCL means we never overwrite a key.
@@ -125,6 +155,35 @@ KeyStore::KeyStore(std::string stateDir, const std::string& operatorPemPath)
     }
   }
   writeFileDurably(keysetPath, keysetJson(), 0644);
+}
+
+void KeyStore::rotate(core::KeyAlgorithm algorithm) {
+  KJ_REQUIRE(!operatorKey_,
+             "the signing key is the operator's (--key-file or $CREDENTIALS_DIRECTORY): replace "
+             "that file and restart the signer; the chain continues under the new key");
+  auto next = core::SigningKey::generate(algorithm);
+  std::string keyPath = stateDir_ + "/signing-key.pem";
+  std::string newPath = keyPath + ".new";
+  unlink(newPath.c_str());
+  int fd;
+  KJ_SYSCALL(fd = open(newPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600),
+             newPath);
+  {
+    KJ_DEFER(close(fd));
+    std::string pem = next.privatePem();
+    KJ_DEFER(OPENSSL_cleanse(pem.data(), pem.size()));
+    writeAll(fd, pem, newPath);
+    KJ_SYSCALL(fsync(fd), newPath);
+  }
+  // Verifiers learn the new public key before it can sign anything.
+  std::vector<core::PublicKey> keys = {next.publicKey()};
+  keys.insert(keys.end(), publicKeys_.begin(), publicKeys_.end());
+  writeFileDurably(stateDir_ + "/keyset.json", core::serializeKeyset(keys), 0644);
+  // The switch: from here on a restart loads the new key.
+  KJ_SYSCALL(rename(newPath.c_str(), keyPath.c_str()), newPath, keyPath);
+  fsyncDirectory(stateDir_);
+  publicKeys_ = std::move(keys);
+  key_ = std::move(next);
 }
 
 std::string KeyStore::keysetJson() const {

@@ -5,8 +5,12 @@
 //   2. prepare the state directory (0700, owned by cellos-signer) and bind signer.sock
 //      (group cellos, 0660) — the two things that may need root;
 //   3. become cellos-signer with no capabilities and no_new_privs;
-//   4. load or generate the key (the key file is created by, and readable only by, that user);
+//   4. take the state directory's lock (one signer per chain: two would fork it), load or
+//      generate the key (the key file is created by, and readable only by, that user);
 //   5. install the seccomp profile; only then read any request.
+//
+// `cellos-event-signer rotate` replaces the key: through the running signer's socket when one
+// holds the lock (root only), otherwise directly in the state directory as the signer's user.
 
 #include "event-signer/event_chain.h"
 #include "event-signer/key_store.h"
@@ -36,6 +40,7 @@ struct Options {
   std::string brokerUser = "cellos";
   std::string clientGroup = "cellos";
   std::string keyFile;
+  std::string algorithm = "ed25519";  // rotate: the new key's algorithm
 };
 
 // The state directory holds the private key: it must be ours alone. Created when missing; an
@@ -77,6 +82,9 @@ int serve(const Options& options) {
   KJ_REQUIRE(geteuid() == signerAccount.uid, "not running as the signer user", options.common.user);
   privsep::setNoNewPrivs();
 
+  auto lock = signer::StateLock::tryAcquire(options.stateDir);
+  KJ_REQUIRE(lock != std::nullopt, "another cellos-event-signer serves this state directory",
+             options.stateDir);
   std::string keyFile = options.keyFile.empty() ? credentialKeyFile() : options.keyFile;
   signer::KeyStore keys(options.stateDir, keyFile);
   signer::EventChain chain(options.stateDir, keys.current());
@@ -88,14 +96,14 @@ int serve(const Options& options) {
   privsep::installSeccomp(signer::kSignerProfile);
 
   // The broker may sign; members of the client group (and root, for `cellos verify`) may only
-  // read the keyset. fds are never accepted from anyone.
+  // read the keyset and the head; root may rotate. fds are never accepted from anyone.
   ipc::PeerPolicy policy{{brokerAccount.uid, 0}, {}};
   if (clientGroup) policy.gids.push_back(*clientGroup);
   ipc::LinkOptions link{.maxFdsPerMessage = 0, .traversalLimitWords = 8 << 20};
   ipc::RpcListener listener(io, kj::mv(listenFd), "signer.sock", policy, link,
                             [&](const ipc::PeerCredentials& peer) -> capnp::Capability::Client {
-                              return kj::heap<signer::SignerServer>(keys, chain,
-                                                                    peer.uid == brokerAccount.uid);
+                              return kj::heap<signer::SignerServer>(
+                                  keys, chain, peer.uid == brokerAccount.uid, peer.uid == 0);
                             });
   privsep::signalReady(options.common.readyFd);
   spdlog::info("serving on {}", options.common.socketPath);
@@ -115,6 +123,47 @@ int printKeyset(const Options& options) {
   std::string error;
   KJ_REQUIRE(core::parseKeyset(json, &error) != std::nullopt, "keyset is unreadable", path, error);
   std::cout << json << "\n";
+  return 0;
+}
+
+// Rotates the key. With a signer serving the state directory (it holds the lock), asks it over
+// its socket, so the switch happens between two batches; otherwise rotates the files directly,
+// as the signer's user so that the new key file belongs to it.
+int rotateKey(const Options& options) {
+  auto algorithm = core::algorithmFromName(options.algorithm);
+  KJ_REQUIRE(algorithm != std::nullopt, "--algorithm must be ed25519 or p256", options.algorithm);
+  if (!signer::StateLock::heldByAnother(options.stateDir)) {
+    auto signerAccount = privsep::lookupAccount(options.common.user);
+    if (geteuid() == 0) {
+      prepareStateDirectory(options.stateDir, signerAccount);
+      privsep::becomeUnprivileged(signerAccount);
+    }
+    auto lock = signer::StateLock::tryAcquire(options.stateDir);
+    KJ_REQUIRE(lock != std::nullopt, "a signer started meanwhile; run rotate again");
+    std::string keyFile = options.keyFile.empty() ? credentialKeyFile() : options.keyFile;
+    signer::KeyStore keys(options.stateDir, keyFile);
+    signer::EventChain chain(options.stateDir, keys.current());
+    std::string previous = keys.current().keyId();
+    keys.rotate(*algorithm);
+    chain.keyRotated();
+    std::cout << "rotated " << previous << " -> " << keys.current().keyId()
+              << " (no signer running; it signs with the new key from its next start, from "
+                 "sequence "
+              << chain.head().nextSequence << ")\n"
+              << keys.keysetJson() << "\n";
+    return 0;
+  }
+  // A signer is serving: ask it (it lets only root rotate).
+  auto io = kj::setupAsyncIo();
+  ipc::RpcLink link(*io.lowLevelProvider, ipc::connectUnix(options.common.socketPath),
+                    {.maxFdsPerMessage = 0}, capnp::rpc::twoparty::Side::CLIENT, nullptr);
+  auto request = link.bootstrap<ipc::EventSigner>().rotateRequest();
+  request.setAlgorithm(options.algorithm);
+  auto response =
+      ipc::withTimeout(io.provider->getTimer(), 30 * kj::SECONDS, "rotate", request.send())
+          .wait(io.waitScope);
+  std::cout << "rotated: the running signer now signs with " << response.getKeyId().cStr() << "\n"
+            << response.getKeyset().cStr() << "\n";
   return 0;
 }
 
@@ -139,10 +188,19 @@ int main(int argc, char** argv) {
   auto* keysetCommand =
       app.add_subcommand("keyset", "print the public keyset (<state-dir>/keyset.json) and exit");
   keysetCommand->fallthrough();  // `keyset --state-dir DIR` as well as `--state-dir DIR keyset`
+  auto* rotateCommand = app.add_subcommand(
+      "rotate",
+      "replace the signing key: a new key signs from now on, the chain continues, the keyset "
+      "keeps every earlier public key. Asks the signer serving --socket when one runs (as root), "
+      "else rotates the files in --state-dir");
+  rotateCommand->fallthrough();
+  rotateCommand->add_option("--algorithm", options.algorithm, "ed25519 or p256")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     privsep::setupLogging("cellos-event-signer", options.common.logLevel);
     if (*keysetCommand) return printKeyset(options);
+    if (*rotateCommand) return rotateKey(options);
     return serve(options);
   } catch (const kj::Exception& e) {
     spdlog::critical("{}", e.getDescription().cStr());

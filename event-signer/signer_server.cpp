@@ -37,4 +37,31 @@ kj::Promise<void> SignerServer::keyset(KeysetContext context) {
   return kj::READY_NOW;
 }
 
+kj::Promise<void> SignerServer::head(HeadContext context) {
+  auto results = context.getResults();
+  results.setNextSequence(chain_.head().nextSequence);
+  results.setPrevLink(chain_.head().prevLink);
+  results.setKeyId(keys_.current().keyId());
+  return kj::READY_NOW;
+}
+
+kj::Promise<void> SignerServer::rotate(RotateContext context) {
+  KJ_REQUIRE(mayRotate_, "only root may rotate the signing key");
+  std::string name = context.getParams().getAlgorithm();
+  auto algorithm = core::algorithmFromName(name.empty() ? "ed25519" : name);
+  KJ_REQUIRE(algorithm != std::nullopt, "algorithm must be ed25519 or p256", name);
+  std::string previous = keys_.current().keyId();
+  try {
+    keys_.rotate(*algorithm);
+  } catch (const std::exception& e) {
+    KJ_FAIL_REQUIRE("cannot rotate", e.what());
+  }
+  chain_.keyRotated();
+  spdlog::info("rotated the signing key: {} -> {}, chain continues at sequence {}", previous,
+               keys_.current().keyId(), chain_.head().nextSequence);
+  context.getResults().setKeyId(keys_.current().keyId());
+  context.getResults().setKeyset(keys_.keysetJson());
+  return kj::READY_NOW;
+}
+
 }  // namespace cellos::signer

@@ -10,12 +10,14 @@ namespace cellos::signer {
 
 class SignerServer final : public ipc::EventSigner::Server {
  public:
-  // `maySign` is decided per connection from the peer's credentials.
-  SignerServer(KeyStore& keys, EventChain& chain, bool maySign)
-      : keys_(keys), chain_(chain), maySign_(maySign) {}
+  // `maySign` and `mayRotate` are decided per connection from the peer's credentials.
+  SignerServer(KeyStore& keys, EventChain& chain, bool maySign, bool mayRotate)
+      : keys_(keys), chain_(chain), maySign_(maySign), mayRotate_(mayRotate) {}
 
   kj::Promise<void> sign(SignContext context) override;
   kj::Promise<void> keyset(KeysetContext context) override;
+  kj::Promise<void> head(HeadContext context) override;
+  kj::Promise<void> rotate(RotateContext context) override;
 
   static constexpr size_t kMaxBatch = 4096;
   static constexpr size_t kMaxEventBytes = 256 * 1024;
@@ -24,6 +26,7 @@ class SignerServer final : public ipc::EventSigner::Server {
   KeyStore& keys_;
   EventChain& chain_;
   bool maySign_;
+  bool mayRotate_;
 };
 
 }  // namespace cellos::signer

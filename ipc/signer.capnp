@@ -11,4 +11,13 @@ interface EventSigner {
 
   keyset @1 () -> (json :Text);
   # The public keyset: {"<keyid>": "<base64url raw public key>", ...}.
+
+  head @2 () -> (nextSequence :UInt64, prevLink :Text, keyId :Text);
+  # Where the chain stands: the sequence and cellosprev the next signed event will get, and the
+  # key that will sign it. The broker compares this with the last line of its log at start-up
+  # to notice events that were signed but never written.
+
+  rotate @3 (algorithm :Text) -> (keyId :Text, keyset :Text);
+  # Root only (`cellos-event-signer rotate`): a fresh key ("ed25519" or "p256") signs from now
+  # on, the chain continues, and the keyset keeps every earlier public key.
 }

@@ -11,24 +11,79 @@ struct CellRequest {
   argv @3 :List(Text);
   env @4 :List(Common.KeyValue);
   workingDirectory @5 :Text;
-  timeoutMs @6 :UInt64;                # 0 = none
+  timeoutMs @6 :UInt64;                # 0 = none; SIGTERM to the cell, SIGKILL after the grace
   memoryMaxBytes @7 :UInt64;           # 0 = unset
   pidsMax @8 :UInt64;                  # 0 = unset
   gracefulShutdownSeconds @9 :UInt32;
+  image @10 :Text;                     # "" or "host": the host view; else a registered image
+  ttlSeconds @11 :UInt64;              # 0 = none; hard cap on the whole cell from createCell
+  cpuQuotaMicros @12 :UInt64;          # 0 = unset
+  cpuPeriodMicros @13 :UInt64;         # 0 = the kernel's default (100000)
+  egressRules @14 :List(EgressRule);
+  resolvers @15 :List(ResolverEndpoint);
+}
+
+struct EgressRule {
+  # Exactly one of host / cidr is non-empty.
+  host @0 :Text;
+  cidr @1 :Text;
+  port @2 :UInt16;
+  protocol @3 :Text;                   # "tcp" | "udp"
+}
+
+struct ResolverEndpoint {
+  resolverId @0 :Text;
+  address @1 :Text;                    # IP literal, no brackets
+  port @2 :UInt16;
+  protocol @3 :Text;                   # "do53-udp" | "do53-tcp"
+}
+
+struct NetworkScope {
+  # What createCell built for the cell's network.
+  uplinkInterface @0 :Text;            # the veth end outside the cell ("" when none)
+  uplinkAddress @1 :Text;
+  cellAddress @2 :Text;                # eth0 inside the cell
+  nftApplied @3 :Bool;
+  nftRuleCount @4 :UInt32;
+}
+
+struct PhaseTiming {
+  name @0 :Text;
+  micros @1 :UInt64;
+}
+
+struct FlowCounter {
+  # One nftables rule of the cell, counted over its whole life.
+  ruleId @0 :Text;                     # "loopback", "resolver:<id>", "egress[2]", "default-drop"...
+  rule @1 :Text;                       # the rule's match expression ("" for a catch-all)
+  verdict @2 :Text;                    # "accept" | "drop"
+  packets @3 :UInt64;
+  bytes @4 :UInt64;
+}
+
+struct CellReport {
+  # What the launcher reads from the cell once its workload has ended.
+  oomKilled @0 :Bool;                  # the kernel OOM-killed a process of the cell
+  oomKillCount @1 :UInt64;
+  cpuUsageMicros @2 :UInt64;
+  flows @3 :List(FlowCounter);
 }
 
 interface VmmAgent {
-  createCell @0 (request :CellRequest) -> (cell :Cell, netns :Common.NetworkNamespace);
-  # Builds the cell (namespaces, root view, cgroup) without running its command. Dropping the
-  # returned Cell capability destroys the cell.
+  createCell @0 (request :CellRequest) -> (cell :Cell, netns :Common.NetworkNamespace,
+                                          network :NetworkScope, timings :List(PhaseTiming));
+  # Builds the cell (namespaces, root view, cgroup, veth, nftables) without running its
+  # command. Dropping the returned Cell capability destroys the cell. `timings`: the launcher's
+  # setup steps, in order.
 }
 
 interface Cell {
   start @0 (output :Common.OutputSink) -> ();
   # Lets the workload exec; output is relayed to `output` as it is produced.
 
-  wait @1 () -> (status :Common.ExitStatus);
-  # Resolves when the workload has exited and its output has been relayed.
+  wait @1 () -> (status :Common.ExitStatus, report :CellReport);
+  # Resolves when the workload has exited and its output has been relayed. `status.timedOut`:
+  # timeoutMs or ttlSeconds ended it.
 
   kill @2 (signal :Int32) -> ();
 
@@ -44,6 +99,7 @@ struct LauncherRequest {
   union {
     launch @0 :CellRequest;
     destroy @1 :DestroyRequest;
+    inspect @2 :Text;            # cell id: read its CellReport (after its workload ended)
   }
 }
 
@@ -54,8 +110,16 @@ struct DestroyRequest {
 
 struct LauncherReply {
   union {
-    launched @0 :Int32;          # init pid; fds attached: pidfd, netns, stdout, stderr, start, status
+    launched @0 :Int32;          # superseded by launchedCell (kept for the ordinal)
     destroyed @1 :List(Text);    # residue (empty when clean)
     failed @2 :Text;
+    launchedCell @3 :LaunchedCell;  # fds attached: pidfd, netns, stdout, stderr, start, status
+    inspected @4 :CellReport;
   }
+}
+
+struct LaunchedCell {
+  initPid @0 :Int32;
+  network @1 :NetworkScope;
+  timings @2 :List(PhaseTiming);
 }

@@ -1,77 +1,60 @@
+// Run-time half of seccomp: load the BPF program the build compiled. Nothing here generates a
+// filter; see privsep/seccomp_compiler.cpp for the build-time half.
+
 #include "privsep/seccomp.h"
 
-#include <seccomp.h>
-#include <sys/ioctl.h>
+#include "privsep/seccomp_filters.h"
 
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
-#include <set>
 #include <stdexcept>
 #include <string>
 
 namespace cellos::privsep {
 
-namespace {
-constexpr uint64_t kKjIoctlValues[] = {FIONBIO, FIOCLEX};
-}  // namespace
-
-const ArgRule kKjIoctls{"ioctl", 1, kKjIoctlValues};
-
-namespace {
-
-int resolve(const SeccompProfile& profile, std::string_view name) {
-  std::string n(name);
-  int nr = seccomp_syscall_resolve_name(n.c_str());
-  if (nr == __NR_SCMP_ERROR) {
-    throw std::runtime_error("seccomp profile " + std::string(profile.name) + ": unknown syscall " +
-                             n);
+const CompiledSeccompFilter* findCompiledSeccompFilter(std::string_view profile) {
+  for (const CompiledSeccompFilter& filter : compiledSeccompFilters()) {
+    if (filter.profile == profile) return &filter;
   }
-  return nr;
+  return nullptr;
 }
-
-}  // namespace
 
 void installSeccomp(const SeccompProfile& profile) {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
-  if (ctx == nullptr) throw std::runtime_error("seccomp_init failed");
-  struct Release {
-    scmp_filter_ctx ctx;
-    ~Release() { seccomp_release(ctx); }
-  } release{ctx};
+  std::string name(profile.name);
+  const CompiledSeccompFilter* filter = findCompiledSeccompFilter(profile.name);
+  if (filter == nullptr) {
+    throw std::runtime_error("seccomp profile " + name +
+                             " was not compiled at build time (list it in "
+                             "privsep/seccomp_generate.cpp)");
+  }
+  if (filter->source != describeProfile(profile)) {
+    throw std::runtime_error("seccomp profile " + name +
+                             " differs from the filter compiled at build time; rebuild");
+  }
+  // As libseccomp's seccomp_load did (SCMP_FLTATR_CTL_NNP): a filter may only be installed by a
+  // process that cannot regain privilege through exec (or holds CAP_SYS_ADMIN).
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+    throw std::runtime_error(std::string("prctl(PR_SET_NO_NEW_PRIVS): ") + strerror(errno));
+  }
+  sock_fprog program{static_cast<unsigned short>(filter->program.size()),
+                     const_cast<sock_filter*>(filter->program.data())};
   // TSYNC: a filter on only one thread of a multi-threaded process would leave the others free.
-  if (int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1); rc < 0) {
-    throw std::runtime_error("seccomp_attr_set(TSYNC): " + std::to_string(-rc));
+  // The kernel then either filters every thread or none, returning the id of a thread it could
+  // not synchronize (one that already has an unrelated filter).
+  long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &program);
+  if (rc < 0) {
+    throw std::runtime_error("seccomp(SECCOMP_SET_MODE_FILTER, " + name + "): " + strerror(errno));
   }
-  for (std::string_view name : profile.allow) {
-    if (int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, resolve(profile, name), 0); rc < 0) {
-      throw std::runtime_error("seccomp_rule_add(" + std::string(name) + ") failed");
-    }
+  if (rc > 0) {
+    throw std::runtime_error("seccomp(SECCOMP_SET_MODE_FILTER, " + name + "): thread " +
+                             std::to_string(rc) + " could not be synchronized");
   }
-  for (const ArgRule& rule : profile.allowIf) {
-    int nr = resolve(profile, rule.syscall);
-    for (uint64_t value : rule.values) {
-      if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
-                           SCMP_CMP(rule.argument, SCMP_CMP_EQ, value)) < 0) {
-        throw std::runtime_error("seccomp_rule_add(" + std::string(rule.syscall) + ") failed");
-      }
-    }
-  }
-  for (const ErrnoRule& rule : profile.deny) {
-    if (int rc =
-            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(rule.error), resolve(profile, rule.syscall), 0);
-        rc < 0) {
-      throw std::runtime_error("seccomp_rule_add(" + std::string(rule.syscall) + ") failed");
-    }
-  }
-  if (int rc = seccomp_load(ctx); rc < 0) {
-    throw std::runtime_error("seccomp_load(" + std::string(profile.name) + "): error " +
-                             std::to_string(-rc));
-  }
-}
-
-size_t allowedSyscallCount(const SeccompProfile& profile) {
-  std::set<std::string_view> names(profile.allow.begin(), profile.allow.end());
-  for (const ArgRule& rule : profile.allowIf) names.insert(rule.syscall);
-  return names.size();
 }
 
 int seccompMode(int pid) {

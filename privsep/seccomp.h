@@ -1,11 +1,19 @@
 #pragma once
 // Seccomp profiles as data. Each process keeps its profile beside its own code (e.g.
-// broker/seccomp_profile.cpp); this file only knows how to install one. Default action: kill
-// the whole process (SCMP_ACT_KILL_PROCESS), so a compromised process that strays dies instead
-// of probing.
+// broker/seccomp_profile.cpp). The build compiles every profile to BPF with libseccomp
+// (privsep/seccomp_generate.cpp -> <build>/privsep/seccomp_filters.cpp, and the reviewed PFC
+// text in packaging/seccomp/<name>.pfc); at run time installSeccomp() only loads the program
+// the build made, so no daemon generates BPF, or even links libseccomp, at start-up. Default
+// action: kill the whole process (SCMP_ACT_KILL_PROCESS), so a compromised process that strays
+// dies instead of probing.
+//
+// Adding a syscall to a profile is a one-line change in that profile's seccomp_profile.cpp;
+// the build recompiles the filter, and `cmake --build <build> --target seccomp-pfc` refreshes
+// the committed PFC text so the review shows the change (a unit test fails until it does).
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace cellos::privsep {
@@ -26,7 +34,7 @@ struct ArgRule {
 };
 
 struct SeccompProfile {
-  std::string_view name;  // for messages: "broker", "dns-child", ...
+  std::string_view name;  // for messages and the compiled filter's name: "broker", ...
   std::span<const std::string_view> allow;
   std::span<const ErrnoRule> deny = {};
   std::span<const ArgRule> allowIf = {};
@@ -35,13 +43,19 @@ struct SeccompProfile {
 // ioctl requests every kj event loop makes on its own fds (non-blocking, close-on-exec).
 extern const ArgRule kKjIoctls;
 
-// Installs `profile` on the calling thread (and, with TSYNC, every thread of the process).
-// Requires no_new_privs or CAP_SYS_ADMIN. Throws, naming the syscall, if a name is unknown to
-// libseccomp on this architecture: a typo must stop start-up, not silently allow less or more.
+// Installs the filter the build compiled from `profile` on every thread of the process
+// (SECCOMP_FILTER_FLAG_TSYNC), after setting no_new_privs. Throws, loading nothing, when the
+// build compiled no filter of that name, or compiled it from a different profile (a stale
+// build must not run with a filter nobody reviewed).
 void installSeccomp(const SeccompProfile& profile);
 
 // The number of distinct syscalls the profile allows (recorded in docs/security.md).
 size_t allowedSyscallCount(const SeccompProfile& profile);
+
+// The profile as canonical text, one rule a line ("allow read", "allow-if ioctl arg1 == 21537",
+// "errno openat 1"). The build stores it beside each compiled filter, and installSeccomp()
+// compares it with the profile it is given.
+std::string describeProfile(const SeccompProfile& profile);
 
 // Reads the "Seccomp:" field of /proc/<pid>/status (0 none, 1 strict, 2 filter), -1 on error.
 int seccompMode(int pid);

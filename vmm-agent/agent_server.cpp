@@ -66,10 +66,18 @@ kj::Promise<LaunchedFds> LauncherLink::launch(ipc::CellRequest::Reader request) 
             return kj::Promise<LaunchedFds>(
                 KJ_EXCEPTION(FAILED, "cell launch failed", reply.getFailed()));
           }
-          KJ_REQUIRE(reply.isLaunched(), "unexpected launcher reply");
+          KJ_REQUIRE(reply.isLaunchedCell(), "unexpected launcher reply");
           for (auto& fd : fds) KJ_REQUIRE(fd.get() >= 0, "launcher sent too few fds");
+          auto launched = reply.getLaunchedCell();
           LaunchedFds out;
-          out.initPid = reply.getLaunched();
+          out.initPid = launched.getInitPid();
+          auto network = launched.getNetwork();
+          out.network = CellNetworkInfo{network.getUplinkInterface(), network.getUplinkAddress(),
+                                        network.getCellAddress(), network.getNftApplied(),
+                                        network.getNftRuleCount()};
+          for (auto timing : launched.getTimings()) {
+            out.timings.emplace_back(timing.getName(), timing.getMicros());
+          }
           out.pidFd = kj::mv(fds[0]);
           out.netnsFd = kj::mv(fds[1]);
           out.stdoutFd = kj::mv(fds[2]);
@@ -105,6 +113,34 @@ kj::Promise<std::vector<std::string>> LauncherLink::destroy(const std::string& c
   });
 }
 
+kj::Promise<CellReportData> LauncherLink::inspect(const std::string& cellId) {
+  auto message = kj::heap<capnp::MallocMessageBuilder>();
+  message->initRoot<ipc::LauncherRequest>().setInspect(cellId);
+  return serialized<CellReportData>([this, message = kj::mv(message)]() mutable {
+    auto promise = exchange(*message, nullptr);
+    return promise
+        .then([](kj::Own<capnp::MessageReader> reader) {
+          auto reply = reader->getRoot<ipc::LauncherReply>();
+          if (reply.isFailed()) {
+            return kj::Promise<CellReportData>(
+                KJ_EXCEPTION(FAILED, "cell inspection failed", reply.getFailed()));
+          }
+          KJ_REQUIRE(reply.isInspected(), "unexpected launcher reply");
+          auto report = reply.getInspected();
+          CellReportData out;
+          out.oomKilled = report.getOomKilled();
+          out.oomKillCount = report.getOomKillCount();
+          out.cpuUsageMicros = report.getCpuUsageMicros();
+          for (auto flow : report.getFlows()) {
+            out.flows.push_back({flow.getRuleId(), flow.getRule(), flow.getVerdict(),
+                                 flow.getPackets(), flow.getBytes()});
+          }
+          return kj::Promise<CellReportData>(kj::mv(out));
+        })
+        .attach(kj::mv(message));
+  });
+}
+
 void AgentState::taskFailed(kj::Exception&& exception) {
   spdlog::error("background task failed: {}", exception.getDescription().cStr());
 }
@@ -134,9 +170,18 @@ struct OutputCounter {
   bool truncated = false;
 };
 
-class CellServer final : public ipc::Cell::Server {
+// The clocks of one cell: the command's timeout (SIGTERM to every process of the cell, then
+// SIGKILL once the grace period has passed) and the cell's ttl (SIGKILL, counted from
+// createCell, whether or not the command has started).
+struct CellDeadlines {
+  uint64_t timeoutMs = 0;     // 0: none
+  uint32_t graceSeconds = 5;  // between SIGTERM and SIGKILL
+  uint64_t ttlSeconds = 0;    // 0: none
+};
+
+class CellServer final : public ipc::Cell::Server, public CellAbandoner {
  public:
-  CellServer(AgentState& state, std::string cellId, LaunchedFds fds, uint64_t timeoutMs)
+  CellServer(AgentState& state, std::string cellId, LaunchedFds fds, CellDeadlines deadlines)
       : state_(state),
         cellId_(std::move(cellId)),
         initPid_(fds.initPid),
@@ -145,18 +190,39 @@ class CellServer final : public ipc::Cell::Server {
         stderrFd_(kj::mv(fds.stderrFd)),
         startFd_(kj::mv(fds.startFd)),
         statusFd_(kj::mv(fds.statusFd)),
-        timeoutMs_(timeoutMs) {
+        deadlines_(deadlines) {
+    state_.cells[cellId_] = this;
     auto paf = kj::newPromiseAndFulfiller<void>();
     finished_ = paf.promise.fork();
     finishedFulfiller_ = kj::mv(paf.fulfiller);
+    if (deadlines_.ttlSeconds > 0) {
+      ttl_ = state_.io.provider->getTimer()
+                 .afterDelay(deadlines_.ttlSeconds * kj::SECONDS)
+                 .then([this]() {
+                   spdlog::info("cell {}: ttl of {} s reached; killing", cellId_,
+                                deadlines_.ttlSeconds);
+                   timedOut_ = true;
+                   signalInit(SIGKILL);
+                 })
+                 .eagerlyEvaluate(nullptr);
+    }
   }
 
   ~CellServer() noexcept(false) {
+    state_.cells.erase(cellId_);
     // The broker dropped the cell (or disconnected): destroy it in the background.
     if (!destroyed_) {
       spdlog::info("cell {}: released without destroy; tearing down", cellId_);
       state_.tasks.add(teardown().ignoreResult());
     }
+  }
+
+  // The connection that created the cell is gone: tear it down now, even if a call in flight
+  // still holds the capability (it will find the cell destroyed).
+  void abandon() override {
+    if (destroyed_) return;
+    spdlog::info("cell {}: its broker connection closed; tearing down", cellId_);
+    state_.tasks.add(teardown().ignoreResult());
   }
 
   kj::Promise<void> start(StartContext context) override {
@@ -182,20 +248,35 @@ class CellServer final : public ipc::Cell::Server {
                             endMicros_ = monotonicMicros();
                           });
     kj::Promise<void> timeout = kj::NEVER_DONE;
-    if (timeoutMs_ > 0) {
-      timeout =
-          state_.io.provider->getTimer().afterDelay(timeoutMs_ * kj::MILLISECONDS).then([this]() {
-            spdlog::info("cell {}: timeout after {} ms; killing", cellId_, timeoutMs_);
-            timedOut_ = true;
-            signalInit(SIGKILL);
-          });
+    if (deadlines_.timeoutMs > 0) {
+      auto& timer = state_.io.provider->getTimer();
+      timeout = timer.afterDelay(deadlines_.timeoutMs * kj::MILLISECONDS).then([this, &timer]() {
+        spdlog::info("cell {}: timeout after {} ms; SIGTERM, SIGKILL in {} s", cellId_,
+                     deadlines_.timeoutMs, deadlines_.graceSeconds);
+        timedOut_ = true;
+        // The cell's init passes SIGTERM on to every other process of the cell.
+        signalInit(SIGTERM);
+        return timer.afterDelay(deadlines_.graceSeconds * kj::SECONDS).then([this]() {
+          spdlog::info("cell {}: grace period over; killing", cellId_);
+          signalInit(SIGKILL);
+        });
+      });
     }
     auto all = kj::joinPromises(kj::arr(kj::mv(relayOut), kj::mv(relayErr), kj::mv(statusRead)))
                    .exclusiveJoin(
                        kj::mv(timeout).then([]() { return kj::Promise<void>(kj::NEVER_DONE); }));
-    // The timeout branch never completes by itself; killing init makes the pipes close, which
-    // completes the join above.
+    // The timeout branch never completes by itself; the workload ending (or killing init) makes
+    // the pipes close, which completes the join above. Then the launcher reads what the cell
+    // left: OOM kills, cpu time, the nftables counters.
     running_ = kj::mv(all)
+                   .then([this]() {
+                     return state_.launcher.inspect(cellId_).then(
+                         [this](CellReportData report) { report_ = kj::mv(report); },
+                         [this](kj::Exception&& e) {
+                           spdlog::warn("cell {}: cannot read its report: {}", cellId_,
+                                        e.getDescription().cStr());
+                         });
+                   })
                    .then([this, output]() mutable {
                      finishedFulfiller_->fulfill();
                      return output.doneRequest().send().ignoreResult();
@@ -228,6 +309,18 @@ class CellServer final : public ipc::Cell::Server {
       status.setStdoutBytes(stdoutCount_.total);
       status.setStderrBytes(stderrCount_.total);
       status.setOutputTruncated(stdoutCount_.truncated || stderrCount_.truncated);
+      auto report = context.getResults().initReport();
+      report.setOomKilled(report_.oomKilled);
+      report.setOomKillCount(report_.oomKillCount);
+      report.setCpuUsageMicros(report_.cpuUsageMicros);
+      auto flows = report.initFlows(report_.flows.size());
+      for (size_t i = 0; i < report_.flows.size(); ++i) {
+        flows[i].setRuleId(report_.flows[i].ruleId);
+        flows[i].setRule(report_.flows[i].rule);
+        flows[i].setVerdict(report_.flows[i].verdict);
+        flows[i].setPackets(report_.flows[i].packets);
+        flows[i].setBytes(report_.flows[i].bytes);
+      }
     });
   }
 
@@ -302,7 +395,8 @@ class CellServer final : public ipc::Cell::Server {
   std::string cellId_;
   int initPid_;
   kj::AutoCloseFd pidFd_, stdoutFd_, stderrFd_, startFd_, statusFd_;
-  uint64_t timeoutMs_;
+  CellDeadlines deadlines_;
+  CellReportData report_;
   bool started_ = false;
   bool destroyed_ = false;
   bool timedOut_ = false;
@@ -312,11 +406,19 @@ class CellServer final : public ipc::Cell::Server {
   OutputCounter stdoutCount_, stderrCount_;
   kj::ForkedPromise<void> finished_ = nullptr;
   kj::Own<kj::PromiseFulfiller<void>> finishedFulfiller_;
-  // The relay and timeout; declared last so it is cancelled before the members it uses go.
+  // The relay, timeout and ttl; declared last so they are cancelled before the members they use go.
   kj::Promise<void> running_ = kj::READY_NOW;
+  kj::Promise<void> ttl_ = kj::READY_NOW;
 };
 
 }  // namespace
+
+VmmAgentServer::~VmmAgentServer() noexcept(false) {
+  for (const auto& id : cellIds_) {
+    auto it = state_.cells.find(id);
+    if (it != state_.cells.end()) it->second->abandon();
+  }
+}
 
 kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
   auto request = context.getParams().getRequest();
@@ -329,14 +431,28 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
   KJ_REQUIRE(request.getArgv().size() > 0, "argv must not be empty");
   KJ_REQUIRE(!state_.liveCells.count(cellId), "a cell with this id is already running", cellId);
   state_.liveCells.insert(cellId);
-  uint64_t timeoutMs = request.getTimeoutMs();
+  CellDeadlines deadlines{request.getTimeoutMs(), request.getGracefulShutdownSeconds(),
+                          request.getTtlSeconds()};
   return state_.launcher.launch(request).then(
-      [this, cellId, timeoutMs, context](LaunchedFds fds) mutable {
-        spdlog::info("cell {}: created, init pid {}", cellId, fds.initPid);
-        auto netns = kj::heap<NetworkNamespaceServer>(cellId, kj::mv(fds.netnsFd));
+      [this, cellId, deadlines, context](LaunchedFds fds) mutable {
+        spdlog::info("cell {}: created, init pid {}, address {}", cellId, fds.initPid,
+                     fds.network.cellAddress);
         auto results = context.getResults();
+        auto network = results.initNetwork();
+        network.setUplinkInterface(fds.network.uplinkInterface);
+        network.setUplinkAddress(fds.network.uplinkAddress);
+        network.setCellAddress(fds.network.cellAddress);
+        network.setNftApplied(fds.network.nftApplied);
+        network.setNftRuleCount(fds.network.nftRuleCount);
+        auto timings = results.initTimings(fds.timings.size());
+        for (size_t i = 0; i < fds.timings.size(); ++i) {
+          timings[i].setName(fds.timings[i].first);
+          timings[i].setMicros(fds.timings[i].second);
+        }
+        auto netns = kj::heap<NetworkNamespaceServer>(cellId, kj::mv(fds.netnsFd));
         results.setNetns(kj::mv(netns));
-        results.setCell(kj::heap<CellServer>(state_, cellId, kj::mv(fds), timeoutMs));
+        results.setCell(kj::heap<CellServer>(state_, cellId, kj::mv(fds), deadlines));
+        cellIds_.push_back(cellId);
       },
       [this, cellId](kj::Exception&& e) {
         state_.liveCells.erase(cellId);

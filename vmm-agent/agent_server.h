@@ -8,16 +8,39 @@
 #include <kj/async-io.h>
 #include <kj/io.h>
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
 namespace cellos::vmm {
 
-// What createCell gets back from the launcher: the cell's init pid and its fds.
+// The network scope the launcher built for a cell (ipc::NetworkScope, as plain data).
+struct CellNetworkInfo {
+  std::string uplinkInterface, uplinkAddress, cellAddress;
+  bool nftApplied = false;
+  uint32_t nftRuleCount = 0;
+};
+
+// What createCell gets back from the launcher: the cell's init pid, its fds, its network scope
+// and the launcher's setup timings.
 struct LaunchedFds {
   int initPid = 0;
   kj::AutoCloseFd pidFd, netnsFd, stdoutFd, stderrFd, startFd, statusFd;
+  CellNetworkInfo network;
+  std::vector<std::pair<std::string, uint64_t>> timings;
+};
+
+// What the launcher read from a cell after its workload ended (ipc::CellReport, as plain data).
+struct CellReportData {
+  struct Flow {
+    std::string ruleId, rule, verdict;
+    uint64_t packets = 0, bytes = 0;
+  };
+  bool oomKilled = false;
+  uint64_t oomKillCount = 0;
+  uint64_t cpuUsageMicros = 0;
+  std::vector<Flow> flows;
 };
 
 // Talks to the launcher half over the private socketpair, one request at a time.
@@ -26,6 +49,7 @@ class LauncherLink {
   explicit LauncherLink(kj::Own<kj::AsyncCapabilityStream> stream) : stream_(kj::mv(stream)) {}
   kj::Promise<LaunchedFds> launch(ipc::CellRequest::Reader request);
   kj::Promise<std::vector<std::string>> destroy(const std::string& cellId, int initPid);
+  kj::Promise<CellReportData> inspect(const std::string& cellId);
 
  private:
   // Runs `request` after every earlier one has finished, so replies cannot interleave.
@@ -39,6 +63,15 @@ class LauncherLink {
 };
 
 // State shared by every connection: the launcher, the cells that exist, background teardown.
+// A cell that can be torn down in the background, from outside its capability's lifetime.
+class CellAbandoner {
+ public:
+  virtual void abandon() = 0;
+
+ protected:
+  ~CellAbandoner() = default;
+};
+
 class AgentState : private kj::TaskSet::ErrorHandler {
  public:
   AgentState(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> launcher)
@@ -46,6 +79,8 @@ class AgentState : private kj::TaskSet::ErrorHandler {
   kj::AsyncIoContext& io;
   LauncherLink launcher;
   std::set<std::string> liveCells;
+  // Cells whose capability is still held somewhere, by id; a cell removes itself when it goes.
+  std::map<std::string, class CellAbandoner*> cells;
   kj::TaskSet tasks;
 
   // Output beyond this many bytes per stream is drained but not relayed.
@@ -55,13 +90,18 @@ class AgentState : private kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&& exception) override;
 };
 
+// One per broker connection. When the connection goes away (the broker exited or was killed),
+// every cell created through it is torn down, whatever still refers to its capability: a call
+// that was in flight (a pending wait()) must not keep an orphaned cell alive.
 class VmmAgentServer final : public ipc::VmmAgent::Server {
  public:
   explicit VmmAgentServer(AgentState& state) : state_(state) {}
+  ~VmmAgentServer() noexcept(false);
   kj::Promise<void> createCell(CreateCellContext context) override;
 
  private:
   AgentState& state_;
+  std::vector<std::string> cellIds_;  // created through this connection
 };
 
 }  // namespace cellos::vmm

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <system_error>
@@ -27,8 +29,6 @@ int pidfdSendSignal(int pidfd, int sig) {
 }
 
 constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
-// The v1 hierarchies a cell uses. Others (cpu, cpuacct, ...) are not limited in the skeleton.
-constexpr const char* kV1Controllers[] = {"pids", "memory"};
 
 [[noreturn]] void throwErrno(const std::string& call) {
   throw std::system_error(errno, std::generic_category(), call);
@@ -97,36 +97,70 @@ std::vector<pid_t> readProcs(const std::string& leaf) {
   return pids;
 }
 
-// On v2 a leaf only has pids.max / memory.max when its parent lists the controllers in
-// cgroup.subtree_control, and so on up to the root. Writing a controller that is already
+// On v2 a leaf only has pids.max / memory.max / cpu.max when its parent lists the controllers
+// in cgroup.subtree_control, and so on up to the root. Writing a controller that is already
 // enabled is a no-op, so this is safe to repeat for every cell.
 void enableV2Controllers(const std::string& parent) {
-  writeControlFile(parent + "/cgroup.subtree_control", "+pids +memory");
+  writeControlFile(parent + "/cgroup.subtree_control", "+pids +memory +cpu");
+}
+
+// The v1 hierarchy holding `controller`. Distributions mount cpu and cpuacct either apart or
+// together ("cpu,cpuacct", with cpu and cpuacct as symlinks to it): resolving the link makes
+// both names one directory, so the cell gets one leaf there, not two names for it.
+std::string v1Hierarchy(const char* controller) {
+  std::string path = std::string(kCgroupRoot) + "/" + controller;
+  if (char* resolved = realpath(path.c_str(), nullptr)) {
+    path = resolved;
+    free(resolved);
+  }
+  return path;
+}
+
+// The value of `key` in a flat-keyed cgroup file ("oom_kill 3\n..."), or nullopt.
+std::optional<uint64_t> keyedValue(const std::string& text, const std::string& key) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    if (line.size() > key.size() + 1 && line.compare(0, key.size(), key) == 0 &&
+        line[key.size()] == ' ') {
+      return std::stoull(line.substr(key.size() + 1));
+    }
+    pos = end + 1;
+  }
+  return std::nullopt;
 }
 
 }  // namespace
 
 std::vector<std::string> cellCgroupPaths(const std::string& cellId) {
-  std::vector<std::string> leaves;
-  if (CellCgroup::isV2()) {
-    leaves.push_back(std::string(kCgroupRoot) + "/cellos/" + cellId);
-  } else {
-    for (const char* controller : kV1Controllers) {
-      leaves.push_back(std::string(kCgroupRoot) + "/" + controller + "/cellos/" + cellId);
-    }
-  }
-  return leaves;
+  return CellCgroup::open(cellId).leaves();
 }
 
 bool CellCgroup::isV2() {
   return access((std::string(kCgroupRoot) + "/cgroup.controllers").c_str(), F_OK) == 0;
 }
 
-CellCgroup::CellCgroup(std::string cellId, std::vector<std::string> leaves)
-    : cellId_(std::move(cellId)), leaves_(std::move(leaves)) {}
+CellCgroup::CellCgroup(std::string cellId, ControllerLeaves byController)
+    : cellId_(std::move(cellId)), byController_(std::move(byController)) {
+  for (const std::string* leaf :
+       {&byController_.pids, &byController_.memory, &byController_.cpu, &byController_.cpuacct}) {
+    if (std::find(leaves_.begin(), leaves_.end(), *leaf) == leaves_.end()) {
+      leaves_.push_back(*leaf);
+    }
+  }
+}
 
 CellCgroup CellCgroup::open(const std::string& cellId) {
-  return CellCgroup(cellId, cellCgroupPaths(cellId));
+  if (isV2()) {
+    std::string leaf = std::string(kCgroupRoot) + "/cellos/" + cellId;
+    return CellCgroup(cellId, {leaf, leaf, leaf, leaf});
+  }
+  auto leafOf = [&](const char* controller) {
+    return v1Hierarchy(controller) + "/cellos/" + cellId;
+  };
+  return CellCgroup(cellId, {leafOf("pids"), leafOf("memory"), leafOf("cpu"), leafOf("cpuacct")});
 }
 
 CellCgroup CellCgroup::create(const std::string& cellId) {
@@ -166,26 +200,57 @@ void CellCgroup::addProcess(pid_t pid) {
 }
 
 void CellCgroup::setPidsMax(uint64_t max) {
-  // v1: only the pids leaf has the file; v2: the single leaf.
-  for (const std::string& leaf : leaves_) {
-    if (isV2() || leaf.find("/pids/") != std::string::npos) {
-      writeControlFile(leaf + "/pids.max", std::to_string(max));
-    }
-  }
+  writeControlFile(byController_.pids + "/pids.max", std::to_string(max));
 }
 
 void CellCgroup::setMemoryMax(uint64_t bytes) {
-  for (const std::string& leaf : leaves_) {
-    if (isV2()) {
-      writeControlFile(leaf + "/memory.max", std::to_string(bytes));
-    } else if (leaf.find("/memory/") != std::string::npos) {
-      writeControlFile(leaf + "/memory.limit_in_bytes", std::to_string(bytes));
-      // memsw (memory + swap) must be >= limit_in_bytes, so it is written second. It only
-      // exists when the kernel accounts swap (CONFIG_MEMCG_SWAP and swapaccount=1).
-      std::string memsw = leaf + "/memory.memsw.limit_in_bytes";
-      if (access(memsw.c_str(), F_OK) == 0) writeControlFile(memsw, std::to_string(bytes));
+  const std::string& leaf = byController_.memory;
+  if (isV2()) {
+    writeControlFile(leaf + "/memory.max", std::to_string(bytes));
+    // Without swap.max a v2 cell could page out past memory.max where swap exists.
+    if (access((leaf + "/memory.swap.max").c_str(), F_OK) == 0) {
+      writeControlFile(leaf + "/memory.swap.max", "0");
     }
+    return;
   }
+  writeControlFile(leaf + "/memory.limit_in_bytes", std::to_string(bytes));
+  // memsw (memory + swap) must be >= limit_in_bytes, so it is written second. It only
+  // exists when the kernel accounts swap (CONFIG_MEMCG_SWAP and swapaccount=1).
+  std::string memsw = leaf + "/memory.memsw.limit_in_bytes";
+  if (access(memsw.c_str(), F_OK) == 0) writeControlFile(memsw, std::to_string(bytes));
+}
+
+void CellCgroup::setCpuMax(uint64_t quotaMicros, uint64_t periodMicros) {
+  const std::string& leaf = byController_.cpu;
+  if (isV2()) {
+    writeControlFile(leaf + "/cpu.max",
+                     std::to_string(quotaMicros) + " " + std::to_string(periodMicros));
+    return;
+  }
+  // The period first: the kernel checks the quota against the period in force.
+  writeControlFile(leaf + "/cpu.cfs_period_us", std::to_string(periodMicros));
+  writeControlFile(leaf + "/cpu.cfs_quota_us", std::to_string(quotaMicros));
+}
+
+uint64_t CellCgroup::cpuUsageMicros() const {
+  std::string text;
+  if (isV2()) {
+    std::string path = byController_.cpu + "/cpu.stat";
+    if (!readSmallFile(path, text)) throw std::runtime_error(path + " does not exist");
+    auto usage = keyedValue(text, "usage_usec");
+    if (!usage) throw std::runtime_error(path + " has no usage_usec");
+    return *usage;
+  }
+  std::string path = byController_.cpuacct + "/cpuacct.usage";
+  if (!readSmallFile(path, text)) throw std::runtime_error(path + " does not exist");
+  return std::stoull(text) / 1000;  // nanoseconds
+}
+
+uint64_t CellCgroup::oomKillCount() const {
+  std::string text;
+  std::string path = byController_.memory + (isV2() ? "/memory.events" : "/memory.oom_control");
+  if (!readSmallFile(path, text)) return 0;
+  return keyedValue(text, "oom_kill").value_or(0);
 }
 
 std::vector<pid_t> CellCgroup::processes() const {

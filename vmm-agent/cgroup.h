@@ -5,9 +5,12 @@
 // the residue check consult.
 //
 // Layout (cellId is already validated: [a-z0-9][a-z0-9._-]{0,62}, so it is a safe path element):
-//   cgroup v1: /sys/fs/cgroup/pids/cellos/<cellId> and /sys/fs/cgroup/memory/cellos/<cellId>
-//   cgroup v2: /sys/fs/cgroup/cellos/<cellId>, with +pids +memory enabled in the
+//   cgroup v1: /sys/fs/cgroup/<controller>/cellos/<cellId> for pids, memory, cpu and cpuacct
+//              (one leaf when cpu and cpuacct are mounted together, as "cpu,cpuacct");
+//   cgroup v2: /sys/fs/cgroup/cellos/<cellId>, with +pids +memory +cpu enabled in the
 //              cgroup.subtree_control of /sys/fs/cgroup and of /sys/fs/cgroup/cellos.
+// The version is detected (cgroup.controllers at /sys/fs/cgroup means the unified hierarchy is
+// mounted there), so the same launcher runs on both.
 
 #include <sys/types.h>
 
@@ -42,6 +45,15 @@ class CellCgroup {
   // v1 memory.limit_in_bytes (and memory.memsw.limit_in_bytes when swap accounting exists, so
   // swapping cannot get around the limit); v2 memory.max.
   void setMemoryMax(uint64_t bytes);
+  // CFS bandwidth: at most `quotaMicros` of cpu time per `periodMicros` (v1 cpu.cfs_period_us
+  // and cpu.cfs_quota_us; v2 cpu.max).
+  void setCpuMax(uint64_t quotaMicros, uint64_t periodMicros);
+  // Cpu time the cell's processes have used so far, in µs (v1 cpuacct.usage; v2 cpu.stat
+  // usage_usec). Throws when the leaf is gone.
+  uint64_t cpuUsageMicros() const;
+  // How many processes the kernel's OOM killer killed in the cell because of its memory limit
+  // (v1 memory.oom_control oom_kill, Linux 4.13+; v2 memory.events oom_kill). 0 when unknown.
+  uint64_t oomKillCount() const;
   // Host pids currently in any leaf (sorted, unique). A missing leaf contributes nothing.
   std::vector<pid_t> processes() const;
   // SIGKILLs every process in the cell's cgroup until none remain or ~2 s have passed (v2 uses
@@ -57,9 +69,14 @@ class CellCgroup {
   const std::vector<std::string>& leaves() const { return leaves_; }
 
  private:
-  CellCgroup(std::string cellId, std::vector<std::string> leaves);
+  // The leaf of each controller (all the same on v2); `leaves_` lists each directory once.
+  struct ControllerLeaves {
+    std::string pids, memory, cpu, cpuacct;
+  };
+  CellCgroup(std::string cellId, ControllerLeaves byController);
 
   std::string cellId_;
+  ControllerLeaves byController_;
   std::vector<std::string> leaves_;
 };
 

@@ -10,19 +10,31 @@
 //   1. die with the launcher; keep only this cell's fds; wait until the launcher has put us
 //      into the cell's cgroup (so everything below is already counted and limited);
 //   2. make every mount private (nothing propagates to the host), mount the root tmpfs on
-//      cellDir, bind the read-only host view into it, fresh /proc, minimal /dev, /tmp;
+//      cellDir, bind the read-only host view (or the image's entries) into it, fresh /proc with
+//      its sensitive files masked, minimal /dev, /tmp, and the cell's own /etc/resolv.conf;
 //   3. hostname, loopback up (the namespaces are new, so this touches only the cell);
 //   4. pivot_root into the new root and detach the old one: from here on no host path is
 //      reachable except what step 2 bound in, read-only;
-//   5. the working directory tmpfs, then the root itself read-only; report "ready";
-//   6. wait for the start byte; fork the workload, which closes every fd but 0-2, resets
-//      signals, starts a session, drops every capability, sets no_new_privs and execs;
+//   5. the working directory tmpfs (owned by the workload's host id), then the root itself
+//      read-only; report "ready";
+//   6. wait for the start byte; clone the workload into a new user namespace and write its id
+//      maps (cell root = an unprivileged host id); the workload becomes that id, closes every
+//      fd but 0-2, resets signals, starts a session, drops every capability, sets rlimits and
+//      no_new_privs, installs its seccomp filter and execs;
 //   7. reap until the workload exits, hand its wait status to the launcher, exit (the kernel
-//      then kills whatever is left in the pid namespace).
+//      then kills whatever is left in the pid namespace). SIGTERM from the launcher (a timeout)
+//      is passed on to every process of the cell.
+//
+// The other namespaces are created by (and owned by) the host's user namespace, not the
+// workload's: even a workload that regained every capability inside its own user namespace
+// could not mount, change the network or enter a namespace, and nftables sees its packets'
+// owners as plain host ids (meta skuid), which keeps the DNS helper's uid distinguishable.
 
 #include "vmm-agent/linux_cell.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/capability.h>
 #include <net/if.h>
 #include <poll.h>
@@ -31,6 +43,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -53,6 +66,7 @@
 #include <thread>
 
 #include "vmm-agent/cgroup.h"
+#include "vmm-agent/workload_filter.h"
 
 namespace cellos::vmm {
 namespace {
@@ -235,10 +249,14 @@ std::vector<std::string> mountPointsUnder(const std::string& dir) {
 // What the launcher computes before clone, so the init does no lookups that are not its job.
 struct InitPlan {
   std::string cellId;
-  std::string newRoot;  // canonical cellDir
+  std::string newRoot;    // canonical cellDir
+  std::string imageRoot;  // canonical image directory, or empty for the host view
   std::string workingDirectory;
   std::vector<std::string> argv;
   std::vector<std::string> envp;  // "NAME=value"
+  CellIdRange ids;
+  std::string resolvConf;
+  uint64_t nofileMax;
 };
 
 // The init's ends of its channels to the launcher (fd numbers as inherited through clone).
@@ -410,6 +428,53 @@ void mirrorHostPath(const std::string& newRoot, const std::string& name) {
   }
 }
 
+// A read-only, nosuid, nodev bind of the regular file `source` onto a new empty file `target`.
+void bindFileReadOnly(const std::string& source, const std::string& target) {
+  int placeholder = open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0444);
+  if (placeholder < 0) throwErrno("open(" + target + ", O_CREAT|O_EXCL, 0444)");
+  close(placeholder);
+  doMount(source.c_str(), target, nullptr, MS_BIND, nullptr);
+  remountBind(target, MS_RDONLY | MS_NOSUID | MS_NODEV);
+}
+
+// A directory image the host registered: every top-level entry is bound read-only (directories
+// and files) or recreated (symlinks, which then resolve inside the cell), except the names the
+// cell gets fresh (proc, dev, tmp) or never gets (sys). Sockets, fifos and device nodes at the
+// top level are left out.
+void bindImageView(const std::string& newRoot, const std::string& imageRoot) {
+  DIR* dir = opendir(imageRoot.c_str());
+  if (dir == nullptr) throwErrno("opendir(" + imageRoot + ")");
+  std::vector<std::string> names;
+  while (dirent* entry = readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    bool skipped = false;
+    for (const char* own : kImageSkippedEntries) skipped = skipped || name == own;
+    if (!skipped) names.push_back(name);
+  }
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    std::string source = imageRoot + "/" + name;
+    std::string target = newRoot + "/" + name;
+    struct stat st {};
+    if (lstat(source.c_str(), &st) < 0) throwErrno("lstat(" + source + ")");
+    if (S_ISDIR(st.st_mode)) {
+      bindReadOnly(source, target);
+    } else if (S_ISREG(st.st_mode)) {
+      bindFileReadOnly(source, target);
+    } else if (S_ISLNK(st.st_mode)) {
+      char link[PATH_MAX];
+      ssize_t n = readlink(source.c_str(), link, sizeof link - 1);
+      if (n < 0) throwErrno("readlink(" + source + ")");
+      link[n] = '\0';
+      if (symlink(link, target.c_str()) < 0) {
+        throwErrno("symlink(" + std::string(link) + ", " + target + ")");
+      }
+    }
+  }
+}
+
 // The host view a workload needs to run programs: /usr and /etc read-only (the cell's own
 // writable space is only tmpfs), and the usr-merge links. Nothing else of the host (no /home,
 // /root, /var, /run, /sys) exists in the cell.
@@ -423,6 +488,28 @@ void bindHostView(const std::string& newRoot) {
   }
   for (const char* name : {"bin", "lib", "lib32", "lib64", "libx32", "sbin"}) {
     mirrorHostPath(newRoot, name);
+  }
+}
+
+// What the host's kernel says about itself that a cell has no business reading: physical
+// memory (kcore), the keyrings of every user (keys), timer and scheduler internals that leak
+// other processes' activity and kernel addresses (timer_list, sched_debug, latency_stats,
+// timer_stats), and hardware trees (acpi, scsi, asound). Files are covered by /dev/null,
+// directories by an empty read-only tmpfs, as runc's masked paths do.
+void maskProcPaths(const std::string& proc) {
+  for (const char* name :
+       {"kcore", "keys", "timer_list", "sched_debug", "latency_stats", "timer_stats"}) {
+    std::string path = proc + "/" + name;
+    struct stat st {};
+    if (stat(path.c_str(), &st) < 0) continue;  // not in this kernel
+    doMount("/dev/null", path, nullptr, MS_BIND, nullptr);
+    remountBind(path, MS_RDONLY | MS_NOSUID | MS_NOEXEC);
+  }
+  for (const char* name : {"acpi", "scsi", "asound"}) {
+    std::string path = proc + "/" + name;
+    struct stat st {};
+    if (stat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) continue;
+    doMount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0555");
   }
 }
 
@@ -441,6 +528,7 @@ void mountProc(const std::string& newRoot) {
     doMount(path.c_str(), path, nullptr, MS_BIND | MS_REC, nullptr);
     remountBind(path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
   }
+  maskProcPaths(proc);
 }
 
 // /dev with only the harmless character devices (bound from the host, since mknod in a fresh
@@ -469,6 +557,86 @@ void mountDev(const std::string& newRoot) {
   makeDirectory(shm, 0755);
   doMount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
   remountBind(dev, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+}
+
+// Resolves `path` (absolute, inside the cell) against the cell's root under construction,
+// following symlinks as the cell will see them, without ever leaving `newRoot`. Returns the
+// host-side path of the final target (which may not exist yet).
+std::string resolveInsideRoot(const std::string& newRoot, const std::string& path) {
+  std::vector<std::string> done;
+  std::vector<std::string> pending;
+  auto pushPath = [&](const std::string& p) {
+    std::vector<std::string> parts;
+    std::stringstream stream(p);
+    for (std::string part; std::getline(stream, part, '/');) {
+      if (!part.empty() && part != ".") parts.push_back(part);
+    }
+    pending.insert(pending.begin(), parts.begin(), parts.end());
+  };
+  pushPath(path);
+  for (int links = 0; !pending.empty();) {
+    std::string part = pending.front();
+    pending.erase(pending.begin());
+    if (part == "..") {
+      if (!done.empty()) done.pop_back();
+      continue;
+    }
+    std::string host = newRoot;
+    for (const std::string& d : done) host += "/" + d;
+    host += "/" + part;
+    struct stat st {};
+    if (lstat(host.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+      if (++links > 16) throw std::runtime_error("too many symlinks resolving " + path);
+      char link[PATH_MAX];
+      ssize_t n = readlink(host.c_str(), link, sizeof link - 1);
+      if (n < 0) throwErrno("readlink(" + host + ")");
+      link[n] = '\0';
+      if (link[0] == '/') done.clear();
+      pushPath(link);
+      continue;
+    }
+    done.push_back(part);
+  }
+  std::string resolved = newRoot;
+  for (const std::string& d : done) resolved += "/" + d;
+  return resolved;
+}
+
+// The cell's resolver is its DNS helper on 127.0.0.1:53, whatever the view says. The host's
+// /etc is bound read-only, so its resolv.conf (a file, or a symlink into /run as with
+// systemd-resolved) is covered by a bind of the cell's own file; where the target does not
+// exist it is created on the root tmpfs (which becomes read-only in step 5).
+void installResolvConf(const std::string& newRoot, const std::string& content) {
+  if (content.empty()) return;
+  std::string target = resolveInsideRoot(newRoot, "/etc/resolv.conf");
+  auto writeNew = [](const std::string& path, const std::string& text) {
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) throwErrno("open(" + path + ", O_CREAT|O_EXCL, 0644)");
+    ssize_t n = write(fd, text.data(), text.size());
+    int e = errno;
+    close(fd);
+    errno = e;
+    if (n != static_cast<ssize_t>(text.size())) throwErrno("write(" + path + ")");
+  };
+  struct stat st {};
+  if (lstat(target.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) throw std::runtime_error(target + " is not a regular file");
+    // The source lives on the root tmpfs only until the bind holds it.
+    std::string source = newRoot + "/.cellos-resolv.conf";
+    writeNew(source, content);
+    doMount(source.c_str(), target, nullptr, MS_BIND, nullptr);
+    remountBind(target, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    if (unlink(source.c_str()) < 0) throwErrno("unlink(" + source + ")");
+    return;
+  }
+  // Missing (an image without one, or a dangling link into /run): create it, and the
+  // directories leading to it, on the root tmpfs. Inside a read-only bind this fails closed.
+  for (size_t slash = target.find('/', newRoot.size() + 1); slash != std::string::npos;
+       slash = target.find('/', slash + 1)) {
+    std::string dir = target.substr(0, slash);
+    if (mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) throwErrno("mkdir(" + dir + ", 0755)");
+  }
+  writeNew(target, content);
 }
 
 // /tmp is the cell's own scratch space, gone with the mount namespace.
@@ -520,8 +688,9 @@ void pivotIntoNewRoot(const std::string& newRoot) {
 
 // Made after pivot_root on purpose: the directories are created by path, and a symlink on the
 // way (the caller may name /bin/x, and /bin is a symlink) must resolve inside the cell's root,
-// never on the host. A fresh tmpfs, so the workload starts in an empty, writable directory.
-void mountWorkingDirectory(const std::string& workingDirectory) {
+// never on the host. A fresh tmpfs owned by the workload's host id, so the workload starts in
+// an empty directory it can write to.
+void mountWorkingDirectory(const std::string& workingDirectory, const CellIdRange& ids) {
   for (size_t slash = workingDirectory.find('/', 1);;
        slash = workingDirectory.find('/', slash + 1)) {
     std::string prefix = workingDirectory.substr(0, slash);
@@ -529,7 +698,9 @@ void mountWorkingDirectory(const std::string& workingDirectory) {
       throwErrno("mkdir(" + prefix + ", 0755)");
     if (slash == std::string::npos) break;
   }
-  doMount("tmpfs", workingDirectory, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+  std::string options =
+      "mode=0755,uid=" + std::to_string(ids.hostBase) + ",gid=" + std::to_string(ids.hostBase);
+  doMount("tmpfs", workingDirectory, "tmpfs", MS_NOSUID | MS_NODEV, options.c_str());
   if (chdir(workingDirectory.c_str()) < 0) throwErrno("chdir(" + workingDirectory + ")");
 }
 
@@ -593,13 +764,73 @@ void dropAllCapabilities() {
   if (syscall(SYS_capset, &header, data) < 0) failBeforeExec("capset(all 0)", kCellAbortedExitCode);
 }
 
-// The forked workload child, pid 2 of the cell. Only this cell's stdout/stderr pipes and
-// /dev/null survive into execve; signals are as a fresh process has them (the init ignores
-// SIGPIPE, and ignored signals survive exec); a new session so it has no controlling terminal
-// and is the leader of its own process group; no capabilities and no_new_privs so no exec can
-// raise its privilege; exactly the environment it was given.
-[[noreturn]] void execWorkload(const InitFds& fds, char* const* argv, char* const* envp) {
+// Writes `text` to a /proc file of the workload in one write(2), as the kernel requires for
+// id maps. Returns false with errno set.
+bool writeProcFile(const std::string& path, const std::string& text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = write(fd, text.data(), text.size());
+  int e = errno;
+  close(fd);
+  errno = e;
+  return n == static_cast<ssize_t>(text.size());
+}
+
+// Maps ids 0..size-1 of the workload's new user namespace to the cell's host range. Written by
+// the init, which is in the parent namespace and holds CAP_SETUID/CAP_SETGID there, so the map
+// may name ids other than its own. setgroups is denied first: the workload has no supplementary
+// groups (the init cleared them before the clone) and must not be able to change that.
+bool writeIdMaps(pid_t workload, const CellIdRange& ids, std::string* failed) {
+  std::string base = "/proc/" + std::to_string(workload);
+  std::string line = "0 " + std::to_string(ids.hostBase) + " " + std::to_string(ids.size) + "\n";
+  for (auto [file, text] : {std::pair<const char*, std::string>{"/setgroups", "deny"},
+                            {"/uid_map", line},
+                            {"/gid_map", line}}) {
+    if (!writeProcFile(base + file, text)) {
+      *failed = "write(" + base + file + ")";
+      return false;
+    }
+  }
+  return true;
+}
+
+// The workload's rlimits: no core dumps (a dump would write the workload's memory, secrets
+// included, wherever the host's core_pattern says), and a bounded number of open files.
+void setWorkloadRlimits(uint64_t nofileMax) {
+  rlimit core{0, 0};
+  if (setrlimit(RLIMIT_CORE, &core) < 0)
+    failBeforeExec("setrlimit(RLIMIT_CORE, 0)", kCellAbortedExitCode);
+  rlimit current{};
+  if (getrlimit(RLIMIT_NOFILE, &current) < 0)
+    failBeforeExec("getrlimit(RLIMIT_NOFILE)", kCellAbortedExitCode);
+  rlim_t hard = std::min<rlim_t>(current.rlim_max, nofileMax);
+  rlimit nofile{std::min<rlim_t>(1024, hard), hard};
+  if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+    failBeforeExec("setrlimit(RLIMIT_NOFILE)", kCellAbortedExitCode);
+}
+
+// The forked workload child, pid 2 of the cell, born in its own user namespace. It waits until
+// the init has written its id maps, then becomes id 0 there (an unprivileged host id). Only this
+// cell's stdout/stderr pipes and /dev/null survive into execve; signals are as a fresh process
+// has them (the init ignores SIGPIPE, and ignored signals survive exec); a new session so it has
+// no controlling terminal and is the leader of its own process group; no capabilities,
+// rlimits, no_new_privs and the workload filter so no exec can raise its privilege and the
+// namespace and kernel calls answer EPERM; exactly the environment it was given.
+[[noreturn]] void execWorkload(const InitFds& fds, int mapsWritten, uint64_t nofileMax,
+                               char* const* argv, char* const* envp) {
+  char byte;
+  ssize_t got;
+  do {
+    got = read(mapsWritten, &byte, 1);
+  } while (got < 0 && errno == EINTR);
+  if (got != 1) _exit(kCellAbortedExitCode);  // the init could not map us; it reports why
+  close(mapsWritten);
   if (dup2(fds.stderrWrite, 2) < 0) _exit(kCellAbortedExitCode);  // nowhere to report to
+  // Both name id 0 of our namespace, i.e. the cell's host base id; gid first, as usual.
+  if (setresgid(0, 0, 0) < 0)
+    failBeforeExec("setresgid(0, 0, 0) in the cell's user namespace", kCellAbortedExitCode);
+  if (setresuid(0, 0, 0) < 0)
+    failBeforeExec("setresuid(0, 0, 0) in the cell's user namespace", kCellAbortedExitCode);
   if (dup2(fds.stdoutWrite, 1) < 0) failBeforeExec("dup2(stdout pipe, 1)", kCellAbortedExitCode);
   int devNull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devNull < 0) failBeforeExec("open(/dev/null, O_RDONLY)", kCellAbortedExitCode);
@@ -619,11 +850,27 @@ void dropAllCapabilities() {
   umask(022);
   if (setsid() < 0) failBeforeExec("setsid()", kCellAbortedExitCode);
   dropAllCapabilities();
+  setWorkloadRlimits(nofileMax);
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
     failBeforeExec("prctl(PR_SET_NO_NEW_PRIVS, 1)", kCellAbortedExitCode);
   }
+  if (int error = installWorkloadFilter(); error != 0) {
+    errno = error;
+    failBeforeExec("seccomp(workload filter)", kCellAbortedExitCode);
+  }
   execve(argv[0], argv, envp);
   failBeforeExec("exec", errno == EACCES || errno == ENOEXEC ? 126 : 127, argv[0]);
+}
+
+// A timeout reaches the cell as SIGTERM to its init (the only process the launcher can name);
+// the init passes it on to every other process of its pid namespace (kill(-1) from a namespace's
+// init skips only the init). The flag covers a SIGTERM that arrives before the workload exists.
+volatile sig_atomic_t terminationRequested = 0;
+void forwardTermination(int) {
+  int saved = errno;
+  terminationRequested = 1;
+  kill(-1, SIGTERM);
+  errno = saved;
 }
 
 // Pid 1 inherits every orphan of the cell, so it reaps everything, and stops at the workload.
@@ -648,10 +895,15 @@ int reapUntil(pid_t workload) {
     // 2. The cell's root, built under cellDir while the host is still visible.
     makeMountsPrivate();
     mountRootTmpfs(plan.newRoot);
-    bindHostView(plan.newRoot);
+    if (plan.imageRoot.empty()) {
+      bindHostView(plan.newRoot);
+    } else {
+      bindImageView(plan.newRoot, plan.imageRoot);
+    }
     mountProc(plan.newRoot);
     mountDev(plan.newRoot);
     mountTmp(plan.newRoot);
+    installResolvConf(plan.newRoot, plan.resolvConf);
 
     // 3. Identity and network of the new UTS and network namespaces.
     setCellHostname(plan.cellId);
@@ -661,7 +913,7 @@ int reapUntil(pid_t workload) {
     pivotIntoNewRoot(plan.newRoot);
 
     // 5. Working directory, then the root read-only; tell the launcher we are ready.
-    mountWorkingDirectory(plan.workingDirectory);
+    mountWorkingDirectory(plan.workingDirectory, plan.ids);
     remountRootReadOnly();
     sendReport(fds.control, std::string(1, kReadyByte));
     close(fds.control);
@@ -685,18 +937,44 @@ int reapUntil(pid_t workload) {
   for (const std::string& var : plan.envp) envp.push_back(const_cast<char*>(var.c_str()));
   envp.push_back(nullptr);
 
-  pid_t workload = fork();
+  // The workload inherits no host group; the init needs none either.
+  if (setgroups(0, nullptr) < 0) _exit(kCellAbortedExitCode);
+  struct sigaction term {};
+  term.sa_handler = forwardTermination;
+  term.sa_flags = SA_RESTART;
+  sigemptyset(&term.sa_mask);
+  if (sigaction(SIGTERM, &term, nullptr) < 0) _exit(kCellAbortedExitCode);
+  int maps[2];
+  if (pipe2(maps, O_CLOEXEC) < 0) _exit(kCellAbortedExitCode);
+
+  // clone with CLONE_NEWUSER rather than unshare in the child: the init (parent namespace,
+  // CAP_SETUID there) must write the maps, and the child must not run before they exist.
+  pid_t workload = static_cast<pid_t>(
+      syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr));
   if (workload == 0) {
     close(fds.status);
-    execWorkload(fds, argv.data(), envp.data());
+    close(maps[1]);
+    execWorkload(fds, maps[0], plan.nofileMax, argv.data(), envp.data());
   }
   if (workload < 0) {
     // E.g. pids.max is 1. No wait status exists to report: EOF on statusFd says so.
-    std::string line = std::string("cellos: fork: ") + strerror(errno) + "\n";
+    std::string line = std::string("cellos: clone(CLONE_NEWUSER): ") + strerror(errno) + "\n";
     ssize_t ignored = write(fds.stderrWrite, line.data(), line.size());
     (void)ignored;
     _exit(kCellAbortedExitCode);
   }
+  close(maps[0]);
+  std::string failedCall;
+  if (!writeIdMaps(workload, plan.ids, &failedCall)) {
+    std::string line = "cellos: " + failedCall + ": " + strerror(errno) + "\n";
+    ssize_t ignored = write(fds.stderrWrite, line.data(), line.size());
+    (void)ignored;
+    _exit(kCellAbortedExitCode);  // the pid namespace dies with us, the workload with it
+  }
+  char mapped = 'M';
+  if (write(maps[1], &mapped, 1) != 1) _exit(kCellAbortedExitCode);
+  close(maps[1]);
+  if (terminationRequested) kill(-1, SIGTERM);
   // Only the workload and its descendants may hold the write ends, so the launcher sees EOF
   // once they are all gone.
   close(fds.stdoutWrite);
@@ -790,6 +1068,22 @@ void validateLaunch(const CellLaunch& launch) {
   }
   if (launch.cellDir.empty() || launch.cellDir[0] != '/') {
     throw std::invalid_argument("cell " + launch.cellId + ": cellDir must be an absolute path");
+  }
+  // Host id 0 must never be mapped, and the range must not reach (uid_t)-1.
+  if (launch.ids.hostBase == 0 || launch.ids.size == 0 ||
+      uint64_t{launch.ids.hostBase} + launch.ids.size - 1 >= 0xffffffffull) {
+    throw std::invalid_argument("cell " + launch.cellId + ": id range " +
+                                std::to_string(launch.ids.hostBase) + "+" +
+                                std::to_string(launch.ids.size) + " is not an unprivileged range");
+  }
+  if (!launch.imageRoot.empty() && launch.imageRoot[0] != '/') {
+    throw std::invalid_argument("cell " + launch.cellId + ": image root must be an absolute path");
+  }
+  if (launch.resolvConf.find('\0') != std::string::npos) {
+    throw std::invalid_argument("cell " + launch.cellId + ": resolv.conf contains NUL");
+  }
+  if (launch.nofileMax < 16) {
+    throw std::invalid_argument("cell " + launch.cellId + ": nofileMax must be >= 16");
   }
 }
 
@@ -908,7 +1202,11 @@ LaunchedCell launchCell(const CellLaunch& launch) {
   InitPlan plan;
   plan.cellId = launch.cellId;
   plan.newRoot = canonicalDirectory(launch.cellDir);
+  if (!launch.imageRoot.empty()) plan.imageRoot = canonicalDirectory(launch.imageRoot);
   plan.workingDirectory = launch.workingDirectory;
+  plan.ids = launch.ids;
+  plan.resolvConf = launch.resolvConf;
+  plan.nofileMax = launch.nofileMax;
   plan.argv = launch.argv;
   for (const auto& [name, value] : launch.env) plan.envp.push_back(name + "=" + value);
   {
@@ -923,6 +1221,7 @@ LaunchedCell launchCell(const CellLaunch& launch) {
   try {
     if (launch.pidsMax) cgroup.setPidsMax(*launch.pidsMax);
     if (launch.memoryMaxBytes) cgroup.setMemoryMax(*launch.memoryMaxBytes);
+    if (launch.cpuMax) cgroup.setCpuMax(launch.cpuMax->quotaMicros, launch.cpuMax->periodMicros);
   } catch (...) {
     cgroup.remove();
     throw;

@@ -1,13 +1,15 @@
 #pragma once
 // The linux backend's cell runtime: one cell is a process tree in its own pid, mount, network,
 // UTS and IPC namespaces, inside its own cgroup, on a read-only view of the host's /usr and /etc
-// with fresh tmpfs scratch space, an empty network (loopback only), and no fd, tty or
-// environment variable of the launcher.
+// (or of a registered directory image) with fresh tmpfs scratch space, and no fd, tty or
+// environment variable of the launcher. Its workload runs in a user namespace of its own as
+// root there and an unprivileged host id outside, with no capabilities, no_new_privs, rlimits
+// and its own seccomp filter (workload_filter.h).
 //
 // The caller is the single-threaded, root launcher half of cellos-vmm-agent. launchCell() forks
 // the cell's init (pid 1 of the new pid namespace), which builds the cell's filesystem and waits;
-// the workload runs only after the caller writes the start byte, so the broker can finish wiring
-// the network namespace (veth, nftables, DNS proxy) first.
+// the workload runs only after the caller writes the start byte, so the caller can wire the
+// network namespace (veth, nftables: network_scope.h; the DNS proxy) first.
 
 #include <sys/types.h>
 
@@ -18,6 +20,18 @@
 #include <vector>
 
 namespace cellos::vmm {
+
+// Host ids a cell's user namespace maps its ids 0..size-1 to (uids and gids alike).
+struct CellIdRange {
+  uint32_t hostBase = 0;  // > 0: host root is never mapped into a cell
+  uint32_t size = 0;      // >= 1
+};
+
+// CFS bandwidth: `quotaMicros` of cpu time per `periodMicros` of wall time.
+struct CellCpuMax {
+  uint64_t quotaMicros = 0;
+  uint64_t periodMicros = 100000;
+};
 
 struct CellLaunch {
   // Already validated: [a-z0-9][a-z0-9._-]{0,62}. Becomes the hostname and the cgroup leaf.
@@ -35,6 +49,17 @@ struct CellLaunch {
   // Applied through the cell's cgroup when set. pidsMax counts the cell's init too.
   std::optional<uint64_t> pidsMax;
   std::optional<uint64_t> memoryMaxBytes;
+  std::optional<CellCpuMax> cpuMax;
+  // The workload's user namespace: it runs as id 0 there, host id ids.hostBase. Required.
+  CellIdRange ids;
+  // Root filesystem: empty for the read-only host view (/usr, /etc, usr-merge links), else the
+  // absolute path of a directory image whose top-level entries are bound read-only instead.
+  std::string imageRoot;
+  // Content of the cell's /etc/resolv.conf (the DNS helper answers on 127.0.0.1:53 in the cell);
+  // empty leaves the view's own file as it is.
+  std::string resolvConf = "nameserver 127.0.0.1\n";
+  // RLIMIT_NOFILE hard limit of the workload (soft: min(1024, this)). RLIMIT_CORE is always 0.
+  uint64_t nofileMax = 4096;
 };
 
 struct LaunchedCell {
@@ -50,6 +75,10 @@ struct LaunchedCell {
   // status int, native endian) and exits. EOF without 4 bytes: the cell died abnormally.
   int statusFd;
 };
+
+// The host paths the read-only host view binds (or mirrors as symlinks); an image's entries of
+// these names are replaced by the cell's own /proc, /dev and /tmp, and /sys stays absent.
+inline constexpr const char* kImageSkippedEntries[] = {"proc", "dev", "sys", "tmp"};
 
 // Exit code of a cell init told to abort (startFd closed without the start byte) or unable to
 // fork the workload; also the workload's exit code when it failed between fork and execve.

@@ -1,8 +1,10 @@
 // cellos-vmm-agent: builds, runs and destroys cells for the broker.
 //
 // Privilege story, top to bottom:
-//   1. start as root, close inherited fds;
-//   2. reap what a crashed predecessor left in <run-dir>/cells (idempotent destroy);
+//   1. start as root, close inherited fds; check the pools and open the uplink namespace (fail
+//      closed: a configuration mistake is one line, before anything exists);
+//   2. reap what a crashed predecessor left: its records in <state-dir> that no live launcher
+//      holds, and stray <run-dir>/cells directories (idempotent destroy);
 //   3. bind vmm.sock (owner root, group = the broker's group, 0660);
 //   4. shrink the capability set to the documented one (see kCapabilities) and set
 //      no_new_privs; we stay uid 0 because cgroup and namespace files are root's;
@@ -14,10 +16,10 @@
 #include "privsep/daemon.h"
 #include "vmm-agent/agent_server.h"
 #include "vmm-agent/launcher.h"
-#include "vmm-agent/linux_cell.h"
+#include "vmm-agent/reaper.h"
 #include "vmm-agent/seccomp_profile.h"
 
-#include <dirent.h>
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,8 +33,8 @@ using namespace cellos;
 
 // Exactly what building cells needs, and why:
 //   SYS_ADMIN     namespaces, mounts, pivot_root, sethostname
-//   NET_ADMIN     bring up the cell's interfaces (and, later, veths and nftables)
-//   SETUID/SETGID the cell's identity
+//   NET_ADMIN     the cell's interfaces, veth pair, addresses, route and nftables ruleset
+//   SETUID/SETGID the cell's identity: the workload's user namespace id maps
 //   SYS_CHROOT    pivot_root into the cell's root
 //   KILL          signal cell processes that run under other uids
 //   DAC_OVERRIDE  create the cell's directories and cgroups regardless of their parents' modes
@@ -43,7 +45,16 @@ const std::vector<std::string> kCapabilities = {
 struct Options {
   privsep::CommonOptions common{.socketPath = "/run/cellos/vmm.sock", .user = "root"};
   std::string runDir = "/run/cellos/vmm";
+  std::string stateDir = "/run/cellos/vmm/state";
+  std::string poolDir = "/run/cellos/leases";
+  std::string imagesDir = "/var/lib/cellos/images";
   std::string brokerUser = "cellos";
+  std::string dnsUser = "cellos-dns";
+  std::string addressPool = "10.213.0.0/16";
+  uint64_t uidPoolBase = 0x70000000;
+  uint64_t uidRangeSize = 65536;
+  uint64_t uidPoolSize = 1024;
+  std::string uplinkNetns;
 };
 
 void mkdirOwned(const std::string& path, mode_t mode) {
@@ -56,32 +67,50 @@ void mkdirOwned(const std::string& path, mode_t mode) {
   KJ_SYSCALL(chmod(path.c_str(), mode), path);
 }
 
-// A previous agent that crashed (or was killed) may have left cells behind. Destroying is
-// idempotent, so run it for every cell directory found.
-void reapLeftovers(const std::string& cellsDir) {
-  DIR* dir = opendir(cellsDir.c_str());
-  if (dir == nullptr) return;
-  KJ_DEFER(closedir(dir));
-  while (dirent* entry = readdir(dir)) {
-    std::string name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    spdlog::warn("reaping leftover cell {}", name);
-    for (const auto& residue : vmm::destroyCell(name, 0)) {
-      spdlog::error("leftover cell {}: {}", name, residue);
-    }
-    std::string path = cellsDir + "/" + name;
-    if (rmdir(path.c_str()) < 0) spdlog::error("cannot remove {}: {}", path, strerror(errno));
+// mkdirOwned for `path` and any missing parents (parents get 0755).
+void mkdirOwnedWithParents(const std::string& path, mode_t mode) {
+  for (size_t slash = path.find('/', 1); slash != std::string::npos;
+       slash = path.find('/', slash + 1)) {
+    std::string parent = path.substr(0, slash);
+    if (mkdir(parent.c_str(), 0755) < 0 && errno != EEXIST) KJ_FAIL_SYSCALL("mkdir", errno, parent);
   }
+  mkdirOwned(path, mode);
+}
+
+// The launcher's configuration, every piece checked here so a mistake stops start-up with one
+// line naming the option.
+vmm::LauncherConfig launcherConfig(const Options& options) {
+  vmm::LauncherConfig config;
+  config.runDir = options.runDir;
+  config.stateDir = options.stateDir;
+  config.poolDir = options.poolDir;
+  config.imagesDir = options.imagesDir;
+  std::string error;
+  config.addresses = core::AddressPool::parse(options.addressPool, &error);
+  KJ_REQUIRE(config.addresses.has_value(), "--address-pool", error);
+  config.ids = core::UidRangePool::make(options.uidPoolBase, options.uidRangeSize,
+                                        options.uidPoolSize, &error);
+  KJ_REQUIRE(config.ids.has_value(), "--uid-pool-base/--uid-range-size/--uid-pool-size", error);
+  config.dnsUid = privsep::lookupAccount(options.dnsUser).uid;
+  config.uplinkNetnsPath = options.uplinkNetns;
+  std::string uplink = options.uplinkNetns.empty() ? "/proc/self/ns/net" : options.uplinkNetns;
+  KJ_SYSCALL(config.uplinkNetnsFd = open(uplink.c_str(), O_RDONLY | O_CLOEXEC),
+             "--uplink-netns must name a network namespace", uplink);
+  KJ_SYSCALL(config.homeNetnsFd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  return config;
 }
 
 int serve(const Options& options) {
   privsep::closeStrayFds({options.common.readyFd});
   KJ_REQUIRE(geteuid() == 0, "cellos-vmm-agent must start as root to build cells");
   auto broker = privsep::lookupAccount(options.brokerUser);
+  vmm::LauncherConfig config = launcherConfig(options);
 
-  mkdirOwned(options.runDir, 0700);
+  mkdirOwnedWithParents(options.runDir, 0700);
   mkdirOwned(options.runDir + "/cells", 0700);
-  reapLeftovers(options.runDir + "/cells");
+  mkdirOwnedWithParents(options.stateDir, 0700);
+  mkdirOwnedWithParents(options.poolDir, 0700);
+  vmm::reapOrphanedCells(options.stateDir, options.runDir, config.homeNetnsFd);
 
   auto listenFd = ipc::listenUnix({options.common.socketPath, 0660, 0, broker.gid});
 
@@ -91,7 +120,10 @@ int serve(const Options& options) {
   privsep::setNoNewPrivs();
 
   int launcherFd = -1;
-  pid_t launcherPid = vmm::startLauncher({options.runDir}, launcherFd);
+  pid_t launcherPid = vmm::startLauncher(config, launcherFd);
+  // The namespaces are the launcher's business alone.
+  close(config.uplinkNetnsFd);
+  close(config.homeNetnsFd);
   spdlog::info("launcher pid {}", launcherPid);
 
   privsep::captureShutdownSignals();
@@ -141,6 +173,35 @@ int main(int argc, char** argv) {
   app.add_option("--run-dir", options.runDir, "per-cell directories (root only)")
       ->capture_default_str();
   app.add_option("--broker-user", options.brokerUser, "the only user allowed to connect")
+      ->capture_default_str();
+  app.add_option("--state-dir", options.stateDir,
+                 "records of the cells this launcher built; a restart after a crash reaps the "
+                 "ones no live launcher holds")
+      ->capture_default_str();
+  app.add_option("--pool-dir", options.poolDir,
+                 "host-wide leases on address and uid slots (every launcher on a host must use "
+                 "the same directory and pools)")
+      ->capture_default_str();
+  app.add_option("--images-dir", options.imagesDir,
+                 "registered directory images: run.image NAME is <dir>/NAME (root-owned)")
+      ->capture_default_str();
+  app.add_option("--dns-user", options.dnsUser,
+                 "user of the DNS helper's per-cell child: the only sender nftables lets reach "
+                 "the document's resolvers")
+      ->capture_default_str();
+  app.add_option("--address-pool", options.addressPool,
+                 "IPv4 range carved into one /30 per cell (uplink end .1, cell end .2)")
+      ->capture_default_str();
+  app.add_option("--uid-pool-base", options.uidPoolBase,
+                 "first host uid/gid of the per-cell ranges (>= 65536)")
+      ->capture_default_str();
+  app.add_option("--uid-range-size", options.uidRangeSize, "host ids mapped into each cell")
+      ->capture_default_str();
+  app.add_option("--uid-pool-size", options.uidPoolSize, "number of per-cell id ranges")
+      ->capture_default_str();
+  app.add_option("--uplink-netns", options.uplinkNetns,
+                 "network namespace (a path such as /run/netns/NAME) that holds the uplink ends "
+                 "of the cells' veth pairs; default: the agent's own")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {

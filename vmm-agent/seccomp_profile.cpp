@@ -52,10 +52,10 @@ constexpr std::string_view kAgentAllow[] = {
 // clang-format on
 
 // Cell construction plus the syscalls of ordinary programs (a shell, coreutils, dig), since
-// the cell inherits this filter. Dangerous calls a workload has no business making are absent,
-// so they kill the cell: ptrace, bpf, perf_event_open, kexec_*, init_module, finit_module,
-// delete_module, keyctl, add_key, request_key, open_by_handle_at, userfaultfd, swapon,
-// reboot, acct, settimeofday, clock_settime, iopl, ioperm, quotactl, lookup_dcookie.
+// the cell inherits this filter. Dangerous calls no process of ours has any use for answer
+// EPERM (kLauncherDeny) rather than kill: the workload's own filter (workload_filter.cpp) is
+// stacked on this one, and a stack takes its strictest answer, so only an errno here lets a
+// workload see the documented EPERM. Anything in neither list kills the process.
 // clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kLauncherAllow[] = {
     // building a cell
@@ -298,10 +298,56 @@ constexpr std::string_view kLauncherAllow[] = {
 };
 // clang-format on
 
+// clang-format off: one reviewed group per line, each with its reason.
+constexpr privsep::ErrnoRule kLauncherDeny[] = {
+    // other processes' memory and handles
+    {"ptrace", EPERM},
+    {"process_vm_readv", EPERM},
+    {"process_vm_writev", EPERM},
+    {"kcmp", EPERM},
+    {"pidfd_getfd", EPERM},
+    // the kernel itself: programs, modules, keys, tracing, the clock, the machine
+    {"bpf", EPERM},
+    {"perf_event_open", EPERM},
+    {"init_module", EPERM},
+    {"finit_module", EPERM},
+    {"delete_module", EPERM},
+    {"kexec_load", EPERM},
+    {"kexec_file_load", EPERM},
+    {"keyctl", EPERM},
+    {"add_key", EPERM},
+    {"request_key", EPERM},
+    {"userfaultfd", EPERM},
+    {"open_by_handle_at", EPERM},
+    {"name_to_handle_at", EPERM},
+    {"swapon", EPERM},
+    {"swapoff", EPERM},
+    {"reboot", EPERM},
+    {"acct", EPERM},
+    {"quotactl", EPERM},
+    {"syslog", EPERM},
+    {"settimeofday", EPERM},
+    {"clock_settime", EPERM},
+    {"clock_adjtime", EPERM},
+    {"adjtimex", EPERM},
+    {"vhangup", EPERM},
+    {"iopl", EPERM},
+    {"ioperm", EPERM},
+    // the new mount API: cells are built with mount(2) only
+    {"open_tree", EPERM},
+    {"move_mount", EPERM},
+    {"fsopen", EPERM},
+    {"fsconfig", EPERM},
+    {"fsmount", EPERM},
+    {"fspick", EPERM},
+    {"mount_setattr", EPERM},
+};
+// clang-format on
+
 }  // namespace
 
 const privsep::ArgRule kAgentArgs[] = {privsep::kKjIoctls};
 const privsep::SeccompProfile kAgentProfile{"vmm-agent", kAgentAllow, {}, kAgentArgs};
-const privsep::SeccompProfile kLauncherProfile{"vmm-launcher", kLauncherAllow};
+const privsep::SeccompProfile kLauncherProfile{"vmm-launcher", kLauncherAllow, kLauncherDeny};
 
 }  // namespace cellos::vmm

@@ -17,6 +17,7 @@ struct RunOptions {
   std::string policyPath;  // host policy the broker enforces at admission; empty: none
   std::string stateDir = "/var/lib/cellos";
   std::string logLevel = "warn";
+  std::string uplinkNetns;  // the VM launcher's --uplink-netns; empty: the host's namespace
 };
 int runCommand(const RunOptions& options);
 
@@ -26,9 +27,24 @@ struct VerifyOptions {
   std::vector<std::string> files;
   std::string keysetPath;  // default <stateDir>/signer/keyset.json
   std::string stateDir = "/var/lib/cellos";
+  std::string deadLetterDir;  // default: <log>.dead-letter beside each log file, if present
   bool noChain = false;
 };
 int verifyCommand(const VerifyOptions& options);
+
+// Host-service mode: the broker runs as a daemon; these talk to its socket.
+struct ServiceOptions {
+  std::string socket = "/run/cellos/broker.sock";
+};
+// Submits a document; prints the run id (detached), or with `wait` streams the output and
+// returns the cell's exit status like `run`.
+int submitCommand(const ServiceOptions& options, const std::string& file, bool wait);
+// Lists the caller's runs (every run for root).
+int psCommand(const ServiceOptions& options);
+// Prints the run's signed events from the broker's event log, one JSON line each.
+int logsCommand(const ServiceOptions& options, const std::string& runId);
+// Cancels a queued or running run.
+int cancelCommand(const ServiceOptions& options, const std::string& runId);
 
 // Reads a document file (at most 1 MiB + 1 byte, so the parser can refuse an oversized one
 // with its own message). Throws with the path and reason.

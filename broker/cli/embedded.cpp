@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -66,6 +67,7 @@ std::vector<pid_t> EmbeddedSystem::pids() const {
 }
 
 void EmbeddedSystem::launch(const std::string& name, std::vector<std::string> args) {
+  const std::vector<std::string> originalArgs = args;
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) < 0) throw std::system_error(errno, std::generic_category(), "pipe2");
   std::string path = options_.binDir + "/" + name;
@@ -94,7 +96,7 @@ void EmbeddedSystem::launch(const std::string& name, std::vector<std::string> ar
     _exit(127);
   }
   close(ready[1]);
-  daemons_.push_back({name, pid});
+  daemons_.push_back({name, pid, originalArgs});
   pollfd p{ready[0], POLLIN, 0};
   int rc = poll(&p, 1, kReadyTimeoutMs);
   char byte = 0;
@@ -135,8 +137,15 @@ void EmbeddedSystem::start() {
   launch("cellos-event-signer",
          {"--socket=" + runtimeDir_ + "/signer.sock",
           "--state-dir=" + options_.stateDir + "/signer", "--config=/dev/null"});
-  launch("cellos-vmm-agent", {"--socket=" + runtimeDir_ + "/vmm.sock",
-                              "--run-dir=" + runtimeDir_ + "/vmm", "--config=/dev/null"});
+  // Its cell records live in the state directory, not the private runtime directory, so the
+  // next `cellos run` reaps what a VM launcher killed mid-cell left behind.
+  std::vector<std::string> vmmArgs = {"--socket=" + runtimeDir_ + "/vmm.sock",
+                                      "--run-dir=" + runtimeDir_ + "/vmm",
+                                      "--state-dir=" + options_.stateDir + "/vmm",
+                                      "--images-dir=" + options_.stateDir + "/images",
+                                      "--config=/dev/null"};
+  if (!options_.uplinkNetns.empty()) vmmArgs.push_back("--uplink-netns=" + options_.uplinkNetns);
+  launch("cellos-vmm-agent", std::move(vmmArgs));
   launch("cellos-dns-helper", {"--socket=" + runtimeDir_ + "/dns.sock", "--config=/dev/null"});
   std::vector<std::string> brokerArgs = {"--socket=" + runtimeDir_ + "/broker.sock",
                                          "--signer-socket=" + runtimeDir_ + "/signer.sock",
@@ -145,7 +154,25 @@ void EmbeddedSystem::start() {
                                          "--events=" + eventsPath_,
                                          "--config=/dev/null"};
   if (!options_.policyPath.empty()) brokerArgs.push_back("--policy=" + options_.policyPath);
+  brokerArgs.insert(brokerArgs.end(), options_.brokerArgs.begin(), options_.brokerArgs.end());
   launch("cellos-broker", std::move(brokerArgs));
+}
+
+void EmbeddedSystem::restart(const std::string& name) {
+  auto it = std::find_if(daemons_.begin(), daemons_.end(),
+                         [&](const Daemon& d) { return d.name == name; });
+  if (it == daemons_.end()) throw std::runtime_error(name + " was never started");
+  if (it->pid > 0) {
+    kill(it->pid, SIGKILL);
+    int status = 0;
+    waitpid(it->pid, &status, 0);
+  }
+  std::vector<std::string> args = it->args;
+  size_t index = it - daemons_.begin();
+  daemons_.erase(it);
+  launch(name, args);
+  // Keep start order (stop() goes in reverse): move the new entry back to its place.
+  std::rotate(daemons_.begin() + index, daemons_.end() - 1, daemons_.end());
 }
 
 void EmbeddedSystem::stop() {

@@ -16,6 +16,8 @@ struct EmbeddedOptions {
   std::string binDir;      // where the daemons are; default: beside this executable
   std::string logLevel = "warn";
   std::string policyPath;  // passed to the broker as --policy; empty: no host policy
+  std::string uplinkNetns;  // passed to the VM launcher as --uplink-netns; empty: the host's
+  std::vector<std::string> brokerArgs;  // further broker options (tests: --max-concurrent=N)
 };
 
 class EmbeddedSystem {
@@ -36,6 +38,10 @@ class EmbeddedSystem {
   const std::string& eventsPath() const { return eventsPath_; }
   const std::string& runtimeDir() const { return runtimeDir_; }
 
+  // Starts `name` (e.g. "cellos-broker") again with the arguments it was first started with,
+  // after it died or was killed (the others keep running). Throws like start().
+  void restart(const std::string& name);
+
   // Pids of the running daemons, in start order (signer, vmm-agent, dns-helper, broker).
   std::vector<pid_t> pids() const;
 
@@ -43,6 +49,7 @@ class EmbeddedSystem {
   struct Daemon {
     std::string name;
     pid_t pid = -1;
+    std::vector<std::string> args;  // as launched, for restart()
   };
   void launch(const std::string& name, std::vector<std::string> args);
 

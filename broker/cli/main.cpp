@@ -1,6 +1,7 @@
 // cellos: the command-line client.
 
 #include "broker/cli/commands.h"
+#include "broker/cli/doctor.h"
 #include "privsep/daemon.h"
 
 #include <CLI/CLI.hpp>
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
   runCmd->add_option("--state-dir", run.stateDir, "signer keys and default event log")
       ->capture_default_str();
   runCmd->add_option("--log-level", run.logLevel, "daemon log level")->capture_default_str();
+  runCmd->add_option("--uplink-netns", run.uplinkNetns,
+                     "network namespace holding the uplink ends of the cell's veth pair (the "
+                     "VM launcher's --uplink-netns; default: the host's)");
 
   std::vector<std::string> validateFiles;
   auto* validateCmd = app.add_subcommand(
@@ -48,14 +52,53 @@ int main(int argc, char** argv) {
   verifyCmd->add_option("--keys", verify.keysetPath,
                         "keyset JSON (default <state-dir>/signer/keyset.json)");
   verifyCmd->add_option("--state-dir", verify.stateDir)->capture_default_str();
+  verifyCmd->add_option("--dead-letter", verify.deadLetterDir,
+                        "dead-letter directory whose signed events fill their place in the "
+                        "chain (default: <log>.dead-letter beside the log, when present)");
   verifyCmd->add_flag("--no-chain", verify.noChain,
                       "verify signatures only (events from other producers)");
+
+  // Host-service mode: a broker running as a daemon (systemd units in packaging/).
+  ServiceOptions service;
+  std::string submitFile, runId;
+  bool submitWait = false;
+  auto* submitCmd = app.add_subcommand(
+      "submit",
+      "submit a cell document to the host's broker: prints the run id; with --wait streams the "
+      "output and exits with the cell's status like `run`");
+  submitCmd->add_option("FILE", submitFile, "cell document (YAML or JSON)")->required();
+  submitCmd->add_flag("--wait", submitWait, "follow the run to its end");
+  auto* psCmd = app.add_subcommand("ps", "list your runs (root: every run), newest first");
+  auto* logsCmd =
+      app.add_subcommand("logs", "print a run's signed events (JSON lines) from the event log");
+  logsCmd->add_option("RUN", runId, "run id (from submit or ps)")->required();
+  auto* cancelCmd = app.add_subcommand("cancel", "cancel a queued or running run");
+  cancelCmd->add_option("RUN", runId, "run id")->required();
+  for (auto* command : {submitCmd, psCmd, logsCmd, cancelCmd}) {
+    command->add_option("--socket", service.socket, "the broker's socket")->capture_default_str();
+  }
+
+  DoctorOptions doctor;
+  auto* doctorCmd = app.add_subcommand(
+      "doctor",
+      "check this host for what cellos needs (kernel features, cgroups, runsc, /dev/kvm, "
+      "accounts, sockets, key permissions, units) and say how to fix what is missing; exit 1 "
+      "when something fails");
+  doctorCmd->add_option("--run-dir", doctor.runDir, "where the services' sockets are")
+      ->capture_default_str();
+  doctorCmd->add_option("--state-dir", doctor.stateDir, "signer keys and event log")
+      ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
   try {
     if (*runCmd) return runCommand(run);
     if (*validateCmd) return validateCommand(validateFiles);
     if (*verifyCmd) return verifyCommand(verify);
+    if (*doctorCmd) return doctorCommand(doctor);
+    if (*submitCmd) return submitCommand(service, submitFile, submitWait);
+    if (*psCmd) return psCommand(service);
+    if (*logsCmd) return logsCommand(service, runId);
+    if (*cancelCmd) return cancelCommand(service, runId);
   } catch (const std::exception& e) {
     std::cerr << "cellos: " << e.what() << "\n";
     return kExitRunnerFailed;

@@ -1,3 +1,4 @@
+#include "broker/cli/client.h"
 #include "broker/cli/commands.h"
 #include "broker/cli/embedded.h"
 #include "core/host_policy.h"
@@ -18,26 +19,6 @@ namespace cellos::cli {
 
 namespace {
 
-// Writes the cell's output to our own stdout/stderr as it arrives.
-class TerminalSink final : public ipc::OutputSink::Server {
- public:
-  kj::Promise<void> write(WriteContext context) override {
-    auto params = context.getParams();
-    int fd = params.getStream() == ipc::OutputStream::STDERR ? 2 : 1;
-    auto data = params.getData();
-    size_t off = 0;
-    while (off < data.size()) {
-      ssize_t n = ::write(fd, data.begin() + off, data.size() - off);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        break;  // our own stdout is gone (closed pipe): drop the rest, keep the run going
-      }
-      off += n;
-    }
-    return kj::READY_NOW;
-  }
-  kj::Promise<void> done(DoneContext) override { return kj::READY_NOW; }
-};
 
 // Checks the host policy file before anything starts, so a mistake in it is a usage error with
 // every problem listed, not a broker that fails to start. True when it is valid.
@@ -55,49 +36,6 @@ bool hostPolicyUsable(const std::string& path) {
   std::cerr << path << ": invalid host policy\n";
   for (const auto& v : parsed.violations) std::cerr << "  " << core::formatViolation(v) << "\n";
   return false;
-}
-
-int exitStatusOf(ipc::RunResult::Reader result) {
-  if (!result.getHasStatus()) return kExitRunnerFailed;
-  auto status = result.getStatus();
-  if (status.getSignal() != 0) return 128 + status.getSignal();
-  return status.getExitCode();
-}
-
-int submitAndWait(const std::string& socket, const std::string& file, const std::string& document) {
-  auto io = kj::setupAsyncIo();
-  ipc::RpcLink link(*io.lowLevelProvider, ipc::connectUnix(socket), {.maxFdsPerMessage = 0},
-                    capnp::rpc::twoparty::Side::CLIENT, nullptr);
-  auto broker = link.bootstrap<ipc::Broker>();
-  auto request = broker.submitRequest();
-  request.setDocument(
-      kj::arrayPtr(reinterpret_cast<const capnp::byte*>(document.data()), document.size()));
-  request.setOutput(kj::heap<TerminalSink>());
-  auto response = request.send().wait(io.waitScope);
-  if (response.getViolations().size() > 0) {
-    // Refused at admission (the host policy): every violation, as for an invalid document.
-    std::cerr << file << ": refused at admission\n";
-    for (auto v : response.getViolations()) std::cerr << "  " << v.cStr() << "\n";
-    return kExitUsage;
-  }
-  auto run = response.getRun();
-  // Ctrl-C / SIGTERM: cancel the run, then keep waiting so teardown finishes and the log ends
-  // with lifecycle.destroyed.
-  auto interrupted = io.unixEventPort.onSignal(SIGINT)
-                         .exclusiveJoin(io.unixEventPort.onSignal(SIGTERM))
-                         .then([run](siginfo_t) mutable {
-                           std::cerr << "cellos: interrupted; cancelling the cell\n";
-                           return run.cancelRequest().send().ignoreResult();
-                         })
-                         .eagerlyEvaluate(nullptr);
-  auto result = run.waitRequest().send().wait(io.waitScope);
-  auto outcome = result.getResult();
-  if (!outcome.getHasStatus() || outcome.getOutcome() != "succeeded") {
-    std::cerr << "cellos: run failed in phase " << outcome.getFailedPhase().cStr() << ": "
-              << outcome.getError().cStr() << "\n";
-  }
-  if (outcome.getStatus().getTimedOut()) std::cerr << "cellos: the cell timed out\n";
-  return exitStatusOf(outcome);
 }
 
 }  // namespace
@@ -140,11 +78,12 @@ int runCommand(const RunOptions& options) {
   // Absolute: the broker must find the file whatever its working directory.
   std::string policyPath =
       options.policyPath.empty() ? "" : std::filesystem::absolute(options.policyPath).string();
-  EmbeddedSystem system({options.stateDir, options.eventsPath, "", options.logLevel, policyPath});
+  EmbeddedSystem system(
+      {options.stateDir, options.eventsPath, "", options.logLevel, policyPath, options.uplinkNetns});
   int status;
   try {
     system.start();
-    status = submitAndWait(system.brokerSocket(), options.file, document);
+    status = submitToBroker(system.brokerSocket(), options.file, document, /*wait=*/true);
   } catch (const kj::Exception& e) {
     std::cerr << "cellos run: " << e.getDescription().cStr() << "\n";
     status = kExitRunnerFailed;

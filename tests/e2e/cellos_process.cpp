@@ -187,7 +187,9 @@ std::vector<std::string> hostResidue() {
   }
   if (dir) closedir(dir);
   for (const char* root :
-       {"/sys/fs/cgroup/pids/cellos", "/sys/fs/cgroup/memory/cellos", "/sys/fs/cgroup/cellos"}) {
+       {"/sys/fs/cgroup/pids/cellos", "/sys/fs/cgroup/memory/cellos", "/sys/fs/cgroup/cpu/cellos",
+        "/sys/fs/cgroup/cpuacct/cellos", "/sys/fs/cgroup/cpu,cpuacct/cellos",
+        "/sys/fs/cgroup/cellos"}) {
     std::error_code ec;
     if (!std::filesystem::exists(root, ec)) continue;
     for (auto& entry : std::filesystem::directory_iterator(root, ec)) {
@@ -200,10 +202,20 @@ std::vector<std::string> hostResidue() {
       residue.push_back("runtime dir " + entry.path().string());
     }
   }
+  // Uplink ends of cells' veth pairs in the host's namespace ("cellos<slot>").
+  for (auto& entry : std::filesystem::directory_iterator("/sys/class/net", ec)) {
+    if (entry.path().filename().string().rfind("cellos", 0) == 0) {
+      residue.push_back("interface " + entry.path().filename().string());
+    }
+  }
+  // Mounts of ours: anything under a runtime directory or a VM launcher's run directory.
   std::ifstream mounts("/proc/self/mountinfo");
   std::string line;
   while (std::getline(mounts, line)) {
-    if (line.find("cellos") != std::string::npos) residue.push_back("mount " + line);
+    std::istringstream fields(line);
+    std::string id, parent, device, root, mountPoint;
+    fields >> id >> parent >> device >> root >> mountPoint;
+    if (mountPoint.rfind("/run/cellos", 0) == 0) residue.push_back("mount " + line);
   }
   return residue;
 }

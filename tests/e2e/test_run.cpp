@@ -147,7 +147,8 @@ TEST_F(CellosRun, ACellSeesOnlyItself) {
   auto result = runCellos(runArgs(doc));
   ASSERT_EQ(result.status, 0) << result.err;
   EXPECT_NE(result.out.find("host=self-view\n"), std::string::npos) << result.out;
-  EXPECT_NE(result.out.find("ifaces=lo,\n"), std::string::npos) << result.out;
+  // Loopback and its end of the veth pair to the uplink (the network scope), nothing else.
+  EXPECT_NE(result.out.find("ifaces=lo,eth0,\n"), std::string::npos) << result.out;
   // init, the shell and the subshell pipeline: a handful, never the host's hundreds.
   auto at = result.out.find("pids=");
   ASSERT_NE(at, std::string::npos);

@@ -6,6 +6,7 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,16 +17,22 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
 
+#include "privsep/credentials.h"
+#include "privsep/seccomp.h"
 #include "vmm-agent/cgroup.h"
 #include "vmm-agent/linux_cell.h"
+#include "vmm-agent/seccomp_profile.h"
+#include "vmm-agent/workload_filter.h"
 
 namespace cellos::vmm {
 namespace {
@@ -114,6 +121,7 @@ class LinuxCellTest : public ::testing::Test {
   struct TestCell {
     std::string id;
     std::string dir;
+    CellIdRange ids;
     LaunchedCell cell{};
     bool launched = false;
     bool initReaped = false;
@@ -146,7 +154,10 @@ class LinuxCellTest : public ::testing::Test {
   TestCell& newCell() {
     static int counter = 0;
     TestCell& c = cells_.emplace_back();
-    c.id = "t" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    c.id = "t" + std::to_string(getpid()) + "-" + std::to_string(counter);
+    // A range of its own per cell, far from the agent's default pool (0x70000000...).
+    c.ids = CellIdRange{0x60000000u + static_cast<uint32_t>(counter % 4096) * 65536u, 65536};
+    ++counter;
     char dir[] = "/tmp/cellos-cell-XXXXXX";
     if (!mkdtemp(dir)) throw std::system_error(errno, std::generic_category(), "mkdtemp");
     c.dir = dir;
@@ -156,6 +167,7 @@ class LinuxCellTest : public ::testing::Test {
   CellLaunch shellLaunch(const TestCell& c, const std::string& script) {
     CellLaunch launch;
     launch.cellId = c.id;
+    launch.ids = c.ids;
     launch.argv = {"/bin/sh", "-c", script};
     launch.env = {{"PATH", "/usr/bin:/bin:/usr/sbin:/sbin"}};
     launch.cellDir = c.dir;
@@ -442,7 +454,7 @@ TEST_F(LinuxCellTest, MemoryMaxIsWrittenToTheCgroup) {
   launch.memoryMaxBytes = 64ull << 20;
   launchInto(c, launch);
   std::string file = CellCgroup::isV2() ? cellCgroupPaths(c.id).front() + "/memory.max"
-                                        : cellCgroupPaths(c.id).back() + "/memory.limit_in_bytes";
+                                        : cellCgroupPaths(c.id)[1] + "/memory.limit_in_bytes";
   EXPECT_EQ(readFileText(file), std::to_string(64ull << 20) + "\n");
   expectExited(startAndCollect(c), 0);
 }
@@ -558,6 +570,242 @@ TEST_F(LinuxCellTest, LaunchWorksWhenSeccompHidesClone3) {
   }
   int status = -1;
   ASSERT_EQ(waitpid(launcher, &status, 0), launcher);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// A python3 program that makes each call in `calls` ("name nr") with zeroed arguments and prints
+// "name=<errno>" (0 when it succeeded). The numbers come from this build's <sys/syscall.h>.
+std::string syscallProbe(const std::vector<std::pair<std::string, long>>& calls) {
+  std::string table;
+  for (const auto& [name, nr] : calls) table += "(\"" + name + "\"," + std::to_string(nr) + "),";
+  return "import ctypes\n"
+         "libc = ctypes.CDLL(None, use_errno=True)\n"
+         "for name, nr in [" +
+         table +
+         "]:\n"
+         "    ctypes.set_errno(0)\n"
+         "    r = libc.syscall(nr, 0, 0, 0, 0, 0, 0)\n"
+         "    print(name + '=' + str(0 if r >= 0 else ctypes.get_errno()))\n";
+}
+
+TEST_F(LinuxCellTest, WorkloadIsRootOnlyInItsOwnUserNamespace) {
+  TestCell& c = launchShell(
+      "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; "
+      "cat /etc/shadow >/dev/null 2>&1 || echo shadow-unreadable; "
+      "echo x > /workspace/f && stat -c %u:%g /workspace/f; exec sleep 1000");
+  char go = 1;
+  ASSERT_EQ(write(c.cell.startFd, &go, 1), 1);
+  // From the host, the workload's processes run as the cell's base id, never as root.
+  // Wait until the shell has exec'd sleep: then the cell is exactly init and sleep.
+  std::vector<pid_t> pids;
+  auto settled = [&]() {
+    pids = CellCgroup::open(c.id).processes();
+    if (pids.size() != 2) return false;
+    for (pid_t pid : pids) {
+      if (readFileText("/proc/" + std::to_string(pid) + "/comm") == "sleep\n") return true;
+    }
+    return false;
+  };
+  for (int i = 0; i < 300 && !settled(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(pids.size(), 2u) << "init and sleep";
+  std::set<std::string> uids;
+  for (pid_t pid : pids) {
+    for (const std::string& line :
+         lines(readFileText("/proc/" + std::to_string(pid) + "/status"))) {
+      if (line.rfind("Uid:", 0) == 0) uids.insert(line);
+    }
+  }
+  std::string base = std::to_string(c.ids.hostBase);
+  EXPECT_TRUE(uids.count("Uid:\t0\t0\t0\t0")) << "the init stays host root";
+  EXPECT_TRUE(uids.count("Uid:\t" + base + "\t" + base + "\t" + base + "\t" + base))
+      << "the workload is the cell's host id";
+  EXPECT_EQ(joined(destroyCell(c.id, c.cell.initPid)), "");
+  c.initReaped = true;
+  CellOutcome outcome = collect(c.cell);
+  std::string map = "         0 " + base + "      65536\n";
+  EXPECT_EQ(outcome.out, "0\n0\n" + map + map + "shadow-unreadable\n0:0\n") << outcome.err;
+}
+
+TEST_F(LinuxCellTest, WorkloadFilterAnswersEpermToNamespaceMountAndKernelCalls) {
+  std::vector<std::pair<std::string, long>> denied;
+  for (const WorkloadDenial& d : workloadDenials())
+    denied.emplace_back(std::string(d.name), d.number);
+  TestCell& c = newCell();
+  CellLaunch launch = shellLaunch(c, "");
+  std::string probe = syscallProbe(denied) +
+                      "import os\n"
+                      "print('getpid=' + str(0 if os.getpid() > 0 else 1))\n";
+  // clone(CLONE_NEWUSER|SIGCHLD) through libc's syscall(): EPERM from the filter's flag check.
+  probe +=
+      "ctypes.set_errno(0)\n"
+      "r = libc.syscall(" +
+      std::to_string(SYS_clone) +
+      ", 0x10000000 | 17, 0, 0, 0, 0)\n"
+      "print('clone(CLONE_NEWUSER)=' + str(ctypes.get_errno() if r < 0 else 'ran'))\n"
+      "pid = os.fork()\n"
+      "if pid == 0: os._exit(7)\n"
+      "print('fork=' + str(os.waitpid(pid, 0)[1] >> 8))\n";
+  launch.argv = {"/usr/bin/python3", "-c", probe};
+  launchInto(c, launch);
+  CellOutcome outcome = startAndCollect(c);
+  expectExited(outcome, 0);
+  std::vector<std::string> out = lines(outcome.out);
+  ASSERT_EQ(out.size(), denied.size() + 3) << outcome.out << outcome.err;
+  for (size_t i = 0; i < denied.size(); ++i) {
+    int expected = workloadDenials()[i].error;
+    EXPECT_EQ(out[i], denied[i].first + "=" + std::to_string(expected));
+  }
+  EXPECT_EQ(out[denied.size()], "getpid=0");
+  EXPECT_EQ(out[denied.size() + 1], "clone(CLONE_NEWUSER)=" + std::to_string(EPERM));
+  EXPECT_EQ(out[denied.size() + 2], "fork=7") << "an ordinary fork still works";
+}
+
+TEST_F(LinuxCellTest, SensitiveProcFilesAreMaskedOrReadOnly) {
+  CellOutcome outcome = runShell(
+      "for f in kcore keys timer_list sched_debug; do "
+      "  [ -e /proc/$f ] && echo $f=$(cat /proc/$f 2>/dev/null | wc -c); done; "
+      "[ -d /proc/acpi ] && echo acpi=$(ls /proc/acpi | wc -l); "
+      "echo c > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable; "
+      "echo x > /proc/sys/kernel/core_pattern 2>/dev/null && echo sys-writable; echo done");
+  for (const std::string& line : lines(outcome.out)) {
+    if (line == "done") continue;
+    EXPECT_EQ(line.substr(line.find('=')), "=0") << line;
+  }
+  EXPECT_NE(outcome.out.find("keys=0"), std::string::npos) << outcome.out;
+  EXPECT_EQ(outcome.out.find("writable"), std::string::npos) << outcome.out;
+  expectExited(outcome, 0);
+}
+
+TEST_F(LinuxCellTest, ResolvConfNamesTheDnsHelperWithoutTouchingTheHost) {
+  std::string hostBefore = readFileText("/etc/resolv.conf");
+  CellOutcome outcome =
+      runShell("cat /etc/resolv.conf; echo x > /etc/resolv.conf 2>/dev/null || echo ro");
+  EXPECT_EQ(outcome.out, "nameserver 127.0.0.1\nro\n");
+  EXPECT_EQ(readFileText("/etc/resolv.conf"), hostBefore);
+}
+
+TEST_F(LinuxCellTest, RlimitsBoundCoreDumpsAndOpenFiles) {
+  CellOutcome outcome = runShell("ulimit -c; ulimit -Hc; ulimit -n; ulimit -Hn");
+  EXPECT_EQ(outcome.out, "0\n0\n1024\n4096\n");
+}
+
+TEST_F(LinuxCellTest, ImageRootReplacesTheHostView) {
+  if (access("/bin/busybox", X_OK) != 0) GTEST_SKIP() << "needs busybox-static (scripts/setup)";
+  char dir[] = "/tmp/cellos-image-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string image = dir;
+  ASSERT_EQ(mkdir((image + "/bin").c_str(), 0755), 0);
+  ASSERT_EQ(system(("cp /bin/busybox " + image + "/bin/busybox").c_str()), 0);
+  ASSERT_EQ(symlink("busybox", (image + "/bin/sh").c_str()), 0);
+  ASSERT_EQ(mkdir((image + "/proc").c_str(), 0755), 0);  // replaced by the cell's own
+  std::ofstream(image + "/marker") << "from the image\n";
+  TestCell& c = newCell();
+  CellLaunch launch = shellLaunch(c,
+                                  "/bin/busybox cat /marker; /bin/busybox ls /; "
+                                  "/bin/busybox cat /etc/resolv.conf; "
+                                  "/bin/busybox touch /marker 2>/dev/null || echo ro");
+  launch.imageRoot = image;
+  launchInto(c, launch);
+  CellOutcome outcome = startAndCollect(c);
+  EXPECT_EQ(
+      outcome.out,
+      "from the image\nbin\ndev\netc\nmarker\nproc\ntmp\nworkspace\nnameserver 127.0.0.1\nro\n")
+      << outcome.err;
+  expectExited(outcome, 0);
+  std::filesystem::remove_all(image);
+}
+
+TEST_F(LinuxCellTest, SigtermToTheInitReachesEveryProcessOfTheCell) {
+  TestCell& c = launchShell("sleep 1000 & echo started; wait; echo after-wait");
+  char go = 1;
+  ASSERT_EQ(write(c.cell.startFd, &go, 1), 1);
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 300 && pids.size() < 3; ++i) {
+    pids = CellCgroup::open(c.id).processes();
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(pids.size(), 3u);
+  ASSERT_EQ(syscall(SYS_pidfd_send_signal, c.cell.pidFd, SIGTERM, nullptr, 0), 0);
+  CellOutcome outcome = collect(c.cell, 5000ms);
+  ASSERT_TRUE(outcome.waitStatus.has_value()) << "the init reports the workload's end";
+  EXPECT_TRUE(WIFSIGNALED(*outcome.waitStatus));
+  EXPECT_EQ(WTERMSIG(*outcome.waitStatus), SIGTERM);
+  EXPECT_EQ(outcome.out, "started\n") << "the shell itself got SIGTERM, not only its child";
+}
+
+TEST_F(LinuxCellTest, MemoryHogIsOomKilledAndCounted) {
+  TestCell& c = newCell();
+  CellLaunch launch = shellLaunch(c, "exec dd if=/dev/zero of=/dev/null bs=64M count=1");
+  launch.memoryMaxBytes = 32ull << 20;
+  launchInto(c, launch);
+  CellOutcome outcome = startAndCollect(c);
+  ASSERT_TRUE(outcome.waitStatus.has_value()) << outcome.err;
+  EXPECT_TRUE(WIFSIGNALED(*outcome.waitStatus) && WTERMSIG(*outcome.waitStatus) == SIGKILL)
+      << *outcome.waitStatus << " " << outcome.err;
+  EXPECT_GE(CellCgroup::open(c.id).oomKillCount(), 1u);
+}
+
+TEST_F(LinuxCellTest, CpuMaxIsWrittenAndUsageIsCounted) {
+  TestCell& c = newCell();
+  CellLaunch launch = shellLaunch(c, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done");
+  launch.cpuMax = CellCpuMax{20000, 100000};
+  launchInto(c, launch);
+  CellCgroup cgroup = CellCgroup::open(c.id);
+  if (CellCgroup::isV2()) {
+    EXPECT_EQ(readFileText(cellCgroupPaths(c.id).front() + "/cpu.max"), "20000 100000\n");
+  } else {
+    std::string cpu = cellCgroupPaths(c.id)[2];
+    EXPECT_EQ(readFileText(cpu + "/cpu.cfs_quota_us"), "20000\n");
+    EXPECT_EQ(readFileText(cpu + "/cpu.cfs_period_us"), "100000\n");
+  }
+  expectExited(startAndCollect(c), 0);
+  EXPECT_GT(cgroup.cpuUsageMicros(), 1000u) << "the loop's cpu time is charged to the cell";
+}
+
+TEST(LauncherProfile, AnswersEpermToDangerousCallsSoWorkloadsSeeEperm) {
+  // Every call the launcher's profile answers with an errno is also in the workload filter's
+  // list (so the two documented lists agree), and under the launcher's profile alone it returns
+  // EPERM instead of killing: a stack of filters takes its strictest answer, so a kill here would
+  // hide the workload filter's EPERM.
+  std::vector<std::pair<std::string, long>> calls;
+  for (const privsep::ErrnoRule& rule : kLauncherProfile.deny) {
+    EXPECT_EQ(rule.error, EPERM) << rule.syscall;
+    long number = -1;
+    for (const WorkloadDenial& d : workloadDenials()) {
+      if (d.name == rule.syscall) number = d.number;
+    }
+    if (number < 0) {
+      ADD_FAILURE() << rule.syscall << " is denied to the launcher but not in the workload filter";
+      continue;
+    }
+    calls.emplace_back(std::string(rule.syscall), number);
+  }
+  ASSERT_GE(calls.size(), 20u);
+  int report[2];
+  ASSERT_EQ(pipe(report), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(report[0]);
+    privsep::setNoNewPrivs();
+    privsep::installSeccomp(kLauncherProfile);
+    for (const auto& [name, number] : calls) {
+      long rc = syscall(number, 0, 0, 0, 0, 0, 0);
+      int result = rc < 0 ? errno : 0;
+      if (write(report[1], &result, sizeof result) != sizeof result) _exit(2);
+    }
+    _exit(0);
+  }
+  close(report[1]);
+  for (const auto& [name, number] : calls) {
+    int result = -1;
+    ASSERT_EQ(read(report[0], &result, sizeof result), static_cast<ssize_t>(sizeof result))
+        << name << " killed the process";
+    EXPECT_EQ(result, EPERM) << name;
+  }
+  close(report[0]);
+  int status = -1;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 

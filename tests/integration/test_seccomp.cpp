@@ -26,6 +26,7 @@
 #include "privsep/credentials.h"
 #include "privsep/daemon.h"
 #include "privsep/seccomp.h"
+#include "privsep/seccomp_compiler.h"
 #include "vmm-agent/seccomp_profile.h"
 
 #include <arpa/inet.h>
@@ -35,6 +36,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/keyctl.h>
+#include <linux/netlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -42,6 +44,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -126,6 +129,39 @@ const Syscall kCalls[] = {
        int one = 1;
        return syscall(SYS_ioctl, -1, FIONBIO, &one);
      }},
+    // The other half of each class of forbidden call (issue 9: exec, ptrace, mount, namespace
+    // creation, keys, socket families), each with arguments that fail harmlessly if allowed.
+    {"execveat",
+     +[]() -> long {
+       char* const none[] = {nullptr};
+       return syscall(SYS_execveat, -1, kNowhere, none, none, 0);
+     }},
+    {"process_vm_readv",
+     +[]() -> long {
+       return syscall(SYS_process_vm_readv, 0x7ffffff0, nullptr, 0, nullptr, 0, 0);
+     }},
+    // A filesystem name no kernel has: ENODEV, nothing is created.
+    {"fsopen", +[]() -> long { return syscall(SYS_fsopen, "cellos-no-such-fs", 0); }},
+    {"setns", +[]() -> long { return syscall(SYS_setns, -1, CLONE_NEWNET); }},
+    // CLONE_NEWUSER with CLONE_FS is refused (EINVAL) before any process is made.
+    {"clone_newuser",
+     +[]() -> long { return syscall(SYS_clone, CLONE_NEWUSER | CLONE_FS | SIGCHLD, 0, 0, 0, 0); }},
+    {"add_key", +[]() -> long { return syscall(SYS_add_key, nullptr, nullptr, nullptr, 0, 0); }},
+    {"request_key",
+     +[]() -> long { return syscall(SYS_request_key, nullptr, nullptr, nullptr, 0); }},
+    {"socket_unix", +[]() -> long { return syscall(SYS_socket, AF_UNIX, SOCK_STREAM, 0); }},
+    {"socket_netlink",
+     +[]() -> long { return syscall(SYS_socket, AF_NETLINK, SOCK_RAW, NETLINK_ROUTE); }},
+    {"socket_packet", +[]() -> long { return syscall(SYS_socket, AF_PACKET, SOCK_DGRAM, 0); }},
+    // Unknown flags: EINVAL before any file is read.
+    {"kexec_file_load",
+     +[]() -> long { return syscall(SYS_kexec_file_load, -1, -1, 0, nullptr, 0x80000000UL); }},
+    // Without LINUX_REBOOT_MAGIC1 the kernel answers EINVAL and does nothing.
+    {"reboot", +[]() -> long { return syscall(SYS_reboot, 0, 0, 0, nullptr); }},
+    {"swapon", +[]() -> long { return syscall(SYS_swapon, kNowhere, 0); }},
+    {"clock_settime", +[]() -> long { return syscall(SYS_clock_settime, -1, nullptr); }},
+    // Zero entries: EINVAL before anything is set up.
+    {"io_uring_setup", +[]() -> long { return syscall(SYS_io_uring_setup, 0, nullptr); }},
 };
 
 const Syscall kGetpid{"getpid", +[]() -> long { return syscall(SYS_getpid); }};
@@ -145,37 +181,128 @@ struct Process {
 };
 
 const std::vector<Process>& processes() {
+  // Per class: exec (execve, execveat), tracing (ptrace, process_vm_readv), mounting (mount,
+  // fsopen), namespaces (unshare, clone with a namespace flag, setns), keys (keyctl, add_key,
+  // request_key), bpf, socket families, opening files, the kernel itself (kexec, modules,
+  // perf), and terminal injection.
+  // clang-format off: one process a block, its forbidden calls packed by class.
   static const std::vector<Process> all = {
       {"broker",
        &broker::kBrokerProfile,
-       {"execve", "ptrace", "mount", "unshare_newuser", "keyctl", "bpf", "socket_inet", "open",
-        "openat", "kexec_load", "init_module", "perf_event_open", "ioctl_TIOCSTI"}},
+       {"execve",
+        "execveat",
+        "ptrace",
+        "process_vm_readv",
+        "mount",
+        "fsopen",
+        "unshare_newuser",
+        "clone_newuser",
+        "setns",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "bpf",
+        "socket_inet",
+        "socket_unix",
+        "socket_netlink",
+        "socket_packet",
+        "open",
+        "openat",
+        "kexec_load",
+        "init_module",
+        "perf_event_open",
+        "ioctl_TIOCSTI"}},
       // The signer writes its chain head with openat; the legacy open(2) is still outside.
       {"signer",
        &signer::kSignerProfile,
-       {"execve", "ptrace", "mount", "unshare_newuser", "keyctl", "bpf", "socket_inet", "open",
-        "kexec_load", "init_module", "perf_event_open", "ioctl_TIOCSTI"}},
+       {"execve",
+        "execveat",
+        "ptrace",
+        "process_vm_readv",
+        "mount",
+        "fsopen",
+        "unshare_newuser",
+        "clone_newuser",
+        "setns",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "bpf",
+        "socket_inet",
+        "socket_unix",
+        "socket_netlink",
+        "socket_packet",
+        "open",
+        "kexec_load",
+        "init_module",
+        "perf_event_open",
+        "ioctl_TIOCSTI"}},
       {"vmm_agent",
        &vmm::kAgentProfile,
-       {"execve", "ptrace", "mount", "unshare_newuser", "keyctl", "bpf", "socket_inet", "open",
-        "openat", "kexec_load", "init_module", "perf_event_open", "ioctl_TIOCSTI"}},
-      // Builds cells (mount, unshare, exec are its job); workloads inherit this filter, so what
-      // no workload may do must kill.
-      {"vmm_launcher",
-       &vmm::kLauncherProfile,
-       {"ptrace", "bpf", "keyctl", "perf_event_open", "init_module", "kexec_load", "finit_module",
-        "delete_module", "userfaultfd", "open_by_handle_at"}},
-      // Execs its children and makes their sockets; changing the filesystem view is not its job.
+       {"execve",
+        "execveat",
+        "ptrace",
+        "process_vm_readv",
+        "mount",
+        "fsopen",
+        "unshare_newuser",
+        "clone_newuser",
+        "setns",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "bpf",
+        "socket_inet",
+        "socket_unix",
+        "socket_netlink",
+        "socket_packet",
+        "open",
+        "openat",
+        "kexec_load",
+        "init_module",
+        "perf_event_open",
+        "ioctl_TIOCSTI"}},
+      // Builds cells (mount, unshare, exec are its job); workloads inherit this filter. The
+      // dangerous calls (ptrace, bpf, keys, modules, kexec, ...) answer EPERM instead of killing,
+      // so a workload sees the documented EPERM through the stacked workload filter
+      // (tests/integration/test_linux_cell.cpp, LauncherProfileAnswersEpermToDangerousCalls);
+      // anything in neither list still kills.
+      {"vmm_launcher", &vmm::kLauncherProfile, {"io_uring_setup"}},
+      // Execs its children and makes their sockets (AF_INET only); changing the filesystem view
+      // is not its job.
       {"dns_spawner",
        &dns::kSpawnerProfile,
-       {"chroot", "ptrace", "mount", "unshare_newuser", "keyctl", "bpf", "open", "kexec_load",
-        "init_module", "perf_event_open", "ioctl_TIOCSTI"}},
+       {"chroot", "ptrace", "process_vm_readv", "mount", "fsopen", "unshare_newuser", "keyctl",
+        "add_key", "request_key", "bpf", "socket_unix", "socket_netlink", "socket_packet", "open",
+        "kexec_load", "init_module", "perf_event_open", "ioctl_TIOCSTI"}},
       // No ioctl at all: even the kj requests kill.
       {"dns_child",
        &dns::kDnsChildProfile,
-       {"execve", "ptrace", "mount", "unshare_newuser", "keyctl", "bpf", "socket_inet", "open",
-        "openat", "kexec_load", "init_module", "perf_event_open", "ioctl_FIONBIO"}},
+       {"execve",
+        "execveat",
+        "ptrace",
+        "process_vm_readv",
+        "mount",
+        "fsopen",
+        "unshare_newuser",
+        "clone_newuser",
+        "setns",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "bpf",
+        "socket_inet",
+        "socket_unix",
+        "socket_netlink",
+        "socket_packet",
+        "open",
+        "openat",
+        "kexec_load",
+        "init_module",
+        "perf_event_open",
+        "ioctl_FIONBIO"}},
   };
+  // clang-format on
   return all;
 }
 
@@ -288,23 +415,9 @@ INSTANTIATE_TEST_SUITE_P(Profiles, KjIoctls,
 // ---------------------------------------------------------------------------------------------
 // Installing and counting.
 
-// A profile naming a syscall libseccomp does not know must stop start-up with an exception that
-// names it, having loaded nothing: afterwards a call outside the bad profile still works.
-[[noreturn]] void installRefusesUnknown(const SeccompProfile& profile) {
-  privsep::setNoNewPrivs();
-  try {
-    privsep::installSeccomp(profile);
-  } catch (const std::runtime_error& e) {
-    bool named = std::string_view(e.what()).find("no_such_syscall") != std::string_view::npos;
-    fprintf(stderr, "%s\n", e.what());
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);  // not in the bad profile
-    _exit(named && fd >= 0 ? 0 : 1);
-  }
-  _exit(2);
-}
-
-TEST(SeccompInstall, UnknownSyscallThrowsNamingIt) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+// A profile naming a syscall libseccomp does not know must stop the build (the generator runs
+// compileProfile on every profile) with an exception that names it.
+TEST(SeccompCompile, UnknownSyscallThrowsNamingIt) {
   static constexpr std::string_view kAllowTypo[] = {"read", "write", "no_such_syscall",
                                                     "exit_group"};
   static constexpr std::string_view kAllow[] = {"read", "write", "exit_group"};
@@ -312,15 +425,77 @@ TEST(SeccompInstall, UnknownSyscallThrowsNamingIt) {
   static const privsep::ArgRule kArgTypo[] = {{"no_such_syscall", 0, kValues}};
   static const privsep::ErrnoRule kDenyTypo[] = {{"no_such_syscall", EPERM}};
 
-  const SeccompProfile inAllow{"typo-in-allow", kAllowTypo};
-  const SeccompProfile inAllowIf{"typo-in-allowIf", kAllow, {}, kArgTypo};
-  const SeccompProfile inDeny{"typo-in-deny", kAllow, kDenyTypo};
-  EXPECT_EXIT(installRefusesUnknown(inAllow), testing::ExitedWithCode(0),
-              "typo-in-allow: unknown syscall no_such_syscall");
-  EXPECT_EXIT(installRefusesUnknown(inAllowIf), testing::ExitedWithCode(0),
-              "typo-in-allowIf: unknown syscall no_such_syscall");
-  EXPECT_EXIT(installRefusesUnknown(inDeny), testing::ExitedWithCode(0),
-              "typo-in-deny: unknown syscall no_such_syscall");
+  auto compileError = [](const SeccompProfile& profile) -> std::string {
+    try {
+      privsep::compileProfile(profile);
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "compiled";
+  };
+  EXPECT_EQ(compileError({"typo-in-allow", kAllowTypo}),
+            "seccomp profile typo-in-allow: unknown syscall no_such_syscall");
+  EXPECT_EQ(compileError({"typo-in-allowIf", kAllow, {}, kArgTypo}),
+            "seccomp profile typo-in-allowIf: unknown syscall no_such_syscall");
+  EXPECT_EQ(compileError({"typo-in-deny", kAllow, kDenyTypo}),
+            "seccomp profile typo-in-deny: unknown syscall no_such_syscall");
+  // The control: the same profile without the typo compiles.
+  EXPECT_EQ(compileError({"no-typo", kAllow}), "compiled");
+}
+
+// installSeccomp loads only what the build compiled: a profile the generator does not list, or
+// one that is not what the build compiled under that name, is refused, having loaded nothing
+// (afterwards a call outside the profile still works and the process has no filter).
+[[noreturn]] void installRefuses(const SeccompProfile& profile) {
+  try {
+    privsep::installSeccomp(profile);
+  } catch (const std::runtime_error& e) {
+    fprintf(stderr, "%s\n", e.what());
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);  // outside every profile below
+    _exit(fd >= 0 && privsep::seccompMode(getpid()) == 0 ? 0 : 1);
+  }
+  _exit(2);
+}
+
+TEST(SeccompInstall, RefusesProfilesTheBuildDidNotCompile) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  static constexpr std::string_view kAllow[] = {"read", "write", "exit_group"};
+  const SeccompProfile notCompiled{"not-compiled", kAllow};
+  // Named like a real profile, but not the profile the build compiled under that name.
+  const SeccompProfile impostor{broker::kBrokerProfile.name, kAllow};
+  EXPECT_EXIT(installRefuses(notCompiled), testing::ExitedWithCode(0),
+              "seccomp profile not-compiled was not compiled at build time");
+  EXPECT_EXIT(installRefuses(impostor), testing::ExitedWithCode(0),
+              "seccomp profile broker differs from the filter compiled at build time");
+}
+
+// The loader sets no_new_privs itself (as libseccomp's seccomp_load did) and, with TSYNC, puts
+// a thread that already existed under the filter too.
+[[noreturn]] void installWithASecondThread() {
+  int wake[2];
+  if (pipe2(wake, O_CLOEXEC) < 0) _exit(3);
+  pid_t tid = 0;
+  std::thread sleeper([&]() {
+    tid = gettid();
+    char byte;
+    if (read(wake[0], &byte, 1) < 0) _exit(4);
+  });
+  while (__atomic_load_n(&tid, __ATOMIC_SEQ_CST) == 0) sched_yield();
+  int before = privsep::seccompMode(tid);
+  // The launcher's profile: it still allows reading /proc and prctl, to look afterwards.
+  privsep::installSeccomp(vmm::kLauncherProfile);
+  int after = privsep::seccompMode(tid);
+  int nnp = prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0);
+  if (write(wake[1], "x", 1) != 1) _exit(5);
+  sleeper.join();
+  fprintf(stderr, "thread seccomp %d -> %d, no_new_privs %d\n", before, after, nnp);
+  _exit(before == 0 && after == 2 && nnp == 1 ? 0 : 1);
+}
+
+TEST(SeccompInstall, FiltersEveryThreadAndSetsNoNewPrivs) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(installWithASecondThread(), testing::ExitedWithCode(0),
+              "thread seccomp 0 -> 2, no_new_privs 1");
 }
 
 TEST(SeccompInstall, AllowedSyscallCountCountsDistinctNames) {

@@ -1,0 +1,30 @@
+#pragma once
+// `cellos doctor`: what this host lacks to run cellos, and how to fix each thing.
+
+#include <string>
+#include <vector>
+
+namespace cellos::cli {
+
+struct DoctorOptions {
+  std::string runDir = "/run/cellos";        // service-mode sockets (packaging/config)
+  std::string stateDir = "/var/lib/cellos";  // signer keys, event log
+  std::string binDir;                        // the daemons; default: beside this program
+};
+
+// One finding. `fix` is a command or step that resolves it (empty for ok).
+struct DoctorFinding {
+  enum class Level { kOk, kWarn, kFail } level;
+  std::string check;   // "kernel", "cgroups", "runsc", ...
+  std::string detail;  // what was found
+  std::string fix;
+};
+
+// Every check, in the order they are printed.
+std::vector<DoctorFinding> examineHost(const DoctorOptions& options);
+
+// Prints the findings and a summary; exit status 0 when nothing failed (warnings are features
+// this version does not need yet, such as /dev/kvm), 1 otherwise.
+int doctorCommand(const DoctorOptions& options);
+
+}  // namespace cellos::cli

@@ -1,0 +1,177 @@
+#include "core/nft_rules.h"
+
+#include "core/address_pool.h"
+
+#include <arpa/inet.h>
+
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+namespace cellos::core {
+
+namespace {
+
+bool isIpv6Literal(const std::string& text) {
+  in6_addr ignored{};
+  return inet_pton(AF_INET6, text.c_str(), &ignored) == 1;
+}
+
+bool isIpv4Literal(const std::string& text) {
+  in_addr ignored{};
+  return inet_pton(AF_INET, text.c_str(), &ignored) == 1;
+}
+
+// "v4" or "v6" for a range with zero host bits; throws otherwise.
+bool cidrIsIpv6(const std::string& cidr) {
+  size_t slash = cidr.find('/');
+  if (slash == std::string::npos) throw std::invalid_argument("\"" + cidr + "\" is not a range");
+  std::string address = cidr.substr(0, slash);
+  std::string prefix = cidr.substr(slash + 1);
+  if (prefix.empty() || prefix.size() > 3 ||
+      prefix.find_first_not_of("0123456789") != std::string::npos) {
+    throw std::invalid_argument("\"" + cidr + "\" has no valid prefix length");
+  }
+  int bits = std::stoi(prefix);
+  if (isIpv4Literal(address)) {
+    std::string error;
+    if (bits > 32 || !parseIpv4Cidr(cidr, &error))
+      throw std::invalid_argument(error.empty() ? cidr : error);
+    return false;
+  }
+  if (isIpv6Literal(address) && bits <= 128) {
+    in6_addr parsed{};
+    inet_pton(AF_INET6, address.c_str(), &parsed);
+    for (int bit = bits; bit < 128; ++bit) {
+      if (parsed.s6_addr[bit / 8] & (0x80 >> (bit % 8))) {
+        throw std::invalid_argument("\"" + cidr + "\" has host bits set");
+      }
+    }
+    return true;
+  }
+  throw std::invalid_argument("\"" + cidr + "\" is not an IPv4 or IPv6 range");
+}
+
+std::string transport(const std::string& protocol) {
+  if (protocol == "tcp" || protocol == "do53-tcp") return "tcp";
+  if (protocol == "udp" || protocol == "do53-udp") return "udp";
+  throw std::invalid_argument("protocol \"" + protocol + "\" is not tcp or udp");
+}
+
+std::string port(uint16_t value) {
+  if (value == 0) throw std::invalid_argument("port 0");
+  return std::to_string(value);
+}
+
+// Resolver ids become part of a rule comment: keep them to the document's own alphabet.
+void checkId(const std::string& id) {
+  if (id.empty() || id.size() > 63 ||
+      id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+          std::string::npos) {
+    throw std::invalid_argument("resolver id \"" + id + "\" is not 1-63 of [A-Za-z0-9_.-]");
+  }
+}
+
+}  // namespace
+
+std::string nftHostSet(size_t index, bool ipv6) {
+  return "egress_" + std::to_string(index) + (ipv6 ? "_v6" : "_v4");
+}
+
+std::vector<NftRule> nftRules(const NftPlan& plan) {
+  std::vector<NftRule> rules;
+  rules.push_back({"loopback", "output", "oifname \"lo\"", "accept"});
+  rules.push_back({"established", "output", "ct state established,related", "accept"});
+  for (const NftResolver& resolver : plan.resolvers) {
+    checkId(resolver.resolverId);
+    std::string family;
+    if (isIpv4Literal(resolver.address)) {
+      family = "ip";
+    } else if (isIpv6Literal(resolver.address)) {
+      family = "ip6";
+    } else {
+      throw std::invalid_argument("resolver address \"" + resolver.address + "\" is not an IP");
+    }
+    std::string proto = transport(resolver.protocol);
+    rules.push_back({"resolver:" + resolver.resolverId, "output",
+                     family + " daddr " + resolver.address + " " + proto + " dport " +
+                         port(resolver.port) + " meta skuid " + std::to_string(plan.dnsUid),
+                     "accept"});
+  }
+  for (size_t i = 0; i < plan.egress.size(); ++i) {
+    const NftEgress& rule = plan.egress[i];
+    std::string id = "egress[" + std::to_string(i) + "]";
+    std::string proto = transport(rule.protocol);
+    std::string dport = " " + proto + " dport " + port(rule.port);
+    if (rule.cidr && !rule.host) {
+      std::string family = cidrIsIpv6(*rule.cidr) ? "ip6" : "ip";
+      rules.push_back({id, "output", family + " daddr " + *rule.cidr + dport, "accept"});
+    } else if (rule.host && !rule.cidr) {
+      rules.push_back(
+          {id + ":v4", "output", "ip daddr @" + nftHostSet(i, false) + dport, "accept"});
+      rules.push_back(
+          {id + ":v6", "output", "ip6 daddr @" + nftHostSet(i, true) + dport, "accept"});
+    } else {
+      throw std::invalid_argument(id + " needs exactly one of host or cidr");
+    }
+  }
+  rules.push_back({"default-drop", "output", "", "drop"});
+  rules.push_back({"input-loopback", "input", "iifname \"lo\"", "accept"});
+  rules.push_back({"input-established", "input", "ct state established,related", "accept"});
+  rules.push_back({"input-drop", "input", "", "drop"});
+  return rules;
+}
+
+std::string nftRuleset(const NftPlan& plan) {
+  std::vector<NftRule> rules = nftRules(plan);
+  std::string text = "table inet " + std::string(kNftTable) + " {\n";
+  for (size_t i = 0; i < plan.egress.size(); ++i) {
+    if (!plan.egress[i].host) continue;
+    for (bool ipv6 : {false, true}) {
+      text += "  set " + nftHostSet(i, ipv6) + " { type " + (ipv6 ? "ipv6_addr" : "ipv4_addr") +
+              "; flags timeout; }\n";
+    }
+  }
+  for (const char* chain : {"input", "output"}) {
+    text += std::string("  chain ") + chain + " {\n    type filter hook " + chain +
+            " priority 0; policy drop;\n";
+    for (const NftRule& rule : rules) {
+      if (rule.chain != chain) continue;
+      text += "    " + (rule.match.empty() ? "" : rule.match + " ") + "counter " + rule.verdict +
+              " comment \"" + rule.id + "\"\n";
+    }
+    text += "  }\n";
+  }
+  text += "}\n";
+  return text;
+}
+
+std::vector<NftCounter> parseNftCounters(std::string_view json) {
+  nlohmann::json document = nlohmann::json::parse(json, nullptr, false);
+  if (document.is_discarded() || !document.is_object() || !document.contains("nftables") ||
+      !document["nftables"].is_array()) {
+    throw std::runtime_error("nftables JSON output has no \"nftables\" array");
+  }
+  std::vector<NftCounter> counters;
+  for (const auto& item : document["nftables"]) {
+    if (!item.is_object() || !item.contains("rule")) continue;
+    const auto& rule = item["rule"];
+    if (!rule.is_object() || !rule.contains("comment") || !rule["comment"].is_string()) continue;
+    NftCounter counter;
+    counter.id = rule["comment"].get<std::string>();
+    if (rule.contains("expr") && rule["expr"].is_array()) {
+      for (const auto& expr : rule["expr"]) {
+        if (!expr.is_object()) continue;
+        if (expr.contains("counter") && expr["counter"].is_object()) {
+          counter.packets = expr["counter"].value("packets", uint64_t{0});
+          counter.bytes = expr["counter"].value("bytes", uint64_t{0});
+        }
+        if (expr.contains("accept")) counter.verdict = "accept";
+        if (expr.contains("drop")) counter.verdict = "drop";
+      }
+    }
+    counters.push_back(std::move(counter));
+  }
+  return counters;
+}
+
+}  // namespace cellos::core

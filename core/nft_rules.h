@@ -1,0 +1,78 @@
+#pragma once
+// The nftables ruleset of one cell's network namespace, as text for libnftables, and the
+// reading of its counters back from `list table` JSON. Pure code: the VM launcher applies the
+// text inside the cell's namespace (vmm-agent/network_scope.cpp); nothing here touches a socket.
+//
+// The ruleset is the whole egress authority of a cell:
+//   output: loopback; established/related; DNS to each declared resolver only from the DNS
+//           helper's uid (meta skuid); each cidr egress rule for its port and protocol; each host
+//           egress rule to the addresses in its own sets (filled by the DNS helper as names
+//           resolve); everything else counted and dropped.
+//   input:  loopback; established/related; everything else counted and dropped.
+// Every rule carries a counter and its id as comment, so counters map back to the document.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cellos::core {
+
+// The table every cell namespace holds (its only one).
+inline constexpr std::string_view kNftTable = "cellos";
+
+// One spec.authority.egressRules entry: exactly one of host / cidr.
+struct NftEgress {
+  std::optional<std::string> host;  // a hostname or *.suffix (only named in the set's comment)
+  std::optional<std::string> cidr;  // IPv4 or IPv6 range
+  uint16_t port = 0;
+  std::string protocol;  // "tcp" | "udp"
+};
+
+// One spec.authority.dnsAuthority.resolvers entry.
+struct NftResolver {
+  std::string resolverId;
+  std::string address;  // IPv4 or IPv6 literal, no brackets
+  uint16_t port = 0;
+  std::string protocol;  // "do53-udp" | "do53-tcp" (or plain "udp" | "tcp")
+};
+
+struct NftPlan {
+  std::vector<NftEgress> egress;
+  std::vector<NftResolver> resolvers;
+  uint32_t dnsUid = 0;  // host uid of the DNS helper's per-cell child
+};
+
+// One rule of the ruleset, in order.
+struct NftRule {
+  std::string id;       // "loopback", "established", "resolver:<id>", "egress[2]", ...
+  std::string chain;    // "output" | "input"
+  std::string match;    // the rule's match expression ("" for a catch-all)
+  std::string verdict;  // "accept" | "drop"
+};
+
+// The rules of `plan`, in evaluation order (output chain first). Throws std::invalid_argument
+// for anything that is not a well-formed address, range, port, protocol or id: the document is
+// validated upstream, but this text becomes kernel configuration, so it is checked again here.
+std::vector<NftRule> nftRules(const NftPlan& plan);
+
+// Names of the address sets of host rule `index`: "egress_<index>_v4" and "egress_<index>_v6".
+std::string nftHostSet(size_t index, bool ipv6);
+
+// The complete ruleset ("table inet cellos { ... }") for nft_run_cmd_from_buffer().
+std::string nftRuleset(const NftPlan& plan);
+
+// A rule's counter as read back after the run.
+struct NftCounter {
+  std::string id;
+  std::string verdict;
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+
+// Counters of every commented rule in the JSON output of `list table inet cellos` (libnftables
+// with NFT_CTX_OUTPUT_JSON), in listing order. Throws std::runtime_error for malformed JSON.
+std::vector<NftCounter> parseNftCounters(std::string_view json);
+
+}  // namespace cellos::core

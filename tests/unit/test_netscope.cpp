@@ -1,0 +1,173 @@
+// Address and uid pools, the nftables ruleset of a cell and the reading of its counters.
+
+#include "core/address_pool.h"
+#include "core/nft_rules.h"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+
+namespace cellos::core {
+namespace {
+
+TEST(Ipv4Cidr, ParsesAndRefusesHostBitsAndJunk) {
+  std::string error;
+  auto net = parseIpv4Cidr("10.213.0.0/16", &error);
+  ASSERT_TRUE(net) << error;
+  EXPECT_EQ(net->address, 0x0ad50000u);
+  EXPECT_EQ(net->prefix, 16u);
+  EXPECT_FALSE(parseIpv4Cidr("10.213.0.1/16", &error));
+  EXPECT_NE(error.find("host bits"), std::string::npos) << error;
+  for (const char* bad :
+       {"10.213.0.0", "10.213.0/16", "10.213.0.0/33", "10.213.0.0/", "010.1.0.0/16",
+        "10.256.0.0/16", "10.1.0.0/-1", "a.b.c.d/8", "10.1.0.0/16 "}) {
+    EXPECT_FALSE(parseIpv4Cidr(bad, &error)) << bad;
+  }
+  EXPECT_TRUE(parseIpv4Cidr("0.0.0.0/0", &error));
+  EXPECT_EQ(formatIpv4(0x0ad50001u), "10.213.0.1");
+}
+
+TEST(AddressPool, CarvesSlashThirtiesInOrder) {
+  std::string error;
+  auto pool = AddressPool::parse("10.213.0.0/16", &error);
+  ASSERT_TRUE(pool) << error;
+  EXPECT_EQ(pool->slotCount(), 16384u);
+  EXPECT_EQ(pool->describe(), "10.213.0.0/16");
+  EXPECT_EQ(pool->leaseName(), "addr-10.213.0.0-16");
+  auto first = pool->slot(0);
+  EXPECT_EQ(formatIpv4(first.network), "10.213.0.0");
+  EXPECT_EQ(formatIpv4(first.uplink), "10.213.0.1");
+  EXPECT_EQ(formatIpv4(first.cell), "10.213.0.2");
+  auto last = pool->slot(16383);
+  EXPECT_EQ(formatIpv4(last.uplink), "10.213.255.253");
+  EXPECT_EQ(formatIpv4(last.cell), "10.213.255.254");
+  EXPECT_THROW(pool->slot(16384), std::out_of_range);
+  auto single = AddressPool::parse("192.168.7.4/30", &error);
+  ASSERT_TRUE(single) << error;
+  EXPECT_EQ(single->slotCount(), 1u);
+  EXPECT_FALSE(AddressPool::parse("10.0.0.0/31", &error));
+  EXPECT_NE(error.find("8..30"), std::string::npos) << error;
+  EXPECT_FALSE(AddressPool::parse("10.0.0.0/7", &error));
+}
+
+TEST(UidRangePool, RangesDoNotOverlapAndStayBelowTheInvalidId) {
+  std::string error;
+  auto pool = UidRangePool::make(0x70000000, 65536, 1024, &error);
+  ASSERT_TRUE(pool) << error;
+  EXPECT_EQ(pool->rangeBase(0), 0x70000000u);
+  EXPECT_EQ(pool->rangeBase(1), 0x70010000u);
+  EXPECT_EQ(pool->rangeBase(1023), 0x70000000u + 1023u * 65536u);
+  EXPECT_THROW(pool->rangeBase(1024), std::out_of_range);
+  EXPECT_EQ(pool->describe(), "uid-1879048192-65536-1024");
+  EXPECT_FALSE(UidRangePool::make(1000, 65536, 4, &error));  // would map login accounts
+  EXPECT_NE(error.find(">= 65536"), std::string::npos);
+  EXPECT_FALSE(UidRangePool::make(0xffff0000ull, 65536, 1, &error));  // reaches (uid_t)-1
+  EXPECT_FALSE(UidRangePool::make(100000, 0, 1, &error));
+  EXPECT_FALSE(UidRangePool::make(100000, 1, 0, &error));
+  EXPECT_TRUE(UidRangePool::make(0xfffe0000ull, 65535, 1, &error)) << error;
+}
+
+NftPlan samplePlan() {
+  NftPlan plan;
+  plan.dnsUid = 997;
+  plan.resolvers.push_back({"corp-dns", "10.214.0.53", 53, "do53-udp"});
+  plan.resolvers.push_back({"v6", "fd00::53", 53, "do53-tcp"});
+  plan.egress.push_back({std::nullopt, "10.214.0.0/24", 8080, "tcp"});
+  plan.egress.push_back({"api.github.com", std::nullopt, 443, "tcp"});
+  plan.egress.push_back({std::nullopt, "fd00:10::/32", 53, "udp"});
+  return plan;
+}
+
+TEST(NftRules, DefaultDropWithEveryDeclaredRuleInOrder) {
+  auto rules = nftRules(samplePlan());
+  std::vector<std::string> ids;
+  for (const auto& r : rules) ids.push_back(r.chain + "/" + r.id + "/" + r.verdict);
+  EXPECT_EQ(
+      ids, (std::vector<std::string>{"output/loopback/accept", "output/established/accept",
+                                     "output/resolver:corp-dns/accept", "output/resolver:v6/accept",
+                                     "output/egress[0]/accept", "output/egress[1]:v4/accept",
+                                     "output/egress[1]:v6/accept", "output/egress[2]/accept",
+                                     "output/default-drop/drop", "input/input-loopback/accept",
+                                     "input/input-established/accept", "input/input-drop/drop"}));
+  EXPECT_EQ(rules[2].match, "ip daddr 10.214.0.53 udp dport 53 meta skuid 997");
+  EXPECT_EQ(rules[3].match, "ip6 daddr fd00::53 tcp dport 53 meta skuid 997");
+  EXPECT_EQ(rules[4].match, "ip daddr 10.214.0.0/24 tcp dport 8080");
+  EXPECT_EQ(rules[5].match, "ip daddr @egress_1_v4 tcp dport 443");
+  EXPECT_EQ(rules[6].match, "ip6 daddr @egress_1_v6 tcp dport 443");
+  EXPECT_EQ(rules[7].match, "ip6 daddr fd00:10::/32 udp dport 53");
+}
+
+TEST(NftRules, RulesetDeclaresSetsChainsCountersAndComments) {
+  std::string text = nftRuleset(samplePlan());
+  EXPECT_EQ(text.rfind("table inet cellos {\n", 0), 0u) << text;
+  EXPECT_NE(text.find("set egress_1_v4 { type ipv4_addr; flags timeout; }"), std::string::npos);
+  EXPECT_NE(text.find("set egress_1_v6 { type ipv6_addr; flags timeout; }"), std::string::npos);
+  EXPECT_EQ(text.find("egress_0_v4"), std::string::npos) << "a cidr rule has no set";
+  EXPECT_NE(text.find("type filter hook output priority 0; policy drop;"), std::string::npos);
+  EXPECT_NE(text.find("type filter hook input priority 0; policy drop;"), std::string::npos);
+  EXPECT_NE(text.find("    counter drop comment \"default-drop\"\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("oifname \"lo\" counter accept comment \"loopback\""), std::string::npos);
+  // Every rule counts.
+  size_t rules = 0, counters = 0;
+  for (size_t p = text.find("comment \""); p != std::string::npos;
+       p = text.find("comment \"", p + 1))
+    ++rules;
+  for (size_t p = text.find(" counter "); p != std::string::npos; p = text.find(" counter ", p + 1))
+    ++counters;
+  EXPECT_EQ(rules, 12u);
+  EXPECT_EQ(counters, 12u);
+}
+
+TEST(NftRules, RefusesAnythingThatIsNotAnAddressPortOrProtocol) {
+  auto withEgress = [](NftEgress e) {
+    NftPlan plan;
+    plan.egress.push_back(std::move(e));
+    return plan;
+  };
+  EXPECT_THROW(nftRules(withEgress({std::nullopt, "10.0.0.1/24", 1, "tcp"})),
+               std::invalid_argument);
+  EXPECT_THROW(nftRules(withEgress({std::nullopt, "10.0.0.0/24; flush ruleset", 1, "tcp"})),
+               std::invalid_argument);
+  EXPECT_THROW(nftRules(withEgress({std::nullopt, "fd00::1/64", 1, "tcp"})), std::invalid_argument);
+  EXPECT_THROW(nftRules(withEgress({std::nullopt, "10.0.0.0/24", 0, "tcp"})),
+               std::invalid_argument);
+  EXPECT_THROW(nftRules(withEgress({std::nullopt, "10.0.0.0/24", 1, "icmp"})),
+               std::invalid_argument);
+  EXPECT_THROW(nftRules(withEgress({"a.example", "10.0.0.0/24", 1, "tcp"})), std::invalid_argument);
+  EXPECT_THROW(nftRules(withEgress({std::nullopt, std::nullopt, 1, "tcp"})), std::invalid_argument);
+  NftPlan badResolver;
+  badResolver.resolvers.push_back({"x\" accept", "10.0.0.1", 53, "do53-udp"});
+  EXPECT_THROW(nftRules(badResolver), std::invalid_argument);
+  badResolver.resolvers = {{"ok", "dns.example", 53, "do53-udp"}};
+  EXPECT_THROW(nftRules(badResolver), std::invalid_argument);
+}
+
+TEST(NftCounters, ReadsCommentedRulesFromListTableJson) {
+  const char* json = R"({"nftables": [
+    {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+    {"table": {"family": "inet", "name": "cellos", "handle": 1}},
+    {"rule": {"family": "inet", "table": "cellos", "chain": "output", "handle": 3,
+              "comment": "loopback", "expr": [
+      {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "lo"}},
+      {"counter": {"packets": 12, "bytes": 840}}, {"accept": null}]}},
+    {"rule": {"family": "inet", "table": "cellos", "chain": "output", "handle": 9,
+              "comment": "default-drop", "expr": [
+      {"counter": {"packets": 3, "bytes": 180}}, {"drop": null}]}},
+    {"rule": {"family": "inet", "table": "cellos", "chain": "output", "handle": 10,
+              "expr": [{"accept": null}]}}
+  ]})";
+  auto counters = parseNftCounters(json);
+  ASSERT_EQ(counters.size(), 2u);
+  EXPECT_EQ(counters[0].id, "loopback");
+  EXPECT_EQ(counters[0].verdict, "accept");
+  EXPECT_EQ(counters[0].packets, 12u);
+  EXPECT_EQ(counters[0].bytes, 840u);
+  EXPECT_EQ(counters[1].id, "default-drop");
+  EXPECT_EQ(counters[1].verdict, "drop");
+  EXPECT_EQ(counters[1].packets, 3u);
+  EXPECT_THROW(parseNftCounters("not json"), std::runtime_error);
+  EXPECT_THROW(parseNftCounters("{\"x\": 1}"), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace cellos::core
