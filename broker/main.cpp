@@ -16,8 +16,8 @@
 #include "broker/cell_run.h"
 #include "broker/dead_letter.h"
 #include "broker/event_log.h"
-#include "broker/run_journal.h"
 #include "broker/jsonl_log.h"
+#include "broker/run_journal.h"
 #include "broker/seccomp_profile.h"
 #include "core/host_policy.h"
 #include "core/uuid.h"
@@ -51,7 +51,7 @@ struct Options {
   std::string signerSocket = "/run/cellos/signer.sock";
   std::string eventsPath = "/var/lib/cellos/events/events.jsonl";
   std::string hostId;
-  std::string policyPath;  // empty: no host policy beyond the document's own rules
+  std::string policyPath;                 // empty: no host policy beyond the document's own rules
   uint64_t eventsMaxBytes = 0;            // 0: never rotate the event log
   std::string deadLetterDir;              // empty: <events>.dead-letter
   std::vector<std::string> redactFields;  // data members replaced before signing
@@ -244,13 +244,6 @@ int main(int argc, char** argv) {
                  "seconds to wait for the helpers' sockets at start")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  try {
-    privsep::setupLogging("cellos-broker", options.common.logLevel);
-    return serve(options);
-  } catch (const kj::Exception& e) {
-    spdlog::critical("{}", e.getDescription().cStr());
-  } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-  }
-  return 1;
+  return privsep::runDaemon("cellos-broker", options.common.logLevel,
+                            [&]() { return serve(options); });
 }

@@ -105,13 +105,6 @@ int main(int argc, char** argv) {
                  "address-space limit of each per-cell child")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  try {
-    privsep::setupLogging("cellos-dns-helper", options.common.logLevel);
-    return serve(options);
-  } catch (const kj::Exception& e) {
-    spdlog::critical("{}", e.getDescription().cStr());
-  } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-  }
-  return 1;
+  return privsep::runDaemon("cellos-dns-helper", options.common.logLevel,
+                            [&]() { return serve(options); });
 }

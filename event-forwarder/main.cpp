@@ -241,13 +241,6 @@ int main(int argc, char** argv) {
   app.add_option("--dead-letter-dir", options.deadLetterDir,
                  "where events the stream refuses go (default <events>.dead-letter)");
   CLI11_PARSE(app, argc, argv);
-  try {
-    privsep::setupLogging("cellos-event-forwarder", options.common.logLevel);
-    return serve(options);
-  } catch (const kj::Exception& e) {
-    spdlog::critical("{}", e.getDescription().cStr());
-  } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-  }
-  return 1;
+  return privsep::runDaemon("cellos-event-forwarder", options.common.logLevel,
+                            [&]() { return serve(options); });
 }

@@ -197,15 +197,9 @@ int main(int argc, char** argv) {
   rotateCommand->add_option("--algorithm", options.algorithm, "ed25519 or p256")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  try {
-    privsep::setupLogging("cellos-event-signer", options.common.logLevel);
+  return privsep::runDaemon("cellos-event-signer", options.common.logLevel, [&]() {
     if (*keysetCommand) return printKeyset(options);
     if (*rotateCommand) return rotateKey(options);
     return serve(options);
-  } catch (const kj::Exception& e) {
-    spdlog::critical("{}", e.getDescription().cStr());
-  } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-  }
-  return 1;
+  });
 }

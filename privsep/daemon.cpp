@@ -70,6 +70,19 @@ kj::Promise<int> shutdownRequested(kj::UnixEventPort& port) {
 
 namespace cellos::privsep {
 
+int runDaemon(const std::string& process, const std::string& logLevel,
+              const std::function<int()>& body) {
+  try {
+    setupLogging(process, logLevel);
+    return body();
+  } catch (const kj::Exception& e) {
+    spdlog::critical("{}", e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+  }
+  return 1;
+}
+
 void addCommonOptions(CLI::App& app, CommonOptions& options, const std::string& defaultConfig) {
   app.set_version_flag("--version", std::string("cellos ") + kVersion);
   app.set_config("--config", defaultConfig,

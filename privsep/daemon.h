@@ -3,6 +3,7 @@
 
 #include <kj/async-unix.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ struct CommonOptions {
   std::string user;
   int readyFd = -1;
 };
+
+// Runs a daemon's body after setting up logging as `process`: an exception that escapes it
+// (a failed setup step, a bad configuration) becomes one critical log line and exit status 1.
+int runDaemon(const std::string& process, const std::string& logLevel,
+              const std::function<int()>& body);
 
 // Registers --config, --log-level, --socket, --user, --ready-fd and --version on `app`, with
 // the daemon's defaults already filled into `options`.

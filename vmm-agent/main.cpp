@@ -204,13 +204,6 @@ int main(int argc, char** argv) {
                  "of the cells' veth pairs; default: the agent's own")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  try {
-    privsep::setupLogging("cellos-vmm-agent", options.common.logLevel);
-    return serve(options);
-  } catch (const kj::Exception& e) {
-    spdlog::critical("{}", e.getDescription().cStr());
-  } catch (const std::exception& e) {
-    spdlog::critical("{}", e.what());
-  }
-  return 1;
+  return privsep::runDaemon("cellos-vmm-agent", options.common.logLevel,
+                            [&]() { return serve(options); });
 }
