@@ -120,7 +120,7 @@ TEST_F(CellLimits, TimeoutSendsSigtermAndReportsTimedOutWithinTheGracePeriod) {
 
 TEST_F(CellLimits, AWorkloadIgnoringSigtermIsKilledAfterTheGracePeriod) {
   auto result = run("grace.yaml",
-                    cellDocument("stubborn", {"/bin/sh", "-c", "trap '' TERM; sleep 1000"},
+                    cellDocument("ignores-sigterm", {"/bin/sh", "-c", "trap '' TERM; sleep 1000"},
                                  "    timeoutMs: 300\n    limits: {gracefulShutdownSeconds: 1}\n"));
   EXPECT_EQ(result.status, 128 + SIGKILL) << result.err;
   auto done = completed();

@@ -235,7 +235,7 @@ int reap(pid_t pid) {
 // ---------------------------------------------------------------------------------------------
 // RpcListener, in process.
 
-// keyset() answers a fixed string; sign() is not implemented (the default).
+// keyset() answers a fixed string; sign() keeps Cap'n Proto's default answer (UNIMPLEMENTED).
 class TestSigner final : public EventSigner::Server {
  public:
   kj::Promise<void> keyset(KeysetContext context) override {
