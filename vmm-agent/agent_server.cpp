@@ -1,5 +1,7 @@
 #include "vmm-agent/agent_server.h"
 
+#include "core/cell_id.h"
+
 #include <capnp/serialize-async.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -8,7 +10,6 @@
 
 #include <chrono>
 #include <cstring>
-#include <regex>
 
 #include <kj/debug.h>
 
@@ -423,8 +424,7 @@ VmmAgentServer::~VmmAgentServer() noexcept(false) {
 kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
   auto request = context.getParams().getRequest();
   std::string cellId = request.getCellId();
-  static const std::regex pattern("[a-z0-9][a-z0-9._-]{0,62}");
-  KJ_REQUIRE(std::regex_match(cellId, pattern), "invalid cell id", cellId);
+  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
   KJ_REQUIRE(
       std::string(request.getBackend().cStr()) == "linux" || request.getBackend().size() == 0,
       "backend not available on this agent", request.getBackend());

@@ -1,5 +1,7 @@
 #include "vmm-agent/launcher.h"
 
+#include "core/cell_id.h"
+
 #include "core/nft_rules.h"
 #include "ipc/vmm.capnp.h"
 #include "privsep/daemon.h"
@@ -60,11 +62,6 @@ void sendReply(int sock, capnp::MessageBuilder& message, const std::vector<int>&
     offset += n;
     first = false;
   }
-}
-
-bool validCellId(const std::string& id) {
-  static const std::regex pattern("[a-z0-9][a-z0-9._-]{0,62}");
-  return std::regex_match(id, pattern) && id != "." && id != "..";
 }
 
 uint64_t elapsedMicros(std::chrono::steady_clock::time_point since) {
@@ -136,7 +133,7 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
 
   CellLaunch launch;
   launch.cellId = request.getCellId();
-  KJ_REQUIRE(validCellId(launch.cellId), "invalid cell id", launch.cellId);
+  KJ_REQUIRE(core::isValidCellId(launch.cellId), "invalid cell id", launch.cellId);
   KJ_REQUIRE(!launcher.cells.count(launch.cellId), "a cell with this id is live", launch.cellId);
   for (auto arg : request.getArgv()) launch.argv.emplace_back(arg.cStr());
   for (auto kv : request.getEnv())
@@ -246,7 +243,7 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
 
 void handleDestroy(int sock, Launcher& launcher, ipc::DestroyRequest::Reader request) {
   std::string cellId = request.getCellId();
-  KJ_REQUIRE(validCellId(cellId), "invalid cell id", cellId);
+  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
   std::vector<std::string> residue;
   auto live = launcher.cells.find(cellId);
   if (live != launcher.cells.end()) {
@@ -284,7 +281,7 @@ void handleDestroy(int sock, Launcher& launcher, ipc::DestroyRequest::Reader req
 }
 
 void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
-  KJ_REQUIRE(validCellId(cellId), "invalid cell id", cellId);
+  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
   capnp::MallocMessageBuilder reply;
   auto report = reply.initRoot<ipc::LauncherReply>().initInspected();
   CellCgroup cgroup = CellCgroup::open(cellId);

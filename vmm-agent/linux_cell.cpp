@@ -32,6 +32,8 @@
 
 #include "vmm-agent/linux_cell.h"
 
+#include "core/cell_id.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -1026,16 +1028,6 @@ std::map<std::string, LaunchedInit>& registry() {
   return cells;
 }
 
-bool isValidCellId(const std::string& id) {
-  if (id.empty() || id.size() > 63) return false;
-  for (size_t i = 0; i < id.size(); ++i) {
-    char c = id[i];
-    bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-'))) return false;
-  }
-  return true;
-}
-
 bool hasNul(const std::string& s) {
   return s.find('\0') != std::string::npos;
 }
@@ -1043,7 +1035,7 @@ bool hasNul(const std::string& s) {
 // The id is validated upstream, but it becomes a path element and a hostname here, so it is
 // checked again; the rest are the preconditions the init relies on.
 void validateLaunch(const CellLaunch& launch) {
-  if (!isValidCellId(launch.cellId)) {
+  if (!core::isValidCellId(launch.cellId)) {
     throw std::invalid_argument("cell id \"" + launch.cellId +
                                 "\" is not [a-z0-9][a-z0-9._-]{0,62}");
   }

@@ -1,5 +1,7 @@
 #include "vmm-agent/reaper.h"
 
+#include "core/cell_id.h"
+
 #include "vmm-agent/cell_records.h"
 #include "vmm-agent/linux_cell.h"
 #include "vmm-agent/network_scope.h"
@@ -12,16 +14,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <regex>
 
 namespace cellos::vmm {
 
 namespace {
-
-bool validCellId(const std::string& id) {
-  static const std::regex pattern("[a-z0-9][a-z0-9._-]{0,62}");
-  return std::regex_match(id, pattern);
-}
 
 // The uplink end lives in the namespace the record names, if that namespace still exists and is
 // the one the record was made in (a /proc/<pid>/ns/net path may name another by now). Gone
@@ -58,7 +54,7 @@ void reapCell(const std::string& cellId, const std::string& cellDir) {
 void reapOrphanedCells(const std::string& stateDir, const std::string& runDir, int homeNetnsFd) {
   for (OrphanedRecord& orphan : claimOrphanedRecords(stateDir)) {
     const CellRecord& record = orphan.record;
-    if (!validCellId(record.cellId)) {
+    if (!core::isValidCellId(record.cellId)) {
       spdlog::error("ignoring record {}: not a cell id", orphan.path);
       close(orphan.lockFd);
       continue;
@@ -82,7 +78,8 @@ void reapOrphanedCells(const std::string& stateDir, const std::string& runDir, i
   }
   closedir(dir);
   for (const std::string& name : names) {
-    if (!validCellId(name) || access(cellRecordPath(stateDir, name).c_str(), F_OK) == 0) continue;
+    if (!core::isValidCellId(name) || access(cellRecordPath(stateDir, name).c_str(), F_OK) == 0)
+      continue;
     spdlog::warn("reaping leftover cell {} (no record)", name);
     reapCell(name, cellsDir + "/" + name);
   }

@@ -46,11 +46,14 @@
 #include "ipc/signer.capnp.h"
 #include "ipc/socket.h"
 #include "ipc/vmm.capnp.h"
+#include "tests/integration/rpc_frames.h"
 
 namespace cellos {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::answersBootstrap;
+using testing::bootstrapMessageBytes;
 
 constexpr uid_t kNobody = 65534;
 constexpr gid_t kNogroup = 65534;
@@ -100,33 +103,6 @@ std::string describe(const Exchange& e) {
          " timedOut=" + std::to_string(e.timedOut) +
          " bytesReceived=" + std::to_string(e.bytesReceived) +
          " bootstrapAnswered=" + std::to_string(e.bootstrapAnswered);
-}
-
-// A well-formed Cap'n Proto RPC message asking for the bootstrap capability (question 0).
-std::string bootstrapMessageBytes() {
-  capnp::MallocMessageBuilder message;
-  message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
-  auto words = capnp::messageToFlatArray(message);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-}
-
-// Whether `data` starts with a whole frame that is the Return for question 0 (nullopt: not
-// complete yet).
-std::optional<bool> answersBootstrap(const std::string& data) {
-  size_t available = data.size() / sizeof(capnp::word);
-  if (available == 0) return std::nullopt;
-  auto words = kj::heapArray<capnp::word>(available);
-  memcpy(words.begin(), data.data(), available * sizeof(capnp::word));
-  size_t expected = capnp::expectedSizeInWordsFromPrefix(words);
-  if (expected > available) return std::nullopt;
-  try {
-    capnp::FlatArrayMessageReader reader(words.asPtr().slice(0, expected));
-    auto root = reader.getRoot<capnp::rpc::Message>();
-    return root.isReturn() && root.getReturn().getAnswerId() == 0 && root.getReturn().isResults();
-  } catch (const kj::Exception&) {
-    return false;
-  }
 }
 
 struct SendOptions {

@@ -41,11 +41,14 @@
 
 #include "ipc/signer.capnp.h"
 #include "ipc/socket.h"
+#include "tests/integration/rpc_frames.h"
 
 namespace cellos::ipc {
 namespace {
 
 using namespace std::chrono_literals;
+using cellos::testing::answersBootstrap;
+using cellos::testing::bootstrapMessageBytes;
 
 constexpr uid_t kNobody = 65534;
 constexpr gid_t kNogroup = 65534;
@@ -130,34 +133,6 @@ struct PeerReport {
   bool bootstrapAnswered = false;  // a whole rpc Return for question 0 arrived
   bool closedUnread() const { return readErrno == ECONNRESET && bytesReceived == 0; }
 };
-
-// A well-formed Cap'n Proto RPC message asking for the bootstrap capability (question 0), as
-// the two-party stream framing sends it.
-std::string bootstrapMessageBytes() {
-  capnp::MallocMessageBuilder message;
-  message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
-  auto words = capnp::messageToFlatArray(message);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-}
-
-// Whether `data` starts with a whole frame that is the Return for question 0 (nullopt: the frame
-// is not complete yet).
-std::optional<bool> answersBootstrap(const std::string& data) {
-  size_t available = data.size() / sizeof(capnp::word);
-  if (available == 0) return std::nullopt;
-  auto words = kj::heapArray<capnp::word>(available);
-  memcpy(words.begin(), data.data(), available * sizeof(capnp::word));
-  size_t expected = capnp::expectedSizeInWordsFromPrefix(words);
-  if (expected > available) return std::nullopt;
-  try {
-    capnp::FlatArrayMessageReader reader(words.asPtr().slice(0, expected));
-    auto root = reader.getRoot<capnp::rpc::Message>();
-    return root.isReturn() && root.getReturn().getAnswerId() == 0 && root.getReturn().isResults();
-  } catch (const kj::Exception&) {
-    return false;
-  }
-}
 
 // Connects to `path`, sends `message`, writes one byte to `writtenFd` (so the test knows the
 // message is queued at the server), then reads until the server closes, answers the bootstrap,
