@@ -28,13 +28,13 @@ using testing_support::shellQuote;
 using testing_support::sourceDir;
 namespace fs = std::filesystem;
 
-const char* const kPrograms[] = {"cellos", "cellos-broker", "cellos-event-signer",
-                                 "cellos-vmm-agent", "cellos-dns-helper"};
-const char* const kUnits[] = {"cellos-broker.service", "cellos-event-signer.service",
-                              "cellos-vmm-agent.service", "cellos-dns-helper.service",
-                              "cellos.target"};
+const char* const kPrograms[] = {"cellos",           "cellos-broker",     "cellos-event-signer",
+                                 "cellos-vmm-agent", "cellos-dns-helper", "cellos-event-forwarder"};
+const char* const kUnits[] = {"cellos-broker.service",          "cellos-event-signer.service",
+                              "cellos-vmm-agent.service",       "cellos-dns-helper.service",
+                              "cellos-event-forwarder.service", "cellos.target"};
 const char* const kConfigs[] = {"broker.conf", "event-signer.conf", "vmm-agent.conf",
-                                "dns-helper.conf"};
+                                "dns-helper.conf", "event-forwarder.conf"};
 const char* const kProfiles[] = {"broker",       "event-signer", "vmm-agent",
                                  "vmm-launcher", "dns-spawner",  "dns-child"};
 

@@ -6,6 +6,7 @@
 
 #include "broker/seccomp_profile.h"
 #include "dns-helper/seccomp_profile.h"
+#include "event-forwarder/seccomp_profile.h"
 #include "event-signer/seccomp_profile.h"
 #include "tests/integration/command.h"
 #include "vmm-agent/cgroup.h"
@@ -44,10 +45,9 @@ struct Threshold {
 };
 
 const Threshold kThresholds[] = {
-    {"cellos-event-signer.service", 1.0},
-    {"cellos-broker.service", 1.5},
-    {"cellos-dns-helper.service", 2.0},
-    {"cellos-vmm-agent.service", 3.0},
+    {"cellos-event-signer.service", 1.0},    {"cellos-broker.service", 1.5},
+    {"cellos-dns-helper.service", 2.0},      {"cellos-vmm-agent.service", 3.0},
+    {"cellos-event-forwarder.service", 2.0},
 };
 
 void PrintTo(const Threshold& t, std::ostream* os) {
@@ -394,6 +394,7 @@ TEST(UnitSyscallFilter, AdmitsEverySyscallTheDaemonsOwnProfilesAllow) {
       {"cellos-vmm-agent.service", profileSyscalls({&vmm::kAgentProfile, &vmm::kLauncherProfile})},
       {"cellos-dns-helper.service",
        profileSyscalls({&dns::kSpawnerProfile, &dns::kDnsChildProfile})},
+      {"cellos-event-forwarder.service", profileSyscalls({&forwarder::kForwarderProfile})},
   };
   for (const Case& c : cases) {
     std::set<std::string> allowed = unitAllowedSyscalls(c.unit);
@@ -435,6 +436,7 @@ TEST(ShippedConfiguration, EveryKeyIsAnOptionOfItsDaemon) {
       {"event-signer.conf", "cellos-event-signer"},
       {"vmm-agent.conf", "cellos-vmm-agent"},
       {"dns-helper.conf", "cellos-dns-helper"},
+      {"event-forwarder.conf", "cellos-event-forwarder"},
   };
   for (const auto& [file, daemon] : daemons) {
     auto keys = configKeys(file);
