@@ -53,7 +53,15 @@ struct Options {
   std::string natsUrl = "nats://127.0.0.1:4222";
   std::string stateDir = "/var/lib/cellos/forwarder";
   std::string deadLetterDir;  // default <events>.dead-letter
+  // Drain mode (`cellos run --nats-url`): publish what the log holds past the cursor, then exit
+  // instead of following it; give up after drainTimeout seconds of an unreachable server.
+  bool drain = false;
+  unsigned drainTimeout = 30;
 };
+
+// Exit status of a drain that ran out of time: the undelivered events stay in the log, and the
+// cursor says where the next drain or the service resumes.
+constexpr int kExitUndelivered = 3;
 
 std::atomic<bool> stopping = false;
 
@@ -179,10 +187,17 @@ int serve(const Options& options) {
                cursor.sequence() ? std::to_string(*cursor.sequence()) : "(none)");
   using namespace std::chrono_literals;
   auto backoff = 100ms;
+  const auto drainDeadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(options.drainTimeout);
+  uint64_t delivered = 0;
   while (!stopping) {
     auto line = tail.next();
     if (!line) {
       cursor.saveIfDirty();
+      if (options.drain) {
+        spdlog::info("drained: {} events published", delivered);
+        return 0;
+      }
       std::this_thread::sleep_for(100ms);
       continue;
     }
@@ -210,14 +225,22 @@ int serve(const Options& options) {
         break;
       }
       if (stopping) break;
+      cursor.saveIfDirty();
+      if (options.drain && std::chrono::steady_clock::now() >= drainDeadline) {
+        spdlog::error(
+            "event {} (sequence {}) and the ones after it not delivered in {} s: {}; "
+            "they stay in the log and the next drain resumes there",
+            id, *sequence, options.drainTimeout, why);
+        return kExitUndelivered;
+      }
       spdlog::warn("event {} (sequence {}) not delivered yet: {}; retrying in {} ms", id, *sequence,
                    why, backoff.count());
-      cursor.saveIfDirty();
       std::this_thread::sleep_for(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
     }
     if (stopping) break;
     cursor.advance(*sequence);
+    ++delivered;
     if (cursor.sequence() && *cursor.sequence() % 64 == 0) cursor.saveIfDirty();
   }
   cursor.saveIfDirty();
@@ -240,6 +263,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--dead-letter-dir", options.deadLetterDir,
                  "where events the stream refuses go (default <events>.dead-letter)");
+  app.add_flag("--drain", options.drain,
+               "publish the events not yet delivered, then exit (0) instead of following the log; "
+               "exit 3 if the server stays unreachable for --drain-timeout seconds (the events "
+               "stay in the log, and the next run resumes from the cursor)");
+  app.add_option("--drain-timeout", options.drainTimeout, "seconds, with --drain")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return privsep::runDaemon("cellos-event-forwarder", options.common.logLevel,
                             [&]() { return serve(options); });

@@ -17,7 +17,11 @@ struct RunOptions {
   std::string policyPath;  // host policy the broker enforces at admission; empty: none
   std::string stateDir = "/var/lib/cellos";
   std::string logLevel = "warn";
-  std::string uplinkNetns;  // the VM launcher's --uplink-netns; empty: the host's namespace
+  std::string uplinkNetns;          // the VM launcher's --uplink-netns; empty: the host's namespace
+  std::vector<std::string> redact;  // the broker's --redact fields
+  uint64_t eventsMaxBytes = 0;      // the broker's --events-max-bytes (0: never rotate)
+  std::string natsUrl;              // non-empty: publish the log to NATS after the run
+  unsigned natsTimeout = 30;        // seconds the publishing may wait for the server
 };
 int runCommand(const RunOptions& options);
 

@@ -41,6 +41,33 @@ bool waitForExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
   }
 }
 
+// Starts args[0] with args and an empty environment, stdin on /dev/null and `readyFd` (if not
+// -1) as fd 3, in its own process group — a Ctrl-C at the terminal reaches only the CLI, which
+// then shuts the daemons down in order instead of all of them dying at once mid-cell — and
+// with a parent-death signal, so that they go if the CLI dies (they re-arm it after switching
+// user).
+pid_t spawn(std::vector<std::string> args, int readyFd) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
+  if (pid == 0) {
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(125);
+    if (readyFd >= 0) dup2(readyFd, 3);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull >= 0) dup2(devnull, 0);
+    char* envp[] = {nullptr};
+    execve(argv[0], argv.data(), envp);
+    dprintf(2, "cellos: cannot start %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
 }  // namespace
 
 std::string selfDirectory() {
@@ -74,27 +101,7 @@ void EmbeddedSystem::launch(const std::string& name, std::vector<std::string> ar
   args.insert(args.begin(), path);
   args.push_back("--ready-fd=3");
   args.push_back("--log-level=" + options_.logLevel);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
-  if (pid == 0) {
-    // Own process group: a Ctrl-C at the terminal reaches only the CLI, which then shuts the
-    // daemons down in order instead of all of them dying at once mid-cell.
-    setpgid(0, 0);
-    // If the CLI dies, the daemons go too (they re-arm this after switching user).
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) _exit(125);
-    dup2(ready[1], 3);
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, 0);
-    char* envp[] = {nullptr};
-    execve(path.c_str(), argv.data(), envp);
-    dprintf(2, "cellos: cannot start %s: %s\n", path.c_str(), strerror(errno));
-    _exit(127);
-  }
+  pid_t pid = spawn(args, ready[1]);
   close(ready[1]);
   daemons_.push_back({name, pid, originalArgs});
   pollfd p{ready[0], POLLIN, 0};
@@ -139,11 +146,10 @@ void EmbeddedSystem::start() {
           "--state-dir=" + options_.stateDir + "/signer", "--config=/dev/null"});
   // Its cell records live in the state directory, not the private runtime directory, so the
   // next `cellos run` reaps what a VM launcher killed mid-cell left behind.
-  std::vector<std::string> vmmArgs = {"--socket=" + runtimeDir_ + "/vmm.sock",
-                                      "--run-dir=" + runtimeDir_ + "/vmm",
-                                      "--state-dir=" + options_.stateDir + "/vmm",
-                                      "--images-dir=" + options_.stateDir + "/images",
-                                      "--config=/dev/null"};
+  std::vector<std::string> vmmArgs = {
+      "--socket=" + runtimeDir_ + "/vmm.sock", "--run-dir=" + runtimeDir_ + "/vmm",
+      "--state-dir=" + options_.stateDir + "/vmm", "--images-dir=" + options_.stateDir + "/images",
+      "--config=/dev/null"};
   if (!options_.uplinkNetns.empty()) vmmArgs.push_back("--uplink-netns=" + options_.uplinkNetns);
   launch("cellos-vmm-agent", std::move(vmmArgs));
   launch("cellos-dns-helper", {"--socket=" + runtimeDir_ + "/dns.sock", "--config=/dev/null"});
@@ -173,6 +179,25 @@ void EmbeddedSystem::restart(const std::string& name) {
   launch(name, args);
   // Keep start order (stop() goes in reverse): move the new entry back to its place.
   std::rotate(daemons_.begin() + index, daemons_.end() - 1, daemons_.end());
+}
+
+int EmbeddedSystem::publishToNats(const std::string& natsUrl, unsigned timeoutSeconds) {
+  std::vector<std::string> args = {options_.binDir + "/cellos-event-forwarder",
+                                   "--drain",
+                                   "--drain-timeout=" + std::to_string(timeoutSeconds),
+                                   "--nats-url=" + natsUrl,
+                                   "--events=" + eventsPath_,
+                                   "--state-dir=" + options_.stateDir + "/forwarder",
+                                   "--log-level=" + options_.logLevel,
+                                   "--config=/dev/null"};
+  pid_t pid = spawn(args, -1);
+  int status = 0;
+  // The forwarder bounds its own retries; the grace covers its start and a last publish.
+  if (!waitForExit(pid, std::chrono::seconds(timeoutSeconds) + 2 * kStopGrace, &status)) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 void EmbeddedSystem::stop() {

@@ -45,6 +45,12 @@ class EmbeddedSystem {
   // Pids of the running daemons, in start order (signer, vmm-agent, dns-helper, broker).
   std::vector<pid_t> pids() const;
 
+  // After stop(): runs cellos-event-forwarder in drain mode on the event log, publishing to
+  // NATS JetStream at `natsUrl` every event not yet delivered (its cursor is kept in
+  // <stateDir>/forwarder, so what a failed drain left is published by the next one). Returns
+  // the forwarder's exit status: 0 all published, 3 server unreachable for `timeoutSeconds`.
+  int publishToNats(const std::string& natsUrl, unsigned timeoutSeconds);
+
  private:
   struct Daemon {
     std::string name;

@@ -33,6 +33,20 @@ int main(int argc, char** argv) {
   runCmd->add_option("--state-dir", run.stateDir, "signer keys and default event log")
       ->capture_default_str();
   runCmd->add_option("--log-level", run.logLevel, "daemon log level")->capture_default_str();
+  runCmd->add_option("--redact", run.redact,
+                     "a data field to replace with \"[redacted]\" in every event before it is "
+                     "signed (repeatable), e.g. argv");
+  runCmd->add_option("--events-max-bytes", run.eventsMaxBytes,
+                     "rotate the event log before it grows past this size (0: never); the chain "
+                     "continues across files");
+  runCmd->add_option("--nats-url", run.natsUrl,
+                     "after the run, publish every event not yet delivered to this NATS "
+                     "JetStream server (nats://HOST:PORT) with cellos-event-forwarder; the exit "
+                     "status stays the cell's");
+  runCmd
+      ->add_option("--nats-timeout", run.natsTimeout,
+                   "seconds the publishing may wait for an unreachable server")
+      ->capture_default_str();
   runCmd->add_option("--uplink-netns", run.uplinkNetns,
                      "network namespace holding the uplink ends of the cell's veth pair (the "
                      "VM launcher's --uplink-netns; default: the host's)");

@@ -19,7 +19,6 @@ namespace cellos::cli {
 
 namespace {
 
-
 // Checks the host policy file before anything starts, so a mistake in it is a usage error with
 // every problem listed, not a broker that fails to start. True when it is valid.
 bool hostPolicyUsable(const std::string& path) {
@@ -78,8 +77,13 @@ int runCommand(const RunOptions& options) {
   // Absolute: the broker must find the file whatever its working directory.
   std::string policyPath =
       options.policyPath.empty() ? "" : std::filesystem::absolute(options.policyPath).string();
-  EmbeddedSystem system(
-      {options.stateDir, options.eventsPath, "", options.logLevel, policyPath, options.uplinkNetns});
+  std::vector<std::string> brokerArgs;
+  for (const auto& field : options.redact) brokerArgs.push_back("--redact=" + field);
+  if (options.eventsMaxBytes > 0) {
+    brokerArgs.push_back("--events-max-bytes=" + std::to_string(options.eventsMaxBytes));
+  }
+  EmbeddedSystem system({options.stateDir, options.eventsPath, "", options.logLevel, policyPath,
+                         options.uplinkNetns, brokerArgs});
   int status;
   try {
     system.start();
@@ -93,6 +97,18 @@ int runCommand(const RunOptions& options) {
   }
   system.stop();
   std::cerr << "cellos: events written to " << system.eventsPath() << "\n";
+  if (!options.natsUrl.empty()) {
+    // The cell's status stays the exit status: an unreachable server loses nothing (the events
+    // are in the log and the next publish resumes from the forwarder's cursor).
+    int published = system.publishToNats(options.natsUrl, options.natsTimeout);
+    if (published == 0) {
+      std::cerr << "cellos: events published to " << options.natsUrl << "\n";
+    } else {
+      std::cerr << "cellos: events NOT all published to " << options.natsUrl
+                << " (forwarder status " << published
+                << "); they stay in the log and the next `cellos run --nats-url` resumes\n";
+    }
+  }
   return status;
 }
 

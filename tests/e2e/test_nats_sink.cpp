@@ -290,5 +290,46 @@ TEST_F(NatsSink, AnEventTheStreamRefusesGoesToTheDeadLetterDirectory) {
   EXPECT_EQ(ok.status, 0) << ok.out;
 }
 
+// `cellos run --nats-url`: embedded mode publishes the run's events after the cell ends. With
+// the server down the cell's status is still the exit status and nothing is lost: the next run
+// publishes the backlog with its own events, once each, in log order. --redact reaches the
+// broker: the field is replaced before signing, in the log and in the stream alike.
+TEST_F(NatsSink, CellosRunPublishesItsEventsAfterTheRunAndAnOutageLosesNothing) {
+  std::string hello = std::string(CELLOS_TEST_SOURCE_DIR) + "/examples/hello.yaml";
+  std::string run = binary("cellos") + " run --state-dir=" + dir_ +
+                    " --redact=argv --nats-url=" + nats_->url() + " --nats-timeout=2 " + hello +
+                    " 2>&1";
+
+  auto down = runShell(run);
+  EXPECT_EQ(down.status, 0) << down.out;  // the cell's own status
+  EXPECT_NE(down.out.find("Hello from cell hello"), std::string::npos) << down.out;
+  EXPECT_NE(down.out.find("events NOT all published"), std::string::npos) << down.out;
+  size_t firstRun = logEvents(daemons_->eventsPath()).size();
+  ASSERT_GT(firstRun, 5u);
+
+  ASSERT_TRUE(nats_->start());
+  auto up = runShell(run);
+  EXPECT_EQ(up.status, 0) << up.out;
+  EXPECT_NE(up.out.find("events published to " + nats_->url()), std::string::npos) << up.out;
+
+  auto events = logEvents(daemons_->eventsPath());
+  ASSERT_GT(events.size(), firstRun);
+  StreamReader reader(nats_->url());
+  ASSERT_TRUE(reader.ok());
+  auto stored = reader.all();
+  ASSERT_EQ(stored.size(), events.size()) << "both runs' events, none lost, none twice";
+  bool sawRedacted = false;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(stored[i].msgId, events[i]["id"].get<std::string>());
+    EXPECT_EQ(nlohmann::json::parse(stored[i].data), events[i]);
+    EXPECT_EQ(stored[i].data.find("/bin/sh"), std::string::npos) << "argv was to be redacted";
+    if (stored[i].data.find("\"argv\":\"[redacted]\"") != std::string::npos) sawRedacted = true;
+  }
+  EXPECT_TRUE(sawRedacted);
+  auto verify = cellosVerify({"--state-dir=" + dir_, daemons_->eventsPath()});
+  EXPECT_EQ(verify.status, 0) << verify.out;
+}
+
 }  // namespace
 }  // namespace cellos::testing
