@@ -9,29 +9,24 @@ namespace cellos::broker {
 namespace {
 // clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kAllow[] = {
-    // event loop, signals, timers
+    // event loop (kj::UnixEventPort: epoll_wait, never epoll_pwait; timers are its timeout) and
+    // SIGTERM/SIGINT through a signalfd (no handler ever runs: no rt_sigreturn/rt_sigprocmask)
     "epoll_wait",
-    "epoll_pwait",
     "epoll_ctl",
-    "rt_sigprocmask",
-    "rt_sigreturn",
-    "rt_sigtimedwait",
     "signalfd4",
     // clients and helper links (fds pass through us by SCM_RIGHTS: the cell's netns)
     "accept4",
     "recvmsg",
     "sendmsg",
+    // (kj makes fds non-blocking and close-on-exec with ioctl, below, not fcntl)
     "read",
     "write",
     "writev",
-    "readv",
     "getsockopt",
     "close",
     "shutdown",  // Cap'n Proto half-closes a connection it drops (garbage, Abort)
-    "fcntl",
     // the event log: append + fsync per batch
     "fsync",
-    "fdatasync",
     // the event log: a batch the log could not take in full is cut back off it, so no partial
     // line stays behind (broker/jsonl_log.cpp)
     "ftruncate",
@@ -41,11 +36,12 @@ constexpr std::string_view kAllow[] = {
     // the run journal: an entry is removed once its run's destroyed event is durable
     // (unlinkat on the journal's directory fd, broker/run_journal.h)
     "unlinkat",
-    // memory, time, randomness for ids
+    // memory (single-threaded glibc malloc: brk, mmap/munmap, mremap for realloc; madvise only
+    // serves other threads' arenas), time (clock_gettime: the vDSO's fallback), randomness for
+    // ids, logging (pid, thread id)
     "mmap",
     "munmap",
     "brk",
-    "madvise",
     "mremap",
     "clock_gettime",
     "getrandom",

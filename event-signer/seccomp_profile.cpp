@@ -10,13 +10,11 @@ namespace {
 // Reviewed list: each line is a reason the signer needs the call.
 // clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kAllow[] = {
-    // event loop (kj::UnixEventPort) and signal delivery
+    // event loop (kj::UnixEventPort: epoll_wait, never epoll_pwait) and SIGTERM/SIGINT, which
+    // arrive through a signalfd (blocked and captured before this filter; no handler ever runs,
+    // so neither rt_sigreturn nor rt_sigprocmask is needed)
     "epoll_wait",
-    "epoll_pwait",
     "epoll_ctl",
-    "rt_sigprocmask",
-    "rt_sigreturn",
-    "rt_sigtimedwait",
     "signalfd4",
     // accepting and serving broker / reader connections
     "accept4",
@@ -28,22 +26,25 @@ constexpr std::string_view kAllow[] = {
     "getsockopt",
     "close",
     "shutdown",  // Cap'n Proto half-closes a connection it drops (garbage, Abort)
-    // chain head: write temp file, fsync, rename, fsync directory
+    // chain head and key rotation: write temp file, fsync, rename, fsync directory (files are
+    // read only at start-up, before this filter: no stat, no seek)
     "openat",
     "fsync",
     "rename",
     "unlink",
-    "fstat",
-    "newfstatat",
-    "lseek",
-    // memory and time (OpenSSL, allocator, logging)
+    // memory: glibc malloc in a single-threaded process grows and trims the heap with brk,
+    // maps large blocks with mmap/munmap and grows them in place with mremap (realloc); madvise
+    // is only used for other threads' arenas, and the signer has no threads
     "mmap",
     "munmap",
     "brk",
-    "madvise",
     "mremap",
+    // time: the vDSO answers clock_gettime, but falls back to the syscall on hosts whose clock
+    // source has no vDSO support (e.g. some hypervisors), so it stays
     "clock_gettime",
+    // OpenSSL reseeds its DRBG from getrandom
     "getrandom",
+    // logging (spdlog: pid and thread id in each line); locks (OpenSSL run-once)
     "getpid",
     "gettid",
     "futex",

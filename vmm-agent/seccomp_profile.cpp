@@ -10,39 +10,32 @@ namespace {
 
 // clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kAgentAllow[] = {
-    // event loop and signals
+    // event loop (kj::UnixEventPort: epoll_wait, never epoll_pwait; kj timers are its
+    // timeout, not timerfds) and SIGTERM/SIGINT through a signalfd (no handler ever runs)
     "epoll_wait",
-    "epoll_pwait",
     "epoll_ctl",
-    "rt_sigprocmask",
-    "rt_sigreturn",
-    "rt_sigtimedwait",
-    "timerfd_create",
-    "timerfd_settime",
     "signalfd4",
     // broker connections and the launcher socketpair (fds arrive by SCM_RIGHTS)
     "accept4",
     "recvmsg",
     "sendmsg",
+    // (kj makes fds non-blocking and close-on-exec with ioctl, not fcntl)
     "read",
     "write",
     "writev",
-    "readv",
     "getsockopt",
     "close",
     "shutdown",  // Cap'n Proto half-closes a connection it drops (garbage, Abort)
-    "fcntl",
     // signalling cells (timeout, kill, destroy)
     "pidfd_send_signal",
-    // memory, time, logging
+    // memory (single-threaded glibc malloc: brk, mmap/munmap, mremap for realloc), time
+    // (clock_gettime: the vDSO's fallback), randomness, logging (pid, thread id). Everything
+    // that sleeps, maps executable code or changes protections is the launcher's, not ours.
     "mmap",
     "munmap",
     "brk",
-    "madvise",
     "mremap",
-    "mprotect",
     "clock_gettime",
-    "clock_nanosleep",
     "getrandom",
     "gettid",
     "getpid",

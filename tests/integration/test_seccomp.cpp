@@ -708,8 +708,7 @@ int serveUnderProfile(const EventLoopWork& w, const std::string& dir) {
     ssize_t n;
     KJ_SYSCALL(n = write(log, line.data(), line.size()));
     KJ_REQUIRE(size_t(n) == line.size());
-    KJ_SYSCALL(fsync(log));
-    KJ_SYSCALL(fdatasync(log));
+    KJ_SYSCALL(fsync(log));  // as broker/jsonl_log.cpp: fsync per batch, never fdatasync
   }
   if (w.spawnsChildren) {
     pid_t child;
