@@ -41,6 +41,15 @@ constexpr std::string_view kAllow[] = {
     // the run journal: an entry is removed once its run's destroyed event is durable
     // (unlinkat on the journal's directory fd, broker/run_journal.h)
     "unlinkat",
+    // exports: run directories under the export root's fd, and each artifact's mode 0640
+    // (broker/artifact_export.h)
+    "mkdirat",
+    "fchmod",
+    // secrets: values are read from files opened at start-up (pread: the fds are shared by
+    // runs), sealed into a memfd, and leave only as that fd (broker/secret_broker.h)
+    "pread64",
+    "memfd_create",
+    "pwrite64",
     // memory, time, randomness for ids
     "mmap",
     "munmap",

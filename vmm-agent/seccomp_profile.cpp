@@ -83,6 +83,9 @@ constexpr std::string_view kLauncherAllow[] = {
     "capset",
     "setresuid",
     "setresgid",
+    // secret files are created as the workload's host id (the launcher has no CAP_CHOWN)
+    "setfsuid",
+    "setfsgid",
     "setgroups",
     "setuid",
     "setgid",

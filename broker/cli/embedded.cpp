@@ -77,6 +77,17 @@ void EmbeddedSystem::launch(const std::string& name, std::vector<std::string> ar
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The daemons start with an empty environment; the broker alone gets the CLI's
+  // CELLOS_SECRET_* variables, its `env` secret source (`CELLOS_SECRET_TOKEN=... cellos run`).
+  std::vector<std::string> environment;
+  if (name == "cellos-broker") {
+    for (char** var = environ; *var != nullptr; ++var) {
+      if (strncmp(*var, "CELLOS_SECRET_", 14) == 0) environment.emplace_back(*var);
+    }
+  }
+  std::vector<char*> envp;
+  for (auto& var : environment) envp.push_back(var.data());
+  envp.push_back(nullptr);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
@@ -90,8 +101,7 @@ void EmbeddedSystem::launch(const std::string& name, std::vector<std::string> ar
     dup2(ready[1], 3);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
-    char* envp[] = {nullptr};
-    execve(path.c_str(), argv.data(), envp);
+    execve(path.c_str(), argv.data(), envp.data());
     dprintf(2, "cellos: cannot start %s: %s\n", path.c_str(), strerror(errno));
     _exit(127);
   }
@@ -152,6 +162,7 @@ void EmbeddedSystem::start() {
                                          "--vmm-socket=" + runtimeDir_ + "/vmm.sock",
                                          "--dns-socket=" + runtimeDir_ + "/dns.sock",
                                          "--events=" + eventsPath_,
+                                         "--export-root=" + options_.stateDir + "/exports",
                                          "--config=/dev/null"};
   if (!options_.policyPath.empty()) brokerArgs.push_back("--policy=" + options_.policyPath);
   brokerArgs.insert(brokerArgs.end(), options_.brokerArgs.begin(), options_.brokerArgs.end());
