@@ -324,49 +324,53 @@ kj::Promise<void> CellRun::exportFailed(size_t index, std::string reason) {
 // One artifact: the VM launcher opens it in the cell's working directory (no symlink, regular
 // file, within the cap) and hands over the fd; the exporter copies it to the local target.
 kj::Promise<void> CellRun::exportArtifact(size_t index) {
+  // The attempt either yields the exported file or fails with a reason; exactly one event
+  // follows, whichever it was.
+  return copyArtifact(index).then(
+      [this, index](ExportedArtifact exported) {
+        const auto& artifact = document_.spec.exportSpec.artifacts[index];
+        spdlog::info("cell {} run {}: artifact {} exported ({} bytes)", cellId(), runId(),
+                     artifact.name, exported.bytes);
+        return emit("export", 2, "completed",
+                    {{"artifactName", artifact.name},
+                     {"targetKind", "local"},
+                     {"destination", exported.destination},
+                     {"sha256", exported.sha256},
+                     {"bytes", exported.bytes}});
+      },
+      [this, index](kj::Exception&& e) { return exportFailed(index, reasonOf(e)); });
+}
+
+// Rejects with the reason (one line) when the artifact is refused or cannot be copied.
+kj::Promise<ExportedArtifact> CellRun::copyArtifact(size_t index) {
   const auto& artifact = document_.spec.exportSpec.artifacts[index];
-  if (context_.exporter == nullptr) {
-    return exportFailed(index, "this broker has no export target");
-  }
+  KJ_REQUIRE(context_.exporter != nullptr, "this broker has no export target");
   auto request = cell_->openArtifactRequest();
   request.setPath(artifact.path);
   request.setMaxBytes(context_.exporter->maxBytes());
   return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent openArtifact",
                           request.send())
-      .then([this,
-             index](capnp::Response<ipc::Cell::OpenArtifactResults> response) -> kj::Promise<void> {
+      .then([this, index](capnp::Response<ipc::Cell::OpenArtifactResults> response) {
         if (response.getRefused().size() > 0) {
-          return exportFailed(index, response.getRefused().cStr());
+          kj::throwFatalException(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                                                kj::str(response.getRefused())));
         }
         auto file = response.getFile();
-        return file.getFd().then(
-            [this, index, file](kj::Maybe<int> maybeFd) mutable -> kj::Promise<void> {
-              int received = -1;
-              KJ_IF_MAYBE (fd, maybeFd) {
-                received = *fd;
-              }
-              if (received < 0) return exportFailed(index, "the VM launcher sent no file");
-              // Our own copy: the capability's fd goes away with the capability.
-              int fd = fcntl(received, F_DUPFD_CLOEXEC, 3);
-              if (fd < 0) return exportFailed(index, std::string("fcntl: ") + strerror(errno));
-              kj::AutoCloseFd owned(fd);
-              const auto& artifact = document_.spec.exportSpec.artifacts[index];
-              return context_.exporter->copy(fd, cellId(), runId(), artifact.name)
-                  .attach(kj::mv(owned), kj::mv(file))
-                  .then([this, index](ExportedArtifact exported) {
-                    const auto& artifact = document_.spec.exportSpec.artifacts[index];
-                    spdlog::info("cell {} run {}: artifact {} exported ({} bytes)", cellId(),
-                                 runId(), artifact.name, exported.bytes);
-                    return emit("export", 2, "completed",
-                                {{"artifactName", artifact.name},
-                                 {"targetKind", "local"},
-                                 {"destination", exported.destination},
-                                 {"sha256", exported.sha256},
-                                 {"bytes", exported.bytes}});
-                  });
-            });
-      })
-      .catch_([this, index](kj::Exception&& e) { return exportFailed(index, reasonOf(e)); });
+        return file.getFd().then([this, index, file](kj::Maybe<int> maybeFd) mutable {
+          int received = -1;
+          KJ_IF_MAYBE (fd, maybeFd) {
+            received = *fd;
+          }
+          KJ_REQUIRE(received >= 0, "the VM launcher sent no file");
+          // Our own copy: the capability's fd goes away with the capability.
+          int fd;
+          KJ_SYSCALL(fd = fcntl(received, F_DUPFD_CLOEXEC, 3));
+          kj::AutoCloseFd owned(fd);
+          const auto& artifact = document_.spec.exportSpec.artifacts[index];
+          return context_.exporter->copy(fd, cellId(), runId(), artifact.name)
+              .attach(kj::mv(owned), kj::mv(file));
+        });
+      });
 }
 
 kj::Promise<void> CellRun::exportArtifacts() {

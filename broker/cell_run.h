@@ -78,6 +78,7 @@ class CellRun {
   kj::Promise<void> deliverSecrets();
   kj::Promise<void> exportArtifacts();
   kj::Promise<void> exportArtifact(size_t index);
+  kj::Promise<ExportedArtifact> copyArtifact(size_t index);
   kj::Promise<void> exportFailed(size_t index, std::string reason);
   kj::Promise<void> teardown();
   nlohmann::json timingsJson() const;
