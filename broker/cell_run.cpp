@@ -318,7 +318,7 @@ kj::Promise<void> CellRun::exportFailed(size_t index, std::string reason) {
                reason);
   exportFailures_.push_back(artifact.name + ": " + reason);
   return emit("export", 2, "failed",
-              {{"artifactName", artifact.name}, {"targetKind", "local"}, {"reason", reason}});
+              {{"artifactName", artifact.name}, {"targetKind", "LocalPath"}, {"reason", reason}});
 }
 
 // One artifact: the VM launcher opens it in the cell's working directory (no symlink, regular
@@ -333,7 +333,7 @@ kj::Promise<void> CellRun::exportArtifact(size_t index) {
                      artifact.name, exported.bytes);
         return emit("export", 2, "completed",
                     {{"artifactName", artifact.name},
-                     {"targetKind", "local"},
+                     {"targetKind", "LocalPath"},
                      {"destination", exported.destination},
                      {"sha256", exported.sha256},
                      {"bytes", exported.bytes}});

@@ -62,6 +62,15 @@ std::map<std::string, int> openSecretFiles(const std::string& dir) {
   return files;
 }
 
+std::string referenceKey(const std::string& name) {
+  std::string key = name;
+  for (char& c : key) {
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    if (c == '-' || c == '.') c = '_';
+  }
+  return key;
+}
+
 void wipeSegments(capnp::MessageBuilder& message) {
   for (auto segment : message.getSegmentsForOutput()) {
     explicit_bzero(const_cast<capnp::word*>(segment.begin()), segment.size() * sizeof(capnp::word));
@@ -99,10 +108,14 @@ std::vector<ResolvedSecret> SecretBroker::resolve(const std::vector<std::string>
   for (const auto& name : names) {
     ResolvedSecret secret{name, {}};
     if (source_ == "env") {
+      // The name as written, else the reference broker's spelling (upper case, "-" and "."
+      // as "_"), so an environment set up for cellos-broker-env keeps working.
       const char* value = getenv(("CELLOS_SECRET_" + name).c_str());
+      if (value == nullptr) value = getenv(("CELLOS_SECRET_" + referenceKey(name)).c_str());
       if (value == nullptr) {
-        throw std::runtime_error("secret " + name + " is not available (CELLOS_SECRET_" + name +
-                                 " is not in the broker's environment)");
+        throw std::runtime_error("secret " + name + " is not available (neither CELLOS_SECRET_" +
+                                 name + " nor CELLOS_SECRET_" + referenceKey(name) +
+                                 " is in the broker's environment)");
       }
       secret.value = core::SecretBuffer(value, strlen(value));
     } else {
@@ -123,6 +136,8 @@ std::vector<ResolvedSecret> SecretBroker::resolve(const std::vector<std::string>
         if (n == 0) break;
         got += static_cast<size_t>(n);
       }
+      // One trailing newline is the editor's, not the secret's (as the reference's file broker).
+      if (got > 0 && got <= kMaxSecretBytes && buffer.data()[got - 1] == '\n') --got;
       buffer.truncate(got);
       secret.value = std::move(buffer);
     }

@@ -3,10 +3,11 @@
 // and how it hands them on without keeping them.
 //
 // Sources (--secret-source):
-//   env                  CELLOS_SECRET_<NAME> in the broker's own environment (the name as
-//                        written in the document, case and all);
+//   env                  CELLOS_SECRET_<NAME> in the broker's own environment: the name as
+//                        written in the document, else as the reference's env broker spells
+//                        it (upper case, "-" and "." as "_": CELLOS_SECRET_DB_PASSWORD);
 //   dir                  a directory (--secrets-dir), one regular file per secret, its name the
-//                        secret's name;
+//                        secret's name; one trailing newline is not part of the value;
 //   systemd-credentials  the same, in $CREDENTIALS_DIRECTORY (LoadCredential= in the unit).
 // A directory's files are opened (O_NOFOLLOW, regular files only) at start-up, before seccomp;
 // each value is read with pread when a run needs it, so a value is in the broker's memory only

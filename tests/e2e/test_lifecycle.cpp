@@ -117,7 +117,7 @@ TEST_F(Lifecycle, ExportCopiesTheHonestArtifactAndRefusesEveryBreakAttempt) {
   const auto& data = completed[0]["data"];
   std::string runId = data["runId"];
   EXPECT_EQ(data["artifactName"], "report");
-  EXPECT_EQ(data["targetKind"], "local");
+  EXPECT_EQ(data["targetKind"], "LocalPath");
   EXPECT_EQ(data["bytes"], 12);
   EXPECT_EQ(data["sha256"], hexOf(core::sha256("junit-report")));
   std::string target = stateDir_ + "/exports/export-tricks/" + runId + "/report";

@@ -50,6 +50,14 @@ TEST(SecretBroker, EnvSourceReadsCellosSecretVariables) {
   EXPECT_EQ(valueOf(resolved[0]), "hunter2-value");
 }
 
+TEST(SecretBroker, EnvSourceAlsoTakesTheReferenceBrokersSpelling) {
+  setenv("CELLOS_SECRET_GITHUB_TOKEN_RO", "reference-spelling", 1);
+  broker::SecretBroker source("env", "");
+  auto resolved = source.resolve({"github-token.ro"});
+  unsetenv("CELLOS_SECRET_GITHUB_TOKEN_RO");
+  EXPECT_EQ(valueOf(resolved[0]), "reference-spelling");
+}
+
 TEST(SecretBroker, AMissingSecretIsNamedButNoValueIsShown) {
   setenv("CELLOS_SECRET_PRESENT", "present-value", 1);
   broker::SecretBroker source("env", "");
@@ -66,13 +74,15 @@ TEST(SecretBroker, AMissingSecretIsNamedButNoValueIsShown) {
 
 TEST(SecretBroker, DirSourceServesRegularFilesOnly) {
   TempDir dir;
-  dir.write("TOKEN", "token-value");
+  dir.write("TOKEN", "token-value\n");  // as `echo token-value > TOKEN` writes it
+  dir.write("TWO", "line1\nline2\n\n");
   dir.write("BIG", std::string(broker::kMaxSecretBytes + 1, 'x'));
   dir.write("outside", "not a secret");
   ASSERT_EQ(symlink((dir.path() + "/outside").c_str(), (dir.path() + "/LINK").c_str()), 0);
   ASSERT_EQ(mkfifo((dir.path() + "/PIPE").c_str(), 0600), 0);  // must not block start-up
   broker::SecretBroker source("dir", dir.path());
   EXPECT_EQ(valueOf(source.resolve({"TOKEN"})[0]), "token-value");
+  EXPECT_EQ(valueOf(source.resolve({"TWO"})[0]), "line1\nline2\n");
   for (const char* name : {"LINK", "PIPE", "NOPE"}) {
     EXPECT_THROW(source.resolve({name}), std::runtime_error) << name;
   }
