@@ -127,7 +127,7 @@ std::vector<std::string> takeSecretEnvironment(const std::string& path) {
       if (fstat(fd, &st) < 0) throwErrno("fstat(" + path + "/" + name + ")");
       std::string& var = env.emplace_back();
       var.reserve(name.size() + 1 + static_cast<size_t>(st.st_size) + 1);
-      var = name + "=";
+      var.append(name).append(1, '=');  // no assignment: it could swap out the reserved buffer
       char buffer[4096];
       for (;;) {
         ssize_t n = read(fd, buffer, sizeof buffer);

@@ -263,9 +263,9 @@ TEST_P(Secrets, ADeliveredValueReachesTheWorkloadAndNothingElse) {
   std::string value = "cellos-test-secret-" + randomHex(16);
   std::string secretsDir = stateDir_ + "/secrets";
   std::filesystem::create_directories(secretsDir);
-  writeFile(secretsDir + "/API_TOKEN", value);
+  writeFile(secretsDir + "/DEPLOY_API_TOKEN_LONG", value);
   chmod(secretsDir.c_str(), 0700);
-  chmod((secretsDir + "/API_TOKEN").c_str(), 0400);
+  chmod((secretsDir + "/DEPLOY_API_TOKEN_LONG").c_str(), 0400);
 
   auto captured = std::make_unique<CapturedStderr>(stateDir_ + "/daemons.log");
   cli::EmbeddedOptions options;
@@ -276,19 +276,20 @@ TEST_P(Secrets, ADeliveredValueReachesTheWorkloadAndNothingElse) {
   system_ = std::make_unique<cli::EmbeddedSystem>(options);
   system_->start();
 
-  std::string read = delivery == "env" ? "printf %s \"$API_TOKEN\"" : "cat /run/secrets/API_TOKEN";
+  std::string read = delivery == "env" ? "printf %s \"$DEPLOY_API_TOKEN_LONG\""
+                                       : "cat /run/secrets/DEPLOY_API_TOKEN_LONG";
   std::string script =
       read + " | sha256sum; " +
-      (delivery == "file" ? "stat -c '%a %u' /run/secrets/API_TOKEN; "
+      (delivery == "file" ? "stat -c '%a %u' /run/secrets/DEPLOY_API_TOKEN_LONG; "
                             "echo x > /run/secrets/other 2>/dev/null || echo read-only; "
-                          : "test -e /run/secrets/API_TOKEN || echo no-file; ") +
+                          : "test -e /run/secrets/DEPLOY_API_TOKEN_LONG || echo no-file; ") +
       "echo ready; sleep 2";
   nlohmann::json argv = {"/bin/sh", "-c", script};
-  std::string yaml = "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: secret-" +
-                     delivery +
-                     "\n  lifetime: {ttlSeconds: 120}\n  authority: {secretRefs: [API_TOKEN]}\n"
-                     "  run:\n    secretDelivery: " +
-                     delivery + "\n    argv: " + argv.dump() + "\n";
+  std::string yaml =
+      "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: secret-" + delivery +
+      "\n  lifetime: {ttlSeconds: 120}\n  authority: {secretRefs: [DEPLOY_API_TOKEN_LONG]}\n"
+      "  run:\n    secretDelivery: " +
+      delivery + "\n    argv: " + argv.dump() + "\n";
   CellosProcess run(
       {"submit", "--wait", document("secret", yaml), "--socket=" + system_->brokerSocket()});
   ASSERT_TRUE(run.waitForStdout("ready", 60s)) << run.out() << run.err();
@@ -311,11 +312,12 @@ TEST_P(Secrets, ADeliveredValueReachesTheWorkloadAndNothingElse) {
   auto all = events();
   auto materialized = ofType(all, ".identity.v1.materialized");
   ASSERT_EQ(materialized.size(), 1u);
-  EXPECT_EQ(materialized[0]["data"]["secretNames"], nlohmann::json::array({"API_TOKEN"}));
+  EXPECT_EQ(materialized[0]["data"]["secretNames"],
+            nlohmann::json::array({"DEPLOY_API_TOKEN_LONG"}));
   EXPECT_EQ(materialized[0]["data"]["delivery"], delivery);
   auto revoked = ofType(all, ".identity.v1.revoked");
   ASSERT_EQ(revoked.size(), 1u);
-  EXPECT_EQ(revoked[0]["data"]["secretNames"], nlohmann::json::array({"API_TOKEN"}));
+  EXPECT_EQ(revoked[0]["data"]["secretNames"], nlohmann::json::array({"DEPLOY_API_TOKEN_LONG"}));
   auto destroyed = ofType(all, ".lifecycle.v1.destroyed");
   ASSERT_EQ(destroyed.size(), 1u);
   EXPECT_EQ(destroyed[0]["data"]["outcome"], "succeeded");
@@ -336,7 +338,7 @@ TEST_P(Secrets, ADeliveredValueReachesTheWorkloadAndNothingElse) {
 
   // After: the value is in the secrets directory the test made, and in no other file.
   auto holders = filesContaining(stateDir_, value);
-  EXPECT_EQ(holders, std::vector<std::string>{secretsDir + "/API_TOKEN"});
+  EXPECT_EQ(holders, std::vector<std::string>{secretsDir + "/DEPLOY_API_TOKEN_LONG"});
   std::string logs = readFile(stateDir_ + "/daemons.log");
   EXPECT_NE(logs.find("secret-" + delivery), std::string::npos) << "no daemon log captured";
   EXPECT_EQ(logs.find(value), std::string::npos);
