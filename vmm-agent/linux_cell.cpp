@@ -15,9 +15,11 @@
 //   3. hostname, loopback up (the namespaces are new, so this touches only the cell);
 //   4. pivot_root into the new root and detach the old one: from here on no host path is
 //      reachable except what step 2 bound in, read-only;
-//   5. the working directory tmpfs (owned by the workload's host id), then the root itself
-//      read-only; report "ready";
-//   6. wait for the start byte; clone the workload into a new user namespace and write its id
+//   5. the working directory tmpfs (owned by the workload's host id), the /run/secrets tmpfs
+//      when the cell gets secrets (secret_files.h), then the root itself read-only; report
+//      "ready";
+//   6. wait for the start byte (the launcher has filled /run/secrets by then): move the secrets
+//      into the workload's environment and unmount them, or make them read-only; clone the workload into a new user namespace and write its id
 //      maps (cell root = an unprivileged host id); the workload becomes that id, closes every
 //      fd but 0-2, resets signals, starts a session, drops every capability, sets rlimits and
 //      no_new_privs, installs its seccomp filter and execs;
