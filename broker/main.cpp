@@ -224,8 +224,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "cellos-broker: accepts cell documents from clients on its socket, validates them, and "
       "runs each cell through admission, network scope, secrets, start, run, export, destroy "
-      "and revoke, with a signed event for every step, by asking cellos-vmm-agent, cellos-dns-helper and "
-      "cellos-event-signer. Holds no privilege itself."};
+      "and revoke, with a signed event for every step, by asking cellos-vmm-agent, "
+      "cellos-dns-helper and cellos-event-signer. Holds no privilege itself."};
   privsep::addCommonOptions(app, options.common, "/etc/cellos/broker.conf");
   app.add_option("--client-group", options.clientGroup, "group whose members may submit cells")
       ->capture_default_str();
@@ -270,10 +270,11 @@ int main(int argc, char** argv) {
                  "($CREDENTIALS_DIRECTORY)")
       ->capture_default_str()
       ->check(CLI::IsMember({"env", "dir", "systemd-credentials"}));
-  app.add_option("--secrets-dir", options.secretsDir,
-                 "with --secret-source=dir: the directory, one regular file per secret, named "
-                 "as the secret; files are opened at start-up (restart to add one), values read per "
-                 "run");
+  app.add_option(
+      "--secrets-dir", options.secretsDir,
+      "with --secret-source=dir: the directory, one regular file per secret, named "
+      "as the secret; files are opened at start-up (restart to add one), values read per "
+      "run");
   app.add_option("--connect-timeout", options.connectTimeoutSeconds,
                  "seconds to wait for the helpers' sockets at start")
       ->capture_default_str();

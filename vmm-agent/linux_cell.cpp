@@ -19,10 +19,10 @@
 //      when the cell gets secrets (secret_files.h), then the root itself read-only; report
 //      "ready";
 //   6. wait for the start byte (the launcher has filled /run/secrets by then): move the secrets
-//      into the workload's environment and unmount them, or make them read-only; clone the workload into a new user namespace and write its id
-//      maps (cell root = an unprivileged host id); the workload becomes that id, closes every
-//      fd but 0-2, resets signals, starts a session, drops every capability, sets rlimits and
-//      no_new_privs, installs its seccomp filter and execs;
+//      into the workload's environment and unmount them, or make them read-only; clone the workload
+//      into a new user namespace and write its id maps (cell root = an unprivileged host id); the
+//      workload becomes that id, closes every fd but 0-2, resets signals, starts a session, drops
+//      every capability, sets rlimits and no_new_privs, installs its seccomp filter and execs;
 //   7. reap until the workload exits, hand its wait status to the launcher, exit (the kernel
 //      then kills whatever is left in the pid namespace). SIGTERM from the launcher (a timeout)
 //      is passed on to every process of the cell.
