@@ -4,8 +4,10 @@
 #include "core/uuid.h"
 #include "ipc/socket.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 
@@ -20,6 +22,17 @@ uint64_t monotonicMicros() {
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
+
+// The sealed memfd of a run's secret values, as a capability: the fd rides along (getFd()) to
+// the VM launcher, and the broker's last reference goes with this object.
+class SecretBundleFileServer final : public ipc::SecretBundleFile::Server {
+ public:
+  explicit SecretBundleFileServer(kj::AutoCloseFd fd) : fd_(kj::mv(fd)) {}
+  kj::Maybe<int> getFd() override { return fd_.get(); }
+
+ private:
+  kj::AutoCloseFd fd_;
+};
 
 // Receives the DNS child's audit records (relayed by the DNS spawner) and turns each into a
 // dns_query event of this run.
@@ -78,7 +91,10 @@ kj::Promise<void> CellRun::emit(const std::string& family, int version, const st
 kj::Promise<void> CellRun::phase(const char* name, kj::Function<kj::Promise<void>()> body) {
   uint64_t start = monotonicMicros();
   std::string phaseName = name;
-  return kj::evalNow([&]() { return body(); })
+  return kj::evalNow([&]() {
+           injectFault(phaseName);
+           return body();
+         })
       .then([this, phaseName,
              start]() { timings_.emplace_back(phaseName, monotonicMicros() - start); },
             [this, phaseName, start](kj::Exception&& e) {
@@ -91,6 +107,21 @@ kj::Promise<void> CellRun::phase(const char* name, kj::Function<kj::Promise<void
               }
               kj::throwFatalException(kj::mv(e));
             });
+}
+
+void CellRun::injectFault(const std::string& phaseName) {
+  if (context_.faultPhase != phaseName) return;
+  kj::throwFatalException(
+      kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                    kj::str("injected fault in phase ", phaseName, " (--test-fault-phase)")));
+}
+
+// The phases teardown runs itself (destroy, revoke) cannot be skipped: their fault is recorded
+// after the real work is done.
+void CellRun::recordInjectedFault(const std::string& phaseName) {
+  if (context_.faultPhase != phaseName || !outcome_.failedPhase.empty()) return;
+  outcome_.failedPhase = phaseName;
+  outcome_.error = "injected fault in phase " + phaseName + " (--test-fault-phase)";
 }
 
 nlohmann::json CellRun::timingsJson() const {
@@ -134,6 +165,10 @@ kj::Promise<void> CellRun::createCell() {
     cell.setWorkingDirectory("/workspace");
   }
   cell.setTtlSeconds(spec.lifetime.ttlSeconds);
+  // A cell that will receive secrets gets its /run/secrets tmpfs while it is built.
+  if (!spec.authority.secretRefs.empty()) {
+    cell.setSecretDelivery(spec.run ? spec.run->secretDelivery : "file");
+  }
   const auto& egress = spec.authority.egressRules;
   auto rules = cell.initEgressRules(egress.size());
   for (size_t i = 0; i < egress.size(); ++i) {
@@ -193,6 +228,29 @@ kj::Promise<void> CellRun::startDns() {
       });
 }
 
+// Resolves the values (names only ever leave this function in events and logs), seals them into
+// a memfd, wipes the broker's copies, and has the VM launcher write them into the cell.
+kj::Promise<void> CellRun::deliverSecrets() {
+  const auto& names = document_.spec.authority.secretRefs;
+  if (names.empty()) return kj::READY_NOW;
+  KJ_REQUIRE(context_.secrets != nullptr, "this broker has no secret source");
+  std::string delivery = document_.spec.run ? document_.spec.run->secretDelivery : "file";
+  kj::AutoCloseFd bundle = [&]() {
+    std::vector<ResolvedSecret> values = context_.secrets->resolve(names);
+    return sealBundle(values, delivery);
+  }();  // `values` is wiped here
+  auto request = cell_->deliverSecretsRequest();
+  secretsSent_ = true;
+  request.setBundle(kj::heap<SecretBundleFileServer>(kj::mv(bundle)));
+  return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent deliverSecrets",
+                          request.send())
+      .then([this, delivery](capnp::Response<ipc::Cell::DeliverSecretsResults> response) {
+        for (auto name : response.getNames()) materialized_.emplace_back(name.cStr());
+        return emit("identity", 1, "materialized",
+                    {{"secretNames", materialized_}, {"delivery", delivery}});
+      });
+}
+
 kj::Promise<void> CellRun::runCommand() {
   if (!document_.spec.run) return kj::READY_NOW;
   KJ_REQUIRE(!cancelled_, "run cancelled before its command started");
@@ -246,6 +304,95 @@ kj::Promise<void> CellRun::runCommand() {
       });
 }
 
+// A kj::Exception's description without the wrapper KJ puts around a std::exception's text.
+static std::string reasonOf(const kj::Exception& e) {
+  std::string text = e.getDescription().cStr();
+  const std::string wrapped = "std::exception: ";
+  if (text.compare(0, wrapped.size(), wrapped) == 0) text = text.substr(wrapped.size());
+  return text;
+}
+
+kj::Promise<void> CellRun::exportFailed(size_t index, std::string reason) {
+  const auto& artifact = document_.spec.exportSpec.artifacts[index];
+  spdlog::warn("cell {} run {}: artifact {} not exported: {}", cellId(), runId(), artifact.name,
+               reason);
+  exportFailures_.push_back(artifact.name + ": " + reason);
+  return emit("export", 2, "failed",
+              {{"artifactName", artifact.name}, {"targetKind", "LocalPath"}, {"reason", reason}});
+}
+
+// One artifact: the VM launcher opens it in the cell's working directory (no symlink, regular
+// file, within the cap) and hands over the fd; the exporter copies it to the local target.
+kj::Promise<void> CellRun::exportArtifact(size_t index) {
+  // The attempt either yields the exported file or fails with a reason; exactly one event
+  // follows, whichever it was.
+  return copyArtifact(index).then(
+      [this, index](ExportedArtifact exported) {
+        const auto& artifact = document_.spec.exportSpec.artifacts[index];
+        spdlog::info("cell {} run {}: artifact {} exported ({} bytes)", cellId(), runId(),
+                     artifact.name, exported.bytes);
+        return emit("export", 2, "completed",
+                    {{"artifactName", artifact.name},
+                     {"targetKind", "LocalPath"},
+                     {"destination", exported.destination},
+                     {"sha256", exported.sha256},
+                     {"bytes", exported.bytes}});
+      },
+      [this, index](kj::Exception&& e) { return exportFailed(index, reasonOf(e)); });
+}
+
+// Rejects with the reason (one line) when the artifact is refused or cannot be copied.
+kj::Promise<ExportedArtifact> CellRun::copyArtifact(size_t index) {
+  const auto& artifact = document_.spec.exportSpec.artifacts[index];
+  KJ_REQUIRE(context_.exporter != nullptr, "this broker has no export target");
+  auto request = cell_->openArtifactRequest();
+  request.setPath(artifact.path);
+  request.setMaxBytes(context_.exporter->maxBytes());
+  return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent openArtifact",
+                          request.send())
+      .then([this, index](capnp::Response<ipc::Cell::OpenArtifactResults> response) {
+        if (response.getRefused().size() > 0) {
+          kj::throwFatalException(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                                                kj::str(response.getRefused())));
+        }
+        auto file = response.getFile();
+        return file.getFd().then([this, index, file](kj::Maybe<int> maybeFd) mutable {
+          int received = -1;
+          KJ_IF_MAYBE (fd, maybeFd) {
+            received = *fd;
+          }
+          KJ_REQUIRE(received >= 0, "the VM launcher sent no file");
+          // Our own copy: the capability's fd goes away with the capability.
+          int fd;
+          KJ_SYSCALL(fd = fcntl(received, F_DUPFD_CLOEXEC, 3));
+          kj::AutoCloseFd owned(fd);
+          const auto& artifact = document_.spec.exportSpec.artifacts[index];
+          return context_.exporter->copy(fd, cellId(), runId(), artifact.name)
+              .attach(kj::mv(owned), kj::mv(file));
+        });
+      });
+}
+
+kj::Promise<void> CellRun::exportArtifacts() {
+  const auto& artifacts = document_.spec.exportSpec.artifacts;
+  kj::Promise<void> chain = kj::READY_NOW;
+  // One after another: each is bounded by the cap, and the order of events is the document's.
+  for (size_t i = 0; i < artifacts.size(); ++i) {
+    chain = chain.then([this, i]() { return exportArtifact(i); });
+  }
+  return chain.then([this]() {
+    if (exportFailures_.empty()) return;
+    std::string message = std::to_string(exportFailures_.size()) + " of " +
+                          std::to_string(document_.spec.exportSpec.artifacts.size()) +
+                          " artifacts not exported: ";
+    for (size_t i = 0; i < exportFailures_.size(); ++i) {
+      message += (i ? "; " : "") + exportFailures_[i];
+    }
+    kj::throwFatalException(
+        kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str(message)));
+  });
+}
+
 kj::Promise<void> CellRun::teardown() {
   // destroy: the cell first (its processes are what could still act), then its resolver.
   uint64_t start = monotonicMicros();
@@ -262,30 +409,51 @@ kj::Promise<void> CellRun::teardown() {
                   residue_.push_back(std::string("destroy failed: ") + e.getDescription().cStr());
                 });
   }
-  return destroyed.then([this, start]() {
-    kj::Promise<void> stopped = kj::READY_NOW;
-    if (dnsProxy_) {
-      stopped = ipc::withTimeout(context_.timer, context_.helperCallTimeout, "dns-helper stop",
-                                 dnsProxy_->stopRequest().send())
-                    .ignoreResult()
-                    .catch_([this](kj::Exception&& e) {
-                      residue_.push_back(std::string("DNS child stop failed: ") +
-                                         e.getDescription().cStr());
-                    });
-    }
-    return stopped.then([this, start]() {
-      cell_ = std::nullopt;
-      netns_ = std::nullopt;
-      dnsProxy_ = std::nullopt;
-      timings_.emplace_back("destroy", monotonicMicros() - start);
-      if (!residue_.empty() && outcome_.failedPhase.empty()) {
-        outcome_.failedPhase = "destroy";
-        outcome_.error = "residue after destroy: " + residue_.front();
-      }
-      // revoke: no secret was materialized in this version, so there is nothing to revoke.
-      timings_.emplace_back("revoke", 0);
-    });
-  });
+  return destroyed
+      .then([this, start]() {
+        kj::Promise<void> stopped = kj::READY_NOW;
+        if (dnsProxy_) {
+          stopped = ipc::withTimeout(context_.timer, context_.helperCallTimeout, "dns-helper stop",
+                                     dnsProxy_->stopRequest().send())
+                        .ignoreResult()
+                        .catch_([this](kj::Exception&& e) {
+                          residue_.push_back(std::string("DNS child stop failed: ") +
+                                             e.getDescription().cStr());
+                        });
+        }
+        return stopped.then([this, start]() {
+          cell_ = std::nullopt;
+          netns_ = std::nullopt;
+          dnsProxy_ = std::nullopt;
+          timings_.emplace_back("destroy", monotonicMicros() - start);
+          if (!residue_.empty() && outcome_.failedPhase.empty()) {
+            outcome_.failedPhase = "destroy";
+            outcome_.error = "residue after destroy: " + residue_.front();
+          }
+          recordInjectedFault("destroy");
+        });
+      })
+      .then([this]() {
+        // revoke: the cell, and with it its secrets tmpfs and every process that read it, is gone;
+        // the broker kept no value. The event says which names the cell no longer holds.
+        // A delivery that failed half way may still have written some: revoke every name sent.
+        uint64_t start = monotonicMicros();
+        kj::Promise<void> revoked = kj::READY_NOW;
+        if (secretsSent_) {
+          revoked =
+              emit("identity", 1, "revoked", {{"secretNames", document_.spec.authority.secretRefs}})
+                  .catch_([this](kj::Exception&& e) {
+                    if (outcome_.failedPhase.empty()) {
+                      outcome_.failedPhase = "revoke";
+                      outcome_.error = e.getDescription().cStr();
+                    }
+                  });
+        }
+        return revoked.then([this, start]() {
+          timings_.emplace_back("revoke", monotonicMicros() - start);
+          recordInjectedFault("revoke");
+        });
+      });
 }
 
 kj::Promise<RunOutcome> CellRun::execute() {
@@ -312,15 +480,7 @@ kj::Promise<RunOutcome> CellRun::execute() {
               });
             });
           })
-          .then([this]() {
-            // secrets: none are materialized in this version (the document may name none).
-            return phase("secrets", [this]() -> kj::Promise<void> {
-              KJ_REQUIRE(
-                  document_.spec.authority.secretRefs.empty(),
-                  "this runner cannot deliver secrets yet; remove spec.authority.secretRefs");
-              return kj::READY_NOW;
-            });
-          })
+          .then([this]() { return phase("secrets", [this]() { return deliverSecrets(); }); })
           .then([this, &spec]() {
             nlohmann::json argv = nlohmann::json::array();
             if (spec.run) argv = spec.run->argv;
@@ -332,8 +492,8 @@ kj::Promise<RunOutcome> CellRun::execute() {
           })
           .then([this]() { return phase("run", [this]() { return runCommand(); }); })
           .then([this]() {
-            // export: artifacts are not exported in this version.
-            return phase("export", []() { return kj::READY_NOW; });
+            // export: before destroy, while the launcher still holds the working directory.
+            return phase("export", [this]() { return exportArtifacts(); });
           });
   return phases.catch_([](kj::Exception&&) { /* recorded by phase() */ })
       .then([this]() { return teardown(); })

@@ -5,7 +5,9 @@
 // A failure in any phase still runs destroy and revoke and still ends with
 // lifecycle.destroyed (outcome: failed, failedPhase).
 
+#include "broker/artifact_export.h"
 #include "broker/event_log.h"
+#include "broker/secret_broker.h"
 #include "core/cloudevent.h"
 #include "core/host_policy.h"
 #include "core/spec.h"
@@ -30,6 +32,12 @@ struct BrokerContext {
   EventLog& events;
   const core::HostPolicy& policy;  // what admission grants; read once at start-up
   kj::Duration helperCallTimeout = 30 * kj::SECONDS;
+  ArtifactExporter* exporter = nullptr;   // the local export target; null: exports fail
+  const SecretBroker* secrets = nullptr;  // where secret values come from; null: none do
+  // Testing seam (docs/operations.md, "Fault injection"): every run fails in this phase, after
+  // which teardown runs as for any real failure. Empty unless the broker was started with both
+  // --enable-test-faults and --test-fault-phase.
+  std::string faultPhase;
 };
 
 struct RunOutcome {
@@ -67,8 +75,15 @@ class CellRun {
   kj::Promise<void> createCell();
   kj::Promise<void> startDns();
   kj::Promise<void> runCommand();
+  kj::Promise<void> deliverSecrets();
+  kj::Promise<void> exportArtifacts();
+  kj::Promise<void> exportArtifact(size_t index);
+  kj::Promise<ExportedArtifact> copyArtifact(size_t index);
+  kj::Promise<void> exportFailed(size_t index, std::string reason);
   kj::Promise<void> teardown();
   nlohmann::json timingsJson() const;
+  void injectFault(const std::string& phaseName);
+  void recordInjectedFault(const std::string& phaseName);
 
   BrokerContext& context_;
   core::CellDocument document_;
@@ -82,6 +97,9 @@ class CellRun {
   nlohmann::json network_ = nlohmann::json::object();  // what createCell built, for network.v1.scoped
   std::vector<std::string> residue_;
   std::vector<std::pair<std::string, uint64_t>> timings_;  // phase -> µs, in order
+  std::vector<std::string> materialized_;                  // secret names the cell received
+  bool secretsSent_ = false;                 // a bundle went to the VM launcher: revoke at the end
+  std::vector<std::string> exportFailures_;  // "<name>: <reason>", for the export phase's error
   bool cancelled_ = false;
   bool forced_ = false;  // the cell died without its init reporting a status
   kj::Promise<void> cancelTask_ = kj::READY_NOW;

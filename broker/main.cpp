@@ -4,14 +4,15 @@
 // Privilege story, top to bottom:
 //   1. start as root (embedded mode) or as cellos (service mode); close inherited fds; read
 //      the host policy (a bad one stops start-up before anything is created);
-//   2. open the event log for append and its directory (rotation), and the dead-letter
-//      directory (creating them, owned by cellos), and bind broker.sock (owner cellos, group
-//      cellos, 0660) — the only steps that may need root; afterwards the broker only creates
+//   2. open the event log for append and its directory (rotation), the dead-letter directory
+//      and the export root (creating them, owned by cellos), and bind broker.sock (owner cellos,
+//      group cellos, 0660) — the only steps that may need root; afterwards the broker only creates
 //      new files under those directory fds (openat O_CREAT|O_EXCL, see seccomp_profile.cpp);
 //   3. become cellos with no capabilities, set no_new_privs;
 //   4. connect to the three helpers (their listeners check that we are cellos);
 //   5. install the broker's seccomp profile; only then read a client's document.
 
+#include "broker/artifact_export.h"
 #include "broker/broker_server.h"
 #include "broker/cell_run.h"
 #include "broker/dead_letter.h"
@@ -19,6 +20,7 @@
 #include "broker/jsonl_log.h"
 #include "broker/run_journal.h"
 #include "broker/seccomp_profile.h"
+#include "broker/secret_broker.h"
 #include "core/host_policy.h"
 #include "core/uuid.h"
 #include "ipc/socket.h"
@@ -33,6 +35,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -59,6 +62,12 @@ struct Options {
   int connectTimeoutSeconds = 10;
   size_t maxConcurrent = 4;
   std::string runJournalDir;  // default <events>.runs
+  std::string exportRoot = "/var/lib/cellos/exports";
+  uint64_t exportMaxBytes = 256ull << 20;
+  std::string testFaultPhase;     // fault-injection tests only (hidden)
+  bool enableTestFaults = false;  // required for testFaultPhase (hidden)
+  std::string secretSource = "env";
+  std::string secretsDir;
 };
 
 std::string readHostId() {
@@ -121,6 +130,11 @@ int serve(const Options& options) {
   broker::RunJournal journal(
       options.runJournalDir.empty() ? options.eventsPath + ".runs" : options.runJournalDir,
       account.uid, account.gid);
+  // Artifacts arrive as fds the VM launcher opened; they are copied under this directory.
+  broker::ArtifactExporter exporter(options.exportRoot, options.exportMaxBytes, account.uid,
+                                    account.gid);
+  // Secret files are opened now (seccomp allows no open later); values are read per run.
+  const broker::SecretBroker secrets(options.secretSource, options.secretsDir);
   // A file-size limit (RLIMIT_FSIZE) makes a log write fail, which sends the batch to the dead
   // letters; it must not kill the broker instead.
   signal(SIGXFSZ, SIG_IGN);
@@ -156,6 +170,9 @@ int serve(const Options& options) {
                                 dnsLink.bootstrap<ipc::DnsHelper>(),
                                 events,
                                 hostPolicy};
+  context.exporter = &exporter;
+  context.faultPhase = options.testFaultPhase;
+  context.secrets = &secrets;
   broker::BrokerState state(context, options.maxConcurrent, &journal);
 
   // OpenSSL loads its configuration file on first use (event ids come from RAND_bytes): use it
@@ -165,6 +182,10 @@ int serve(const Options& options) {
   events.resume().wait(io.waitScope);
   // Runs a predecessor admitted but never finished end with destroyed/failed/forced.
   broker::closeInterruptedRuns(journal, events, hostId).wait(io.waitScope);
+  // Every file and directory from here on (log files, dead letters, exports) gets exactly the
+  // mode it is created with (0640 / 0750), whatever umask we were started with; the filter
+  // leaves no fchmod.
+  umask(027);
   privsep::installSeccomp(broker::kBrokerProfile);
 
   // Clients: root and members of the client group. They never send fds.
@@ -206,9 +227,9 @@ int main(int argc, char** argv) {
   Options options;
   CLI::App app{
       "cellos-broker: accepts cell documents from clients on its socket, validates them, and "
-      "runs each cell through admission, network scope, start, run, destroy, with a signed "
-      "event for every step, by asking cellos-vmm-agent, cellos-dns-helper and "
-      "cellos-event-signer. Holds no privilege itself."};
+      "runs each cell through admission, network scope, secrets, start, run, export, destroy "
+      "and revoke, with a signed event for every step, by asking cellos-vmm-agent, "
+      "cellos-dns-helper and cellos-event-signer. Holds no privilege itself."};
   privsep::addCommonOptions(app, options.common, "/etc/cellos/broker.conf");
   app.add_option("--client-group", options.clientGroup, "group whose members may submit cells")
       ->capture_default_str();
@@ -240,10 +261,43 @@ int main(int argc, char** argv) {
                  "cells running at once; further submissions wait in a queue")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--export-root", options.exportRoot,
+                 "local export target: artifacts go to <root>/<cellId>/<runId>/<name>")
+      ->capture_default_str();
+  app.add_option("--export-max-bytes", options.exportMaxBytes,
+                 "largest artifact exported; a bigger one fails with export.v2.failed")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--secret-source", options.secretSource,
+                 "where secret values come from: env (CELLOS_SECRET_<NAME> in this process's "
+                 "environment), dir (--secrets-dir, one file per secret) or systemd-credentials "
+                 "($CREDENTIALS_DIRECTORY)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"env", "dir", "systemd-credentials"}));
+  app.add_option(
+      "--secrets-dir", options.secretsDir,
+      "with --secret-source=dir: the directory, one regular file per secret, named "
+      "as the secret; files are opened at start-up (restart to add one), values read per "
+      "run");
   app.add_option("--connect-timeout", options.connectTimeoutSeconds,
                  "seconds to wait for the helpers' sockets at start")
       ->capture_default_str();
+  app.add_option("--test-fault-phase", options.testFaultPhase,
+                 "fault-injection tests: every run fails in this phase (needs "
+                 "--enable-test-faults)")
+      ->check(CLI::IsMember(
+          {"admission", "network_scope", "secrets", "run", "export", "destroy", "revoke"}))
+      ->group("");  // hidden
+  app.add_flag("--enable-test-faults", options.enableTestFaults,
+               "allow --test-fault-phase (a broker for tests, never for real cells)")
+      ->group("");  // hidden
   CLI11_PARSE(app, argc, argv);
+  if (!options.testFaultPhase.empty() && !options.enableTestFaults) {
+    fprintf(stderr,
+            "cellos-broker: --test-fault-phase makes every run fail and is for tests only; "
+            "it needs --enable-test-faults as well\n");
+    return 2;
+  }
   return privsep::runDaemon("cellos-broker", options.common.logLevel,
                             [&]() { return serve(options); });
 }

@@ -36,16 +36,24 @@ constexpr std::string_view kAllow[] = {
     // the run journal: an entry is removed once its run's destroyed event is durable
     // (unlinkat on the journal's directory fd, broker/run_journal.h)
     "unlinkat",
-    // memory (single-threaded glibc malloc: brk, mmap/munmap, mremap for realloc; madvise only
-    // serves other threads' arenas), time (clock_gettime: the vDSO's fallback), randomness for
-    // ids, logging (pid, thread id)
+    // exports: the run directories under the export root's fd (mode 0750; files are created
+    // 0640 by openat below, exact because the umask is set to 027 before this filter)
+    // (broker/artifact_export.h)
+    "mkdirat",
+    // secrets: values are read from files opened at start-up (pread: the fds are shared by
+    // runs), written into a memfd that is sealed and leaves only as that fd
+    // (broker/secret_broker.h; fcntl below)
+    "pread64",
+    "memfd_create",
+    // memory (single-threaded glibc malloc: brk, mmap/munmap; mremap and madvise are answered
+    // with an errno, privsep::kMallocFallbacks), time (clock_gettime: the vDSO's fallback),
+    // randomness for ids, OpenSSL's fork check and the log's pid (getpid; the thread id is read
+    // once before this filter)
     "mmap",
     "munmap",
     "brk",
-    "mremap",
     "clock_gettime",
     "getrandom",
-    "gettid",
     "getpid",
     "futex",
     "exit_group",
@@ -53,13 +61,16 @@ constexpr std::string_view kAllow[] = {
 // clang-format on
 }  // namespace
 
-// Creating files, and only that: the next log file after a rotation and one file per dead
-// letter, under directory fds opened before seccomp. openat is allowed only with exactly these
+// Creating files, and only that: the next log file after a rotation, one file per dead letter
+// and each artifact's temporary copy, under directory fds opened before seccomp. openat is allowed only with exactly these
 // flags (broker/jsonl_log.h kCreateOnlyFlags: write-only, create, must not exist, no symlink),
 // so the broker can never open, read or truncate an existing file by name.
 constexpr uint64_t kCreateOnly[] = {O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW |
                                     O_CLOEXEC};
-const privsep::ArgRule kArgs[] = {privsep::kKjIoctls, {"openat", 2, kCreateOnly}};
-const privsep::SeccompProfile kBrokerProfile{"broker", kAllow, {}, kArgs};
+// fcntl only to seal a secret bundle and to move a received artifact fd above the standard ones.
+constexpr uint64_t kFcntlCommands[] = {F_ADD_SEALS, F_DUPFD_CLOEXEC};
+const privsep::ArgRule kArgs[] = {
+    privsep::kKjIoctls, {"openat", 2, kCreateOnly}, {"fcntl", 1, kFcntlCommands}};
+const privsep::SeccompProfile kBrokerProfile{"broker", kAllow, privsep::kMallocFallbacks, kArgs};
 
 }  // namespace cellos::broker

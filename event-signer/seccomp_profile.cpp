@@ -32,21 +32,20 @@ constexpr std::string_view kAllow[] = {
     "fsync",
     "rename",
     "unlink",
-    // memory: glibc malloc in a single-threaded process grows and trims the heap with brk,
-    // maps large blocks with mmap/munmap and grows them in place with mremap (realloc); madvise
-    // is only used for other threads' arenas, and the signer has no threads
+    // memory: glibc malloc in a single-threaded process grows and trims the heap with brk and
+    // maps large blocks with mmap/munmap (mremap and madvise, which it can do without, are
+    // answered with an errno: privsep::kMallocFallbacks)
     "mmap",
     "munmap",
     "brk",
-    "mremap",
     // time: the vDSO answers clock_gettime, but falls back to the syscall on hosts whose clock
     // source has no vDSO support (e.g. some hypervisors), so it stays
     "clock_gettime",
     // OpenSSL reseeds its DRBG from getrandom
     "getrandom",
-    // logging (spdlog: pid and thread id in each line); locks (OpenSSL run-once)
+    // the log line's pid and OpenSSL's fork check (the thread id is read before this filter);
+    // locks (OpenSSL run-once)
     "getpid",
-    "gettid",
     "futex",
     // process exit
     "exit_group",
@@ -56,6 +55,7 @@ constexpr std::string_view kAllow[] = {
 }  // namespace
 
 const privsep::ArgRule kArgs[] = {privsep::kKjIoctls};
-const privsep::SeccompProfile kSignerProfile{"event-signer", kAllow, {}, kArgs};
+const privsep::SeccompProfile kSignerProfile{"event-signer", kAllow, privsep::kMallocFallbacks,
+                                             kArgs};
 
 }  // namespace cellos::signer

@@ -21,6 +21,8 @@ struct CellRequest {
   cpuPeriodMicros @13 :UInt64;         # 0 = the kernel's default (100000)
   egressRules @14 :List(EgressRule);
   resolvers @15 :List(ResolverEndpoint);
+  secretDelivery @16 :Text;            # "" (no secrets) | "env" | "file": the cell gets a
+                                       # /run/secrets tmpfs for deliverSecrets to fill
 }
 
 struct EgressRule {
@@ -90,6 +92,40 @@ interface Cell {
   destroy @3 () -> (residue :List(Text));
   # Kills everything in the cell and removes it; idempotent. `residue` lists anything that could
   # not be removed (empty when clean).
+
+  openArtifact @4 (path :Text, maxBytes :UInt64) -> (file :ArtifactFile, bytes :UInt64,
+                                                      refused :Text);
+  # Opens the artifact at `path` (absolute, inside the cell's working directory) read-only,
+  # without following any symlink and without leaving the working directory's file system;
+  # only a regular file of at most `maxBytes` is opened. `refused` is empty and `file` carries
+  # the open fd on success; otherwise `refused` says why and `file` is null. Only after the
+  # workload has ended (the files are then still readable until destroy).
+
+  deliverSecrets @5 (bundle :SecretBundleFile) -> (names :List(Text));
+  # Before start: puts each secret of the bundle into the cell's /run/secrets tmpfs (mode 0400,
+  # owned by the workload's id). With delivery "env" the cell's init moves them into the
+  # workload's environment and unmounts the tmpfs before the workload runs.
+}
+
+interface SecretBundleFile {
+  # A sealed memfd (F_SEAL_WRITE|SHRINK|GROW) holding one SecretBundle message, carried as the fd
+  # attached to this capability: the broker wipes its own copy once the memfd is written, so the
+  # values never sit in a Cap'n Proto message of the broker's that it could not wipe.
+}
+
+struct SecretBundle {
+  delivery @0 :Text;                   # "env" | "file"
+  secrets @1 :List(Secret);
+}
+
+struct Secret {
+  name @0 :Text;                       # [A-Za-z0-9_.-]+, not "." or ".."
+  value @1 :Data;
+}
+
+interface ArtifactFile {
+  # One exported artifact, carried as a read-only file descriptor attached to this capability
+  # (Capability::Client::getFd()): a regular file, already checked by the VM launcher.
 }
 
 # --- Inside cellos-vmm-agent: the RPC half asks its launcher half (forked before seccomp,
@@ -100,6 +136,8 @@ struct LauncherRequest {
     launch @0 :CellRequest;
     destroy @1 :DestroyRequest;
     inspect @2 :Text;            # cell id: read its CellReport (after its workload ended)
+    openArtifact @3 :ArtifactRequest;
+    deliverSecrets @4 :SecretDelivery;  # the launcher wipes the message once handled
   }
 }
 
@@ -115,7 +153,25 @@ struct LauncherReply {
     failed @2 :Text;
     launchedCell @3 :LaunchedCell;  # fds attached: pidfd, netns, stdout, stderr, start, status
     inspected @4 :CellReport;
+    artifact @5 :ArtifactOpened;  # fd attached when `refused` is empty
+    secretsDelivered @6 :List(Text);  # the names written
   }
+}
+
+struct ArtifactRequest {
+  cellId @0 :Text;
+  path @1 :Text;                 # absolute, inside the cell's working directory
+  maxBytes @2 :UInt64;
+}
+
+struct SecretDelivery {
+  cellId @0 :Text;
+  bundle @1 :SecretBundle;
+}
+
+struct ArtifactOpened {
+  bytes @0 :UInt64;
+  refused @1 :Text;              # empty: opened
 }
 
 struct LaunchedCell {

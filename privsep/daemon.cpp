@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/details/os.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/syscall.h>
@@ -27,6 +28,10 @@ void setupLogging(const std::string& process, const std::string& level) {
   logger->set_level(parsed);
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
+  // spdlog reads the thread id on a thread's first log line and keeps it: read it now, so that
+  // gettid is not needed under seccomp (every daemon is single-threaded, or starts its threads
+  // with their own filters in mind).
+  spdlog::details::os::thread_id();
 }
 
 void closeStrayFds(const std::vector<int>& keep) {

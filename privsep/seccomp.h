@@ -43,6 +43,12 @@ struct SeccompProfile {
 // ioctl requests every kj event loop makes on its own fds (non-blocking, close-on-exec).
 extern const ArgRule kKjIoctls;
 
+// Calls glibc's malloc makes only in cases it has a fallback for, answered with an errno
+// instead of allowed: mremap (realloc of a large mapped block: ENOMEM, and realloc allocates,
+// copies and frees instead) and madvise (trimming other threads' arenas: its result is
+// ignored). For the single-threaded daemons, none of which was seen making either call.
+extern const std::span<const ErrnoRule> kMallocFallbacks;
+
 // Installs the filter the build compiled from `profile` on every thread of the process
 // (SECCOMP_FILTER_FLAG_TSYNC), after setting no_new_privs. Throws, loading nothing, when the
 // build compiled no filter of that name, or compiled it from a different profile (a stale

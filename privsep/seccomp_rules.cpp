@@ -3,6 +3,8 @@
 
 #include "privsep/seccomp.h"
 
+#include <cerrno>
+
 #include <sys/ioctl.h>
 
 #include <set>
@@ -15,6 +17,11 @@ constexpr uint64_t kKjIoctlValues[] = {FIONBIO, FIOCLEX};
 }  // namespace
 
 const ArgRule kKjIoctls{"ioctl", 1, kKjIoctlValues};
+
+namespace {
+constexpr ErrnoRule kMallocFallbackRules[] = {{"mremap", ENOMEM}, {"madvise", ENOSYS}};
+}  // namespace
+const std::span<const ErrnoRule> kMallocFallbacks = kMallocFallbackRules;
 
 size_t allowedSyscallCount(const SeccompProfile& profile) {
   std::set<std::string_view> names(profile.allow.begin(), profile.allow.end());

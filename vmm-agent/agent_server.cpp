@@ -3,8 +3,11 @@
 #include "core/cell_id.h"
 
 #include <capnp/serialize-async.h>
+#include <capnp/serialize.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,6 +21,9 @@ namespace cellos::vmm {
 namespace {
 
 constexpr size_t kLaunchedFdCount = 6;
+
+// A secret bundle larger than this is refused; the cell's secrets tmpfs holds 1 MiB.
+constexpr size_t kMaxBundleBytes = 2 << 20;
 
 uint64_t monotonicMicros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -142,6 +148,84 @@ kj::Promise<CellReportData> LauncherLink::inspect(const std::string& cellId) {
   });
 }
 
+kj::Promise<ArtifactFd> LauncherLink::openArtifact(const std::string& cellId,
+                                                   const std::string& path, uint64_t maxBytes) {
+  auto message = kj::heap<capnp::MallocMessageBuilder>();
+  auto request = message->initRoot<ipc::LauncherRequest>().initOpenArtifact();
+  request.setCellId(cellId);
+  request.setPath(path);
+  request.setMaxBytes(maxBytes);
+  return serialized<ArtifactFd>([this, message = kj::mv(message)]() mutable {
+    auto fds = kj::heapArray<kj::AutoCloseFd>(1);
+    auto promise = exchange(*message, fds);
+    return promise
+        .then([fds = kj::mv(fds)](kj::Own<capnp::MessageReader> reader) mutable {
+          auto reply = reader->getRoot<ipc::LauncherReply>();
+          if (reply.isFailed()) {
+            return kj::Promise<ArtifactFd>(
+                KJ_EXCEPTION(FAILED, "opening an artifact failed", reply.getFailed()));
+          }
+          KJ_REQUIRE(reply.isArtifact(), "unexpected launcher reply");
+          auto opened = reply.getArtifact();
+          ArtifactFd out;
+          out.bytes = opened.getBytes();
+          out.refused = opened.getRefused();
+          if (out.refused.empty()) {
+            KJ_REQUIRE(fds[0].get() >= 0, "launcher sent no artifact fd");
+            out.fd = kj::mv(fds[0]);
+          }
+          return kj::Promise<ArtifactFd>(kj::mv(out));
+        })
+        .attach(kj::mv(message));
+  });
+}
+
+namespace {
+
+// A message builder that holds secret values: every segment is overwritten when it goes.
+struct WipedMessage {
+  capnp::MallocMessageBuilder builder;
+  ~WipedMessage() {
+    for (auto segment : builder.getSegmentsForOutput()) {
+      explicit_bzero(const_cast<capnp::word*>(segment.begin()),
+                     segment.size() * sizeof(capnp::word));
+    }
+  }
+};
+
+// Bytes that held secret values: overwritten when they go.
+struct WipedWords {
+  explicit WipedWords(size_t count) : words(kj::heapArray<capnp::word>(count)) {}
+  ~WipedWords() { explicit_bzero(words.begin(), words.size() * sizeof(capnp::word)); }
+  kj::Array<capnp::word> words;
+};
+
+}  // namespace
+
+kj::Promise<std::vector<std::string>> LauncherLink::deliverSecrets(
+    const std::string& cellId, ipc::SecretBundle::Reader bundle) {
+  auto message = kj::heap<WipedMessage>();
+  auto request = message->builder.initRoot<ipc::LauncherRequest>().initDeliverSecrets();
+  request.setCellId(cellId);
+  request.setBundle(bundle);
+  return serialized<std::vector<std::string>>([this, message = kj::mv(message)]() mutable {
+    auto promise = exchange(message->builder, nullptr);
+    return promise
+        .then([](kj::Own<capnp::MessageReader> reader) {
+          auto reply = reader->getRoot<ipc::LauncherReply>();
+          if (reply.isFailed()) {
+            return kj::Promise<std::vector<std::string>>(
+                KJ_EXCEPTION(FAILED, "delivering secrets failed", reply.getFailed()));
+          }
+          KJ_REQUIRE(reply.isSecretsDelivered(), "unexpected launcher reply");
+          std::vector<std::string> names;
+          for (auto name : reply.getSecretsDelivered()) names.emplace_back(name.cStr());
+          return kj::Promise<std::vector<std::string>>(kj::mv(names));
+        })
+        .attach(kj::mv(message));
+  });
+}
+
 void AgentState::taskFailed(kj::Exception&& exception) {
   spdlog::error("background task failed: {}", exception.getDescription().cStr());
 }
@@ -162,6 +246,17 @@ class NetworkNamespaceServer final : public ipc::NetworkNamespace::Server {
 
  private:
   std::string cellId_;
+  kj::AutoCloseFd fd_;
+};
+
+// An exported artifact as a capability: the read-only fd the launcher opened rides along
+// (getFd()), so the broker reads the file without ever naming a path in the cell.
+class ArtifactFileServer final : public ipc::ArtifactFile::Server {
+ public:
+  explicit ArtifactFileServer(kj::AutoCloseFd fd) : fd_(kj::mv(fd)) {}
+  kj::Maybe<int> getFd() override { return fd_.get(); }
+
+ private:
   kj::AutoCloseFd fd_;
 };
 
@@ -279,11 +374,13 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
                          });
                    })
                    .then([this, output]() mutable {
+                     ended_ = true;
                      finishedFulfiller_->fulfill();
                      return output.doneRequest().send().ignoreResult();
                    })
                    .catch_([this](kj::Exception&& e) {
                      spdlog::warn("cell {}: relay ended: {}", cellId_, e.getDescription().cStr());
+                     ended_ = true;
                      if (finishedFulfiller_->isWaiting()) finishedFulfiller_->fulfill();
                    })
                    .eagerlyEvaluate(nullptr);
@@ -328,6 +425,68 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
   kj::Promise<void> kill(KillContext context) override {
     signalInit(context.getParams().getSignal());
     return kj::READY_NOW;
+  }
+
+  kj::Promise<void> openArtifact(OpenArtifactContext context) override {
+    KJ_REQUIRE(!destroyed_, "cell destroyed");
+    // While the workload runs it could still change what the path names.
+    KJ_REQUIRE(!started_ || ended_, "the cell's workload is still running");
+    auto params = context.getParams();
+    return state_.launcher.openArtifact(cellId_, params.getPath(), params.getMaxBytes())
+        .then([context](ArtifactFd opened) mutable {
+          auto results = context.getResults();
+          results.setBytes(opened.bytes);
+          results.setRefused(opened.refused);
+          if (opened.fd.get() >= 0) {
+            results.setFile(kj::heap<ArtifactFileServer>(kj::mv(opened.fd)));
+          }
+        });
+  }
+
+  kj::Promise<void> deliverSecrets(DeliverSecretsContext context) override {
+    KJ_REQUIRE(!destroyed_, "cell destroyed");
+    KJ_REQUIRE(!started_, "secrets are delivered before the workload starts");
+    auto bundle = context.getParams().getBundle();
+    return bundle.getFd().then([this, context, bundle](kj::Maybe<int> maybeFd) mutable {
+      int fd = -1;
+      KJ_IF_MAYBE (received, maybeFd) {
+        fd = *received;
+      }
+      KJ_REQUIRE(fd >= 0, "the secret bundle came without a file descriptor");
+      // Only a memfd can be sealed: the bytes cannot change while we read them, and a read
+      // cannot block (the broker is less trusted than this process).
+      int seals = fcntl(fd, F_GET_SEALS);
+      constexpr int kRequired = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW;
+      KJ_REQUIRE(seals >= 0 && (seals & kRequired) == kRequired,
+                 "the secret bundle is not a sealed memfd");
+      auto buffer = kj::heap<WipedWords>(kMaxBundleBytes / sizeof(capnp::word));
+      auto bytes = buffer->words.asBytes();
+      size_t got = 0;
+      for (;;) {
+        // pread from offset 0: the broker's writes left the shared file offset at the end.
+        ssize_t n = pread(fd, bytes.begin() + got, bytes.size() - got, static_cast<off_t>(got));
+        if (n < 0 && errno == EINTR) continue;
+        KJ_REQUIRE(n >= 0, "reading the secret bundle failed", strerror(errno));
+        if (n == 0) break;
+        got += static_cast<size_t>(n);
+        KJ_REQUIRE(got < bytes.size(), "the secret bundle is too large");
+      }
+      KJ_REQUIRE(got % sizeof(capnp::word) == 0, "the secret bundle is not a message");
+      capnp::ReaderOptions options;
+      options.traversalLimitInWords = kMaxBundleBytes / sizeof(capnp::word);
+      options.nestingLimit = 8;
+      capnp::FlatArrayMessageReader reader(buffer->words.slice(0, got / sizeof(capnp::word)),
+                                           options);
+      auto parsed = reader.getRoot<ipc::SecretBundle>();
+      std::string delivery = parsed.getDelivery();
+      KJ_REQUIRE(delivery == "env" || delivery == "file", "unknown secret delivery", delivery);
+      return state_.launcher.deliverSecrets(cellId_, parsed)
+          .attach(kj::mv(buffer))
+          .then([context](std::vector<std::string> names) mutable {
+            auto list = context.getResults().initNames(names.size());
+            for (size_t i = 0; i < names.size(); ++i) list.set(i, names[i]);
+          });
+    });
   }
 
   kj::Promise<void> destroy(DestroyContext context) override {
@@ -400,6 +559,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
   CellReportData report_;
   bool started_ = false;
   bool destroyed_ = false;
+  bool ended_ = false;  // the workload has exited and its output is relayed
   bool timedOut_ = false;
   bool statusComplete_ = false;
   int rawStatus_ = 0;

@@ -43,6 +43,13 @@ struct CellReportData {
   std::vector<Flow> flows;
 };
 
+// One artifact the launcher opened (fd valid), or why it refused (fd -1, `refused` set).
+struct ArtifactFd {
+  kj::AutoCloseFd fd;
+  uint64_t bytes = 0;
+  std::string refused;
+};
+
 // Talks to the launcher half over the private socketpair, one request at a time.
 class LauncherLink {
  public:
@@ -50,6 +57,12 @@ class LauncherLink {
   kj::Promise<LaunchedFds> launch(ipc::CellRequest::Reader request);
   kj::Promise<std::vector<std::string>> destroy(const std::string& cellId, int initPid);
   kj::Promise<CellReportData> inspect(const std::string& cellId);
+  kj::Promise<ArtifactFd> openArtifact(const std::string& cellId, const std::string& path,
+                                       uint64_t maxBytes);
+  // Sends a copy of `bundle` to be written into the cell's /run/secrets; the request message is
+  // wiped once the exchange is over. Resolves to the names written.
+  kj::Promise<std::vector<std::string>> deliverSecrets(const std::string& cellId,
+                                                       ipc::SecretBundle::Reader bundle);
 
  private:
   // Runs `request` after every earlier one has finished, so replies cannot interleave.

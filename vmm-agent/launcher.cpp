@@ -6,11 +6,13 @@
 #include "ipc/vmm.capnp.h"
 #include "privsep/daemon.h"
 #include "privsep/seccomp.h"
+#include "vmm-agent/artifact_open.h"
 #include "vmm-agent/cell_records.h"
 #include "vmm-agent/cgroup.h"
 #include "vmm-agent/linux_cell.h"
 #include "vmm-agent/network_scope.h"
 #include "vmm-agent/seccomp_profile.h"
+#include "vmm-agent/secret_files.h"
 #include "vmm-agent/slot_lease.h"
 
 #include <capnp/message.h>
@@ -100,6 +102,14 @@ struct LiveCell {
   SlotLease addressLease;
   SlotLease idLease;
   CellRecordFile record;
+  // The cell's working directory (O_PATH), opened when the cell was built and held until
+  // destroy: the export phase reads artifacts through it after the cell's init, and with it the
+  // cell's mount namespace, are gone.
+  std::string workingDirectory;
+  OwnedFd workdir;
+  // The cell's /run/secrets tmpfs (O_PATH), when the cell was built for secrets; -1 otherwise.
+  OwnedFd secrets;
+  uint32_t workloadId = 0;  // host id of the workload: owner of the secret files
 };
 
 struct Launcher {
@@ -146,6 +156,7 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
     launch.cpuMax = CellCpuMax{request.getCpuQuotaMicros(), period};
   }
   launch.imageRoot = registeredImageRoot(config.imagesDir, request.getImage());
+  launch.secretDelivery = request.getSecretDelivery();
   // The rules are checked before anything exists: a bad one refuses the cell, it does not
   // leave it half-scoped.
   core::NftPlan plan = nftPlanOf(config, request);
@@ -182,7 +193,7 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
 
   LaunchedCell cell{};
   bool launched = false;
-  OwnedFd netns;
+  OwnedFd netns, workdir, secrets;
   try {
     auto step = std::chrono::steady_clock::now();
     cell = launchCell(launch);
@@ -190,6 +201,18 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
     timings.emplace_back("cell", elapsedMicros(step));
     netns = OwnedFd(fcntl(cell.netnsFd, F_DUPFD_CLOEXEC, 3));
     KJ_REQUIRE(netns.fd >= 0, "fcntl(netns, F_DUPFD_CLOEXEC)", strerror(errno));
+    // The init has built the cell's root and mounted the working directory, and the workload
+    // has not run yet: the path, resolved through the init's root, is still ours.
+    std::string workdirPath =
+        "/proc/" + std::to_string(cell.initPid) + "/root" + launch.workingDirectory;
+    workdir = OwnedFd(openWorkingDirectory(workdirPath));
+    KJ_REQUIRE(workdir.fd >= 0, "open(O_PATH)", workdirPath, strerror(errno));
+    if (!launch.secretDelivery.empty()) {
+      std::string secretsPath =
+          "/proc/" + std::to_string(cell.initPid) + "/root" + kSecretsDirectory;
+      secrets = OwnedFd(openWorkingDirectory(secretsPath));
+      KJ_REQUIRE(secrets.fd >= 0, "open(O_PATH)", secretsPath, strerror(errno));
+    }
 
     step = std::chrono::steady_clock::now();
     createCellLink(launcher.uplink, netns.fd, uplinkInterface, addresses);
@@ -234,7 +257,9 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   }
   launcher.cells.emplace(
       launch.cellId, LiveCell{launch.cellDir, uplinkInterface, std::move(netns), std::move(plan),
-                              std::move(addressLease), std::move(idLease), std::move(recordFile)});
+                              std::move(addressLease), std::move(idLease), std::move(recordFile),
+                              launch.workingDirectory, std::move(workdir), std::move(secrets),
+                              launch.ids.hostBase});
   std::vector<int> fds = {cell.pidFd,    cell.netnsFd, cell.stdoutFd,
                           cell.stderrFd, cell.startFd, cell.statusFd};
   sendReply(sock, reply, fds);
@@ -247,6 +272,8 @@ void handleDestroy(int sock, Launcher& launcher, ipc::DestroyRequest::Reader req
   std::vector<std::string> residue;
   auto live = launcher.cells.find(cellId);
   if (live != launcher.cells.end()) {
+    live->second.workdir = OwnedFd();  // the working directory's tmpfs goes with the cell
+    live->second.secrets = OwnedFd();
     residue =
         removeCellNetwork(launcher.uplink, live->second.netns.fd, live->second.uplinkInterface);
   }
@@ -311,6 +338,64 @@ void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
   sendReply(sock, reply, {});
 }
 
+// Opens one export artifact of a live cell (artifact_open.h) and sends its fd, or the reason
+// it was refused.
+void handleOpenArtifact(int sock, Launcher& launcher, ipc::ArtifactRequest::Reader request) {
+  std::string cellId = request.getCellId();
+  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
+  auto live = launcher.cells.find(cellId);
+  KJ_REQUIRE(live != launcher.cells.end() && live->second.workdir.fd >= 0,
+             "no live cell with this id", cellId);
+  OpenedArtifact opened = openArtifact(live->second.workdir.fd, live->second.workingDirectory,
+                                       request.getPath(), request.getMaxBytes());
+  OwnedFd file(opened.fd);
+  capnp::MallocMessageBuilder reply;
+  auto out = reply.initRoot<ipc::LauncherReply>().initArtifact();
+  out.setBytes(opened.bytes);
+  out.setRefused(opened.refused);
+  if (file.fd >= 0) {
+    sendReply(sock, reply, {file.fd});
+  } else {
+    spdlog::info("cell {}: artifact {} refused: {}", cellId, request.getPath().cStr(),
+                 opened.refused);
+    sendReply(sock, reply, {});
+  }
+}
+
+// Writes a cell's secrets into its /run/secrets tmpfs (secret_files.h) before its workload runs.
+void handleDeliverSecrets(int sock, Launcher& launcher, ipc::SecretDelivery::Reader request) {
+  std::string cellId = request.getCellId();
+  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
+  auto live = launcher.cells.find(cellId);
+  KJ_REQUIRE(live != launcher.cells.end(), "no live cell with this id", cellId);
+  KJ_REQUIRE(live->second.secrets.fd >= 0, "the cell was not built for secrets", cellId);
+  auto bundle = request.getBundle();
+  std::vector<std::pair<std::string_view, std::string_view>> secrets;
+  for (auto secret : bundle.getSecrets()) {
+    auto value = secret.getValue();
+    secrets.emplace_back(
+        std::string_view(secret.getName().cStr(), secret.getName().size()),
+        std::string_view(reinterpret_cast<const char*>(value.begin()), value.size()));
+  }
+  std::vector<std::string> names =
+      writeSecretFiles(live->second.secrets.fd, secrets, live->second.workloadId,
+                       std::string(bundle.getDelivery().cStr()) == "env");
+  capnp::MallocMessageBuilder reply;
+  auto list = reply.initRoot<ipc::LauncherReply>().initSecretsDelivered(names.size());
+  for (size_t i = 0; i < names.size(); ++i) list.set(i, names[i]);
+  sendReply(sock, reply, {});
+}
+
+// Overwrites every segment of a request that held secret values (the reader's buffer is
+// otherwise freed as it is).
+void wipeRequest(capnp::MessageReader& reader) {
+  for (uint id = 0;; ++id) {
+    auto segment = reader.getSegment(id);
+    if (segment == nullptr) break;
+    explicit_bzero(const_cast<capnp::word*>(segment.begin()), segment.size() * sizeof(capnp::word));
+  }
+}
+
 [[noreturn]] void runLauncher(int sock, const LauncherConfig& config) {
   // If the agent dies, so do we (and, through PDEATHSIG in each cell's init, so do the cells).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -340,6 +425,18 @@ void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
           break;
         case ipc::LauncherRequest::INSPECT:
           handleInspect(sock, launcher, request.getInspect());
+          break;
+        case ipc::LauncherRequest::OPEN_ARTIFACT:
+          handleOpenArtifact(sock, launcher, request.getOpenArtifact());
+          break;
+        case ipc::LauncherRequest::DELIVER_SECRETS:
+          try {
+            handleDeliverSecrets(sock, launcher, request.getDeliverSecrets());
+          } catch (...) {
+            wipeRequest(*KJ_ASSERT_NONNULL(reader));
+            throw;
+          }
+          wipeRequest(*KJ_ASSERT_NONNULL(reader));
           break;
       }
     } catch (const std::exception& e) {

@@ -15,12 +15,14 @@
 //   3. hostname, loopback up (the namespaces are new, so this touches only the cell);
 //   4. pivot_root into the new root and detach the old one: from here on no host path is
 //      reachable except what step 2 bound in, read-only;
-//   5. the working directory tmpfs (owned by the workload's host id), then the root itself
-//      read-only; report "ready";
-//   6. wait for the start byte; clone the workload into a new user namespace and write its id
-//      maps (cell root = an unprivileged host id); the workload becomes that id, closes every
-//      fd but 0-2, resets signals, starts a session, drops every capability, sets rlimits and
-//      no_new_privs, installs its seccomp filter and execs;
+//   5. the working directory tmpfs (owned by the workload's host id), the /run/secrets tmpfs
+//      when the cell gets secrets (secret_files.h), then the root itself read-only; report
+//      "ready";
+//   6. wait for the start byte (the launcher has filled /run/secrets by then): move the secrets
+//      into the workload's environment and unmount them, or make them read-only; clone the workload
+//      into a new user namespace and write its id maps (cell root = an unprivileged host id); the
+//      workload becomes that id, closes every fd but 0-2, resets signals, starts a session, drops
+//      every capability, sets rlimits and no_new_privs, installs its seccomp filter and execs;
 //   7. reap until the workload exits, hand its wait status to the launcher, exit (the kernel
 //      then kills whatever is left in the pid namespace). SIGTERM from the launcher (a timeout)
 //      is passed on to every process of the cell.
@@ -33,6 +35,7 @@
 #include "vmm-agent/linux_cell.h"
 
 #include "core/cell_id.h"
+#include "vmm-agent/secret_files.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -259,6 +262,7 @@ struct InitPlan {
   CellIdRange ids;
   std::string resolvConf;
   uint64_t nofileMax;
+  std::string secretDelivery;  // "", "file" or "env"
 };
 
 // The init's ends of its channels to the launcher (fd numbers as inherited through clone).
@@ -916,6 +920,7 @@ int reapUntil(pid_t workload) {
 
     // 5. Working directory, then the root read-only; tell the launcher we are ready.
     mountWorkingDirectory(plan.workingDirectory, plan.ids);
+    if (!plan.secretDelivery.empty()) mountSecretsTmpfs(kSecretsDirectory, plan.ids.hostBase);
     remountRootReadOnly();
     sendReport(fds.control, std::string(1, kReadyByte));
     close(fds.control);
@@ -933,10 +938,27 @@ int reapUntil(pid_t workload) {
   if (!waitForStartByte(fds.start)) _exit(kCellAbortedExitCode);
   close(fds.start);
 
+  // The launcher has filled /run/secrets by now: into the environment (and the mount gone), or
+  // left in place, read-only.
+  std::vector<std::string> secretEnv;
+  try {
+    if (plan.secretDelivery == "env") {
+      secretEnv = takeSecretEnvironment(kSecretsDirectory);
+    } else if (plan.secretDelivery == "file") {
+      remountBind(kSecretsDirectory, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+    }
+  } catch (const std::exception& e) {
+    std::string line = std::string("cellos: secrets: ") + e.what() + "\n";
+    ssize_t ignored = write(fds.stderrWrite, line.data(), line.size());
+    (void)ignored;
+    _exit(kCellAbortedExitCode);
+  }
+
   std::vector<char*> argv, envp;
   for (const std::string& arg : plan.argv) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
   for (const std::string& var : plan.envp) envp.push_back(const_cast<char*>(var.c_str()));
+  for (const std::string& var : secretEnv) envp.push_back(const_cast<char*>(var.c_str()));
   envp.push_back(nullptr);
 
   // The workload inherits no host group; the init needs none either.
@@ -966,6 +988,7 @@ int reapUntil(pid_t workload) {
     _exit(kCellAbortedExitCode);
   }
   close(maps[0]);
+  wipeStrings(secretEnv);  // the workload has its own copy (and execs to replace it)
   std::string failedCall;
   if (!writeIdMaps(workload, plan.ids, &failedCall)) {
     std::string line = "cellos: " + failedCall + ": " + strerror(errno) + "\n";
@@ -1060,6 +1083,10 @@ void validateLaunch(const CellLaunch& launch) {
   }
   if (launch.cellDir.empty() || launch.cellDir[0] != '/') {
     throw std::invalid_argument("cell " + launch.cellId + ": cellDir must be an absolute path");
+  }
+  if (!launch.secretDelivery.empty() && launch.secretDelivery != "env" &&
+      launch.secretDelivery != "file") {
+    throw std::invalid_argument("cell " + launch.cellId + ": secret delivery must be env or file");
   }
   // Host id 0 must never be mapped, and the range must not reach (uid_t)-1.
   if (launch.ids.hostBase == 0 || launch.ids.size == 0 ||
@@ -1199,6 +1226,7 @@ LaunchedCell launchCell(const CellLaunch& launch) {
   plan.ids = launch.ids;
   plan.resolvConf = launch.resolvConf;
   plan.nofileMax = launch.nofileMax;
+  plan.secretDelivery = launch.secretDelivery;
   plan.argv = launch.argv;
   for (const auto& [name, value] : launch.env) plan.envp.push_back(name + "=" + value);
   {

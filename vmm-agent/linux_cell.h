@@ -58,6 +58,10 @@ struct CellLaunch {
   // Content of the cell's /etc/resolv.conf (the DNS helper answers on 127.0.0.1:53 in the cell);
   // empty leaves the view's own file as it is.
   std::string resolvConf = "nameserver 127.0.0.1\n";
+  // Secrets (secret_files.h): "" for none; "file" or "env" mounts a tmpfs at /run/secrets for
+  // the launcher to fill before the start byte. After it, "file" makes that mount read-only for
+  // the workload; "env" moves the files into the workload's environment and unmounts it.
+  std::string secretDelivery;
   // RLIMIT_NOFILE hard limit of the workload (soft: min(1024, this)). RLIMIT_CORE is always 0.
   uint64_t nofileMax = 4096;
 };

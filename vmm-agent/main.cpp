@@ -133,8 +133,10 @@ int serve(const Options& options) {
                                                 kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC));
   privsep::installSeccomp(vmm::kAgentProfile);
 
-  // Only the broker (and root, for administration) may connect. We send it one fd per cell (the
-  // network namespace); the limit of 1 is what lets that fd leave (see ipc::LinkOptions).
+  // Only the broker (and root, for administration) may connect. We send it one fd per message
+  // (a cell's network namespace, an artifact); the limit of 1 is what lets that fd leave (see
+  // ipc::LinkOptions). It also lets one arrive: a cell's sealed secret bundle, checked by
+  // CellServer::deliverSecrets before it is read.
   ipc::PeerPolicy policy{{broker.uid, 0}, {}};
   auto listener = kj::heap<ipc::RpcListener>(
       io, kj::mv(listenFd), "vmm.sock", policy, ipc::LinkOptions{.maxFdsPerMessage = 1},

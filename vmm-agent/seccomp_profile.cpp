@@ -1,5 +1,7 @@
 #include "vmm-agent/seccomp_profile.h"
 
+#include <fcntl.h>
+
 #include <array>
 #include <cerrno>
 #include <string_view>
@@ -28,16 +30,18 @@ constexpr std::string_view kAgentAllow[] = {
     "shutdown",  // Cap'n Proto half-closes a connection it drops (garbage, Abort)
     // signalling cells (timeout, kill, destroy)
     "pidfd_send_signal",
-    // memory (single-threaded glibc malloc: brk, mmap/munmap, mremap for realloc), time
-    // (clock_gettime: the vDSO's fallback), randomness, logging (pid, thread id). Everything
+    // a cell's secret bundle: the broker's sealed memfd, read at explicit offsets (fcntl, to
+    // check the seals, below)
+    "pread64",
+    // memory (single-threaded glibc malloc: brk, mmap/munmap; mremap and madvise answered with
+    // an errno, privsep::kMallocFallbacks), time (clock_gettime: the vDSO's fallback),
+    // randomness, the log line's pid (the thread id is read before this filter). Everything
     // that sleeps, maps executable code or changes protections is the launcher's, not ours.
     "mmap",
     "munmap",
     "brk",
-    "mremap",
     "clock_gettime",
     "getrandom",
-    "gettid",
     "getpid",
     "futex",
     "exit_group",
@@ -76,6 +80,9 @@ constexpr std::string_view kLauncherAllow[] = {
     "capset",
     "setresuid",
     "setresgid",
+    // secret files are created as the workload's host id (the launcher has no CAP_CHOWN)
+    "setfsuid",
+    "setfsgid",
     "setgroups",
     "setuid",
     "setgid",
@@ -339,8 +346,11 @@ constexpr privsep::ErrnoRule kLauncherDeny[] = {
 
 }  // namespace
 
-const privsep::ArgRule kAgentArgs[] = {privsep::kKjIoctls};
-const privsep::SeccompProfile kAgentProfile{"vmm-agent", kAgentAllow, {}, kAgentArgs};
+// fcntl only to read a secret bundle's seals (F_GET_SEALS).
+constexpr uint64_t kAgentFcntlCommands[] = {F_GET_SEALS};
+const privsep::ArgRule kAgentArgs[] = {privsep::kKjIoctls, {"fcntl", 1, kAgentFcntlCommands}};
+const privsep::SeccompProfile kAgentProfile{"vmm-agent", kAgentAllow, privsep::kMallocFallbacks,
+                                            kAgentArgs};
 const privsep::SeccompProfile kLauncherProfile{"vmm-launcher", kLauncherAllow, kLauncherDeny};
 
 }  // namespace cellos::vmm

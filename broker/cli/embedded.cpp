@@ -41,15 +41,18 @@ bool waitForExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
   }
 }
 
-// Starts args[0] with args and an empty environment, stdin on /dev/null and `readyFd` (if not
+// Starts args[0] with args and `environment` (nothing else), stdin on /dev/null and `readyFd` (if not
 // -1) as fd 3, in its own process group — a Ctrl-C at the terminal reaches only the CLI, which
 // then shuts the daemons down in order instead of all of them dying at once mid-cell — and
 // with a parent-death signal, so that they go if the CLI dies (they re-arm it after switching
 // user).
-pid_t spawn(std::vector<std::string> args, int readyFd) {
+pid_t spawn(std::vector<std::string> args, int readyFd, std::vector<std::string> environment = {}) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& var : environment) envp.push_back(var.data());
+  envp.push_back(nullptr);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
@@ -60,8 +63,7 @@ pid_t spawn(std::vector<std::string> args, int readyFd) {
     if (readyFd >= 0) dup2(readyFd, 3);
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
-    char* envp[] = {nullptr};
-    execve(argv[0], argv.data(), envp);
+    execve(argv[0], argv.data(), envp.data());
     dprintf(2, "cellos: cannot start %s: %s\n", argv[0], strerror(errno));
     _exit(127);
   }
@@ -101,7 +103,15 @@ void EmbeddedSystem::launch(const std::string& name, std::vector<std::string> ar
   args.insert(args.begin(), path);
   args.push_back("--ready-fd=3");
   args.push_back("--log-level=" + options_.logLevel);
-  pid_t pid = spawn(args, ready[1]);
+  // The daemons start with an empty environment; the broker alone gets the CLI's
+  // CELLOS_SECRET_* variables, its `env` secret source (`CELLOS_SECRET_TOKEN=... cellos run`).
+  std::vector<std::string> environment;
+  if (name == "cellos-broker") {
+    for (char** var = environ; *var != nullptr; ++var) {
+      if (strncmp(*var, "CELLOS_SECRET_", 14) == 0) environment.emplace_back(*var);
+    }
+  }
+  pid_t pid = spawn(args, ready[1], std::move(environment));
   close(ready[1]);
   daemons_.push_back({name, pid, originalArgs});
   pollfd p{ready[0], POLLIN, 0};
@@ -158,6 +168,7 @@ void EmbeddedSystem::start() {
                                          "--vmm-socket=" + runtimeDir_ + "/vmm.sock",
                                          "--dns-socket=" + runtimeDir_ + "/dns.sock",
                                          "--events=" + eventsPath_,
+                                         "--export-root=" + options_.stateDir + "/exports",
                                          "--config=/dev/null"};
   if (!options_.policyPath.empty()) brokerArgs.push_back("--policy=" + options_.policyPath);
   brokerArgs.insert(brokerArgs.end(), options_.brokerArgs.begin(), options_.brokerArgs.end());

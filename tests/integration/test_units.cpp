@@ -470,9 +470,12 @@ TEST(ShippedConfiguration, BrokerDialsWhereTheHelpersListen) {
                 "/signer.sock");
   EXPECT_EQ(configKeys("event-signer.conf")["state-dir"],
             "/var/lib/" + single(directives("cellos-event-signer.service"), "StateDirectory"));
-  EXPECT_EQ(broker["events"], "/var/lib/" +
-                                  single(directives("cellos-broker.service"), "StateDirectory") +
-                                  "/events.jsonl");
+  // StateDirectory= lists the event log's directory, then the export root (issue 7).
+  std::istringstream stateDirs(single(directives("cellos-broker.service"), "StateDirectory"));
+  std::string eventsDir, exportsDir;
+  stateDirs >> eventsDir >> exportsDir;
+  EXPECT_EQ(broker["events"], "/var/lib/" + eventsDir + "/events.jsonl");
+  EXPECT_EQ(broker["export-root"], "/var/lib/" + exportsDir);
 }
 
 }  // namespace
