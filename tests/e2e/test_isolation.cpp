@@ -112,55 +112,5 @@ TEST_F(CellIsolation, BreakAttemptsInsideARealCellAllFail) {
   EXPECT_EQ(got["write-workspace"], "ok") << "the control: its own scratch space is writable";
 }
 
-TEST_F(CellIsolation, ProcSelfFdListsOnlyZeroOneTwo) {
-  // The shell's own table (it is the workload), and python's minus the fd it lists them with.
-  auto shell = run("fd-sh.yaml", cellDocument("fds", {"/bin/sh", "-c", "ls /proc/$$/fd"}));
-  EXPECT_EQ(shell.status, 0) << shell.err;
-  EXPECT_EQ(shell.out, "0\n1\n2\n");
-  auto py =
-      run("fd-py.yaml", cellDocument("fds-py", {"/usr/bin/python3", "-c",
-                                                "import os\n"
-                                                "listed = os.listdir('/proc/self/fd')\n"
-                                                "# the fd listdir used is closed again by now\n"
-                                                "print(sorted(int(f) for f in listed"
-                                                " if os.path.exists('/proc/self/fd/' + f)))"}));
-  EXPECT_EQ(py.status, 0) << py.err;
-  EXPECT_EQ(py.out, "[0, 1, 2]\n");
-}
-
-TEST_F(CellIsolation, ProcSelfEnvironIsTheDeclaredEnvironmentByteForByte) {
-  auto result =
-      run("env.yaml", cellDocument("environ", {"/bin/cat", "/proc/self/environ"},
-                                   "    env: {LANG: C.UTF-8, SPACED: \"x y=z\", EMPTY: \"\", "
-                                   "A: \"1\"}\n"));
-  EXPECT_EQ(result.status, 0) << result.err;
-  EXPECT_EQ(result.out, std::string("LANG=C.UTF-8\0SPACED=x y=z\0EMPTY=\0A=1\0", 37));
-}
-
-TEST_F(CellIsolation, ARegisteredDirectoryImageIsTheCellsRoot) {
-  if (access("/bin/busybox", X_OK) != 0) GTEST_SKIP() << "needs busybox-static (scripts/setup)";
-  std::string image = stateDir_ + "/images/tiny";
-  std::filesystem::create_directories(image + "/bin");
-  std::filesystem::copy_file("/bin/busybox", image + "/bin/busybox");
-  std::filesystem::create_symlink("busybox", image + "/bin/sh");
-  writeFile(image + "/hello", "hello from the tiny image\n");
-  std::string argv =
-      R"(["/bin/sh", "-c", "/bin/busybox cat /hello; /bin/busybox ls /usr 2>&1 | /bin/busybox head -c 40"])";
-  auto result =
-      run("image.yaml", cellDocument("imaged", nlohmann::json::parse(argv), "    image: tiny\n"));
-  EXPECT_EQ(result.status, 0) << result.err;
-  EXPECT_EQ(result.out.substr(0, result.out.find('\n') + 1), "hello from the tiny image\n");
-  EXPECT_NE(result.out.find("No such file"), std::string::npos) << "the host's /usr is not there";
-  auto accepted = eventData("admission.v1.accepted");
-  ASSERT_EQ(accepted.size(), 1u);
-  EXPECT_EQ(accepted[0]["image"], "tiny");
-
-  auto unknown =
-      run("unknown.yaml", cellDocument("unimaged", {"/bin/true"}, "    image: nosuch\n"));
-  EXPECT_EQ(unknown.status, 125);
-  EXPECT_NE(unknown.err.find("image \"nosuch\" is not registered"), std::string::npos)
-      << unknown.err;
-}
-
 }  // namespace
 }  // namespace cellos::testing
