@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <system_error>
@@ -159,6 +160,68 @@ pid_t spawnRunsc(const std::vector<std::string>& argv, int out, int err, const s
   _exit(e == EACCES || e == ENOEXEC ? 126 : 127);
 }
 
+// Where `viewPath` is on the host, through the bundle's binds (the longest destination that is
+// a prefix wins) or else under its root directory.
+std::string hostPathOf(const nlohmann::json& config, const std::string& viewPath) {
+  std::string best, source;
+  for (const auto& m : config.value("mounts", nlohmann::json::array())) {
+    if (m.value("type", "") != "bind") continue;
+    std::string destination = m.value("destination", "");
+    bool under = viewPath == destination ||
+                 (viewPath.rfind(destination + "/", 0) == 0 && destination.size() > 1);
+    if (under && destination.size() > best.size()) {
+      best = destination;
+      source = m.value("source", "");
+    }
+  }
+  if (!best.empty()) return source + viewPath.substr(best.size());
+  return config["root"].value("path", "") + viewPath;
+}
+
+// Whether the workload's argv[0] exists and is executable in the cell's view, resolved as the
+// sandbox will (symlinks inside the view, binds to their host sources): 0, or the errno that
+// exec would give. runsc itself reports a missing program as its own failure (exit 128);
+// checking first gives the workload's 127/126, as the linux backend does.
+int executableErrno(const nlohmann::json& config) {
+  std::string path = config["process"]["args"][0];
+  for (int hops = 0; hops < 40; ++hops) {
+    // Resolve component by component so a symlink anywhere is followed inside the view.
+    std::string resolved;
+    size_t at = 1;
+    bool restarted = false;
+    while (at <= path.size()) {
+      size_t slash = path.find('/', at);
+      std::string name =
+          path.substr(at, slash == std::string::npos ? std::string::npos : slash - at);
+      at = slash == std::string::npos ? path.size() + 1 : slash + 1;
+      if (name.empty() || name == ".") continue;
+      if (name == "..") {
+        resolved = resolved.substr(0, resolved.rfind('/'));
+        continue;
+      }
+      std::string candidate = resolved + "/" + name;
+      std::string host = hostPathOf(config, candidate);
+      struct stat st {};
+      if (lstat(host.c_str(), &st) < 0) return errno == ENOTDIR ? ENOENT : errno;
+      if (S_ISLNK(st.st_mode)) {
+        std::string target = readLink(host);
+        std::string rest = at <= path.size() ? path.substr(at - 1) : "";
+        path = (target[0] == '/' ? target : resolved + "/" + target) + rest;
+        restarted = true;
+        break;
+      }
+      resolved = candidate;
+    }
+    if (restarted) continue;
+    struct stat st {};
+    std::string host = hostPathOf(config, resolved);
+    if (stat(host.c_str(), &st) < 0) return errno;
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0) return EACCES;
+    return 0;
+  }
+  return ELOOP;
+}
+
 [[noreturn]] void runSupervisor(const SupervisorPlan& plan, SupervisorFds fds) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   prctl(PR_SET_NAME, "cellos-gvisor");
@@ -204,6 +267,27 @@ pid_t spawnRunsc(const std::vector<std::string>& argv, int out, int err, const s
   } while (n < 0 && errno == EINTR);
   if (n != 1) _exit(kCellAbortedExitCode);  // the launcher aborted the cell
   close(fds.start);
+
+  // A program that is not there fails as the workload's exec would (127/126, with the reason).
+  try {
+    std::ifstream in(plan.paths.bundle + "/config.json");
+    nlohmann::json config = nlohmann::json::parse(in);
+    if (int e = executableErrno(config); e != 0) {
+      std::string line =
+          "exec " + config["process"]["args"][0].get<std::string>() + ": " + strerror(e);
+      ssize_t ignored = write(fds.err, "cellos: ", 8);
+      ignored = write(fds.err, line.data(), line.size());
+      ignored = write(fds.err, "\n", 1);
+      (void)ignored;
+      int status = (e == EACCES || e == ENOEXEC ? 126 : 127) << 8;
+      ssize_t w = write(fds.status, &status, sizeof status);
+      (void)w;
+      _exit(0);
+    }
+  } catch (const std::exception& e) {
+    supervisorSay(fds.err, (std::string("bundle: ") + e.what()).c_str());
+    _exit(kCellAbortedExitCode);
+  }
 
   const GvisorConfig& c = plan.config;
   std::vector<std::string> global = {c.runsc, "--root", plan.paths.state, "--network=host",
