@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <stdexcept>
 #include <system_error>
 
@@ -222,6 +223,69 @@ int executableErrno(const nlohmann::json& config) {
   return ELOOP;
 }
 
+// The first component of an absolute path ("/a/b" -> "a").
+std::string topComponent(const std::string& path) {
+  size_t end = path.find('/', 1);
+  return path.substr(1, end == std::string::npos ? std::string::npos : end - 1);
+}
+
+// The supervisor's own root: the host's top-level entries bound as they are (runsc, /proc,
+// /sys/fs/cgroup, /dev and the run directory must stay where runsc looks for them) plus the
+// cell's working directory at the document's path, bound from <cellDir>/work. So the cell's
+// working directory is at the same path for a process on the host looking through the
+// supervisor (/proc/<initPid>/root<workingDirectory>, or setns into its mount namespace) as for
+// a linux cell's init, never a host directory of that name. A working directory under a
+// top-level entry runsc needs (/usr, /etc, /run ...) gets no such view.
+void buildSupervisorRoot(const SupervisorPlan& plan, const std::string& workingDirectory) {
+  const std::string root = plan.paths.supervisorRoot;
+  if (mkdir(root.c_str(), 0700) < 0 && errno != EEXIST) throwErrno("mkdir(" + root + ")");
+  if (mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0) {
+    throwErrno("mount(tmpfs, " + root + ")");
+  }
+  std::set<std::string> needed = {"usr", "etc",  "proc", "sys",   "dev",   "run",
+                                  "bin", "sbin", "lib",  "lib32", "lib64", "libx32"};
+  needed.insert(topComponent(plan.paths.bundle));
+  needed.insert(topComponent(plan.config.runsc));
+  std::string work = topComponent(workingDirectory);
+  bool view = !work.empty() && !needed.count(work);
+  DIR* dir = opendir("/");
+  if (dir == nullptr) throwErrno("opendir(/)");
+  std::vector<std::string> names;
+  while (dirent* entry = readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name != "." && name != ".." && !(view && name == work)) names.push_back(name);
+  }
+  closedir(dir);
+  for (const std::string& name : names) {
+    std::string source = "/" + name, target = root + "/" + name;
+    struct stat st {};
+    if (lstat(source.c_str(), &st) < 0) continue;
+    if (S_ISLNK(st.st_mode)) {
+      if (symlink(readLink(source).c_str(), target.c_str()) < 0) throwErrno("symlink " + target);
+    } else if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
+      int made = S_ISDIR(st.st_mode) ? mkdir(target.c_str(), 0755)
+                                     : mknod(target.c_str(), S_IFREG | 0644, 0);
+      if (made < 0) {
+        throwErrno("mount point " + target);
+      }
+      if (mount(source.c_str(), target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0) {
+        throwErrno("mount(" + source + ", MS_BIND|MS_REC)");
+      }
+    }
+  }
+  if (view) {
+    makeDirectories(root + workingDirectory, 0755);
+    std::string at = root + workingDirectory;
+    if (mount(plan.paths.work.c_str(), at.c_str(), nullptr, MS_BIND, nullptr) < 0) {
+      throwErrno("mount(" + plan.paths.work + ", " + at + ", MS_BIND)");
+    }
+  }
+  if (chdir(root.c_str()) < 0) throwErrno("chdir(" + root + ")");
+  if (syscall(SYS_pivot_root, ".", ".") < 0) throwErrno("pivot_root(., .) in " + root);
+  if (umount2(".", MNT_DETACH) < 0) throwErrno("umount2(old root, MNT_DETACH)");
+  if (chdir("/") < 0) throwErrno("chdir(/)");
+}
+
 [[noreturn]] void runSupervisor(const SupervisorPlan& plan, SupervisorFds fds) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   prctl(PR_SET_NAME, "cellos-gvisor");
@@ -232,6 +296,15 @@ int executableErrno(const nlohmann::json& config) {
   // /proc/<pid> of the processes it starts, by the pids it sees.
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) {
     supervisorFail(fds.err, "mount(/, MS_REC|MS_PRIVATE)");
+  }
+  nlohmann::json config;
+  try {
+    std::ifstream in(plan.paths.bundle + "/config.json");
+    config = nlohmann::json::parse(in);
+    buildSupervisorRoot(plan, config["process"].value("cwd", ""));
+  } catch (const std::exception& e) {
+    supervisorSay(fds.err, (std::string("supervisor root: ") + e.what()).c_str());
+    _exit(kCellAbortedExitCode);
   }
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0) {
     supervisorFail(fds.err, "mount(proc, /proc)");
@@ -270,8 +343,6 @@ int executableErrno(const nlohmann::json& config) {
 
   // A program that is not there fails as the workload's exec would (127/126, with the reason).
   try {
-    std::ifstream in(plan.paths.bundle + "/config.json");
-    nlohmann::json config = nlohmann::json::parse(in);
     if (int e = executableErrno(config); e != 0) {
       std::string line =
           "exec " + config["process"]["args"][0].get<std::string>() + ": " + strerror(e);
@@ -437,8 +508,8 @@ void sendWithFds(int sock, const std::string& text, const std::vector<int>& fds)
 }  // namespace
 
 GvisorPaths gvisorPaths(const std::string& cellDir) {
-  return GvisorPaths{cellDir + "/bundle", cellDir + "/rootfs", cellDir + "/work",
-                     cellDir + "/runsc", cellDir + "/resolv.conf"};
+  return GvisorPaths{cellDir + "/bundle", cellDir + "/rootfs",      cellDir + "/work",
+                     cellDir + "/runsc",  cellDir + "/resolv.conf", cellDir + "/supervisor-root"};
 }
 
 GvisorRootView gvisorRootView(const std::string& imageRoot) {
@@ -609,8 +680,8 @@ std::vector<std::string> removeGvisorLeftovers(const std::string& cellId,
   if (!core::isValidCellId(cellId)) return {"invalid cell id " + cellId};
   if (!cellDir.empty()) {
     GvisorPaths paths = gvisorPaths(cellDir);
-    for (const std::string& path :
-         {paths.bundle, paths.rootfs, paths.work, paths.state, paths.resolvConf}) {
+    for (const std::string& path : {paths.bundle, paths.rootfs, paths.work, paths.state,
+                                    paths.resolvConf, paths.supervisorRoot}) {
       std::error_code ec;
       std::filesystem::remove_all(path, ec);
       if (ec) residue.push_back(path + ": " + ec.message());

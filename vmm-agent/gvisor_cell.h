@@ -46,6 +46,9 @@ struct GvisorPaths {
   std::string work;        // <cellDir>/work: the working directory, seen from the host
   std::string state;       // <cellDir>/runsc: runsc --root
   std::string resolvConf;  // <cellDir>/resolv.conf
+  // <cellDir>/supervisor-root: the mount point of the supervisor's own root (a tmpfs in its
+  // private mount namespace: the host only ever sees an empty directory).
+  std::string supervisorRoot;
 };
 GvisorPaths gvisorPaths(const std::string& cellDir);
 

@@ -175,6 +175,34 @@ TEST_P(CellBackends, ARegisteredDirectoryImageIsTheCellsRoot) {
   EXPECT_NE(result.out.find("No such file"), std::string::npos) << "the host's /usr is not there";
 }
 
+// What the workload leaves in its working directory is reachable from the host, at the
+// document's path, through the cell's init (the linux cell's init; the gvisor cell's supervisor,
+// which binds the working directory into its own root): how the broker's export reads it.
+TEST_P(CellBackends, TheWorkingDirectoryIsReachableFromTheHostThroughTheCellsInit) {
+  std::string marker = "marker-" + std::to_string(getpid());
+  CellosProcess cellos(runArgs(writeDocument(
+      "workdir.yaml",
+      doc("workdir", sh("echo from the cell > " + marker + "; echo ready; exec sleep 1000")))));
+  ASSERT_TRUE(cellos.waitForStdout("ready\n", 30s)) << cellos.err();
+  std::vector<pid_t> seen, pending = {cellos.pid()};
+  while (!pending.empty()) {
+    pid_t p = pending.back();
+    pending.pop_back();
+    for (pid_t child : childrenOf(p)) {
+      pending.push_back(child);
+      std::string path = "/proc/" + std::to_string(child) + "/root/workspace/" + marker;
+      if (exeName(child) == "cellos-vmm-agent" && std::filesystem::exists(path)) {
+        EXPECT_EQ(readFile(path), "from the cell\n");
+        seen.push_back(child);
+      }
+    }
+  }
+  EXPECT_EQ(seen.size(), 1u) << "exactly the cell's init shows the cell's working directory";
+  EXPECT_FALSE(std::filesystem::exists("/workspace/" + marker)) << "nothing on the host's path";
+  cellos.signalGroup(SIGINT);
+  EXPECT_EQ(cellos.wait(30s), 128 + SIGKILL) << cellos.err();
+}
+
 // A syscall gVisor does not implement (the new mount API's fsopen) is an error the workload
 // sees at once and survives: ENOSYS from gVisor's Sentry; EPERM from the linux backend's filter.
 TEST_P(CellBackends, AnUnimplementedSyscallIsAClearErrorNotAHang) {
