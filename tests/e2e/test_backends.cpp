@@ -267,8 +267,11 @@ print("processes", len([p for p in os.listdir("/proc") if p.isdigit()]))
 }
 
 TEST_P(CellBackends, CpuLoopIsThrottledToCpuMax) {
-  // cpuMax 20000/100000: a fifth of one cpu, measured from the cell's own cgroup cpu time over
-  // wall-clock windows (see test_limits.cpp's history of this test for the bounds).
+  // cpuMax 20000/100000: a fifth of one cpu. The share is measured from the cell's own cgroup
+  // cpu time over wall-clock windows, never from how long the run took. Throttling bounds the
+  // share from above in every window (asserted for each); a busy machine (2 shared cores) can
+  // only lower it, so the lower bound is asserted on the best window. Under gVisor the cgroup
+  // holds the Sentry and the gofer too: the quota is the whole sandbox's.
   CellosProcess cellos(runArgs(writeDocument(
       "cpu.yaml", doc("spin", {"/usr/bin/timeout", "5", "/bin/sh", "-c", "while :; do :; done"},
                       "    limits: {cpuMax: {quotaMicros: 20000, periodMicros: 100000}}\n"))));
