@@ -175,6 +175,28 @@ TEST_P(CellBackends, ARegisteredDirectoryImageIsTheCellsRoot) {
   EXPECT_NE(result.out.find("No such file"), std::string::npos) << "the host's /usr is not there";
 }
 
+// A program the kernel (linux) or the Sentry (gvisor) cannot load fails the run, and a start
+// that fails half-way leaves nothing (runsc has made the cell's cgroups by then: TearDown's
+// residue check looks at every controller).
+TEST_P(CellBackends, AProgramThatCannotBeLoadedFailsAndLeavesNothing) {
+  std::string image = stateDir_ + "/images/garbage";
+  std::filesystem::create_directories(image);
+  writeFile(image + "/bad", "this is not a program\n");
+  std::filesystem::permissions(
+      image + "/bad", std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
+                          std::filesystem::perms::others_exec | std::filesystem::perms::group_read |
+                          std::filesystem::perms::others_read);
+  auto result = run("bad.yaml", doc("unloadable", {"/bad"}, "    image: garbage\n"));
+  if (backend() == "gvisor") {
+    // runsc's own failure (its exit 128), with its reason on the cell's stderr.
+    EXPECT_EQ(result.status, 128) << result.err;
+    EXPECT_NE(result.err.find("exec format error"), std::string::npos) << result.err;
+  } else {
+    EXPECT_EQ(result.status, 126) << result.err;  // ENOEXEC
+  }
+  EXPECT_EQ(eventData("lifecycle.v1.destroyed").back()["residue"]["clean"], true);
+}
+
 // What the workload leaves in its working directory is reachable from the host, at the
 // document's path, through the cell's init (the linux cell's init; the gvisor cell's supervisor,
 // which binds the working directory into its own root): how the broker's export reads it.
