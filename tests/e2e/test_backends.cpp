@@ -507,5 +507,30 @@ TEST_P(CellBackends, EgressReachesTheTestHostOnlyWhereARuleAllows) {
   EXPECT_EQ(host.interfaces(), std::vector<std::string>{"lo"}) << "the cell's veth outlived it";
 }
 
+// The host's default backend (host policy defaultBackend) runs a document that names none.
+class HostDefaultBackend : public CellE2E {};
+
+TEST_F(HostDefaultBackend, ADocumentNamingNoBackendRunsOnThePolicysDefault) {
+  if (access("/usr/bin/runsc", X_OK) != 0)
+    GTEST_SKIP() << "needs runsc (scripts/setup installs it)";
+  std::string policy = writeDocument("policy.yaml", "defaultBackend: gvisor\n");
+  std::string cell = cellDocument("defaulted", {"/bin/uname", "-r"});
+  auto result = run("defaulted.yaml", cell, {"--policy", policy});
+  ASSERT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "4.4.0\n") << "gVisor's Sentry reports its own kernel version";
+  auto accepted = eventData("admission.v1.accepted");
+  ASSERT_EQ(accepted.size(), 1u);
+  EXPECT_EQ(accepted[0]["backend"], "gvisor");
+
+  // The control: without the policy the same document runs on linux (the host's own kernel).
+  auto linux = run("defaulted-linux.yaml", cell);
+  ASSERT_EQ(linux.status, 0) << linux.err;
+  EXPECT_NE(linux.out, "4.4.0\n");
+  // And --backend must agree with what the cell would run on.
+  auto disagree = run("disagree.yaml", cell, {"--policy", policy, "--backend", "linux"});
+  EXPECT_EQ(disagree.status, 2);
+  EXPECT_NE(disagree.err.find("the cell would run on gvisor"), std::string::npos) << disagree.err;
+}
+
 }  // namespace
 }  // namespace cellos::testing
