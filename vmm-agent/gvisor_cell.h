@@ -36,7 +36,7 @@ namespace cellos::vmm {
 
 struct GvisorConfig {
   std::string runsc = "/usr/bin/runsc";
-  std::string platform = "ptrace";  // runsc --platform: ptrace | kvm | systrap (runsc's list)
+  std::string platform = "ptrace";  // runsc --platform: ptrace | kvm (Debian's 0.0~20221219)
 };
 
 // Paths of a gvisor cell inside its cell directory.

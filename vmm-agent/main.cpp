@@ -105,7 +105,7 @@ vmm::LauncherConfig launcherConfig(const Options& options) {
   if (!options.runsc.empty() && access(options.runsc.c_str(), X_OK) == 0) {
     config.gvisor = vmm::GvisorConfig{options.runsc, options.gvisorPlatform};
   } else {
-    spdlog::warn("{} is not executable: the gvisor backend is off", options.runsc);
+    spdlog::info("{} is not executable: the gvisor backend is off", options.runsc);
   }
   return config;
 }
@@ -230,6 +230,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--gvisor-platform", options.gvisorPlatform,
                  "runsc --platform of gvisor cells (ptrace without /dev/kvm)")
+      ->check(CLI::IsMember({"ptrace", "kvm"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return privsep::runDaemon("cellos-vmm-agent", options.common.logLevel,
