@@ -22,8 +22,6 @@ std::string q(std::string_view text) {
   return quotedForMessage(text);
 }
 
-
-
 std::string joined(const std::vector<std::string>& items) {
   std::string out;
   for (const std::string& item : items) out += (out.empty() ? "" : ", ") + item;
@@ -142,8 +140,9 @@ class PolicyReader {
       return out;
     }
     static constexpr std::string_view kKnown[] = {
-        "maxTtlSeconds",   "maxTimeoutMs",  "maxMemoryBytes",     "maxPidsMax",
-        "allowedBackends", "allowedImages", "allowedEgressHosts", "allowedEgressCidrs"};
+        "maxTtlSeconds", "maxTimeoutMs",       "maxMemoryBytes",
+        "maxPidsMax",    "defaultBackend",     "allowedBackends",
+        "allowedImages", "allowedEgressHosts", "allowedEgressCidrs"};
     for (const auto& [name, value] : root.items()) {
       if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
         fail("$", "unknown field " + q(name));
@@ -156,6 +155,19 @@ class PolicyReader {
     out.allowedBackends =
         list(root, "allowedBackends", false,
              [&](const std::string& at, const std::string& text) { return backend(at, text); });
+    if (auto it = root.find("defaultBackend"); it != root.end()) {
+      if (!it->is_string()) {
+        fail("defaultBackend", "expected a string, got " + typeName(*it));
+      } else {
+        out.defaultBackend = backend("defaultBackend", it->get<std::string>());
+      }
+    }
+    if (out.defaultBackend && out.allowedBackends &&
+        std::find(out.allowedBackends->begin(), out.allowedBackends->end(), *out.defaultBackend) ==
+            out.allowedBackends->end()) {
+      fail("defaultBackend", q(*out.defaultBackend) + " is not in allowedBackends (" +
+                                 joined(*out.allowedBackends) + "): no document could use it");
+    }
     out.allowedImages =
         list(root, "allowedImages", false,
              [&](const std::string& at, const std::string& text) { return image(at, text); });
@@ -337,7 +349,7 @@ std::vector<Violation> checkHostPolicy(const HostPolicy& policy, const CellDocum
   const std::string notHere = " is not allowed on this host";
 
   if (policy.allowedBackends) {
-    std::string backend = spec.placement.backend.value_or("linux");
+    std::string backend = spec.placement.backend.value_or(policy.defaultBackend.value_or("linux"));
     const auto& allowed = *policy.allowedBackends;
     if (std::find(allowed.begin(), allowed.end(), backend) == allowed.end()) {
       out.push_back({"spec.placement.backend",
@@ -412,6 +424,9 @@ std::vector<Violation> checkHostPolicy(const HostPolicy& policy, const CellDocum
 }
 
 void applyHostPolicyDefaults(const HostPolicy& policy, CellDocument& document) {
+  if (policy.defaultBackend && !document.spec.placement.backend) {
+    document.spec.placement.backend = policy.defaultBackend;
+  }
   if (!document.spec.run) return;
   RunSpec& run = *document.spec.run;
   if (policy.maxMemoryBytes && !run.limits.memoryMaxBytes) {

@@ -27,6 +27,9 @@ struct HostPolicy {
   std::optional<uint64_t> maxMemoryBytes;  // spec.run.limits.memoryMaxBytes
   std::optional<uint64_t> maxPidsMax;      // spec.run.limits.pidsMax
 
+  // The backend of a document that names none (spec.placement.backend). Absent: "linux".
+  std::optional<std::string> defaultBackend;
+
   // Grants. nullopt: unrestricted; an empty list: nothing.
   std::optional<std::vector<std::string>> allowedBackends;  // "linux" | "gvisor" | "firecracker"
   std::optional<std::vector<std::string>> allowedImages;    // matched literally ("host", ...)
@@ -48,11 +51,12 @@ struct HostPolicyParseResult {
 };
 
 // Parses a policy file: one object whose members are the fields of HostPolicy, camelCase
-// (maxTtlSeconds, maxTimeoutMs, maxMemoryBytes, maxPidsMax, allowedBackends, allowedImages,
-// allowedEgressHosts, allowedEgressCidrs). JSON when the first significant character is '{',
-// else YAML, typed as JSON would type the same text (a quoted "3600" is a string). Reports every
-// violation at once: unknown and duplicate keys, wrong types, numbers that are not positive
-// integers, invalid or duplicate entries, empty allowedBackends/allowedImages. Refused outright
+// (maxTtlSeconds, maxTimeoutMs, maxMemoryBytes, maxPidsMax, defaultBackend, allowedBackends,
+// allowedImages, allowedEgressHosts, allowedEgressCidrs). JSON when the first significant character
+// is '{', else YAML, typed as JSON would type the same text (a quoted "3600" is a string). Reports
+// every violation at once: unknown and duplicate keys, wrong types, numbers that are not positive
+// integers, invalid or duplicate entries, empty allowedBackends/allowedImages, a defaultBackend
+// allowedBackends does not list. Refused outright
 // with one violation at "$": over kMaxHostPolicyBytes, syntax errors, several YAML documents,
 // explicit YAML tags, an empty file. Never throws for any input (only std::bad_alloc).
 HostPolicyParseResult parseHostPolicy(std::string_view bytes);
@@ -61,20 +65,21 @@ HostPolicyParseResult parseHostPolicy(std::string_view bytes);
 // document, in schema order, e.g.
 //   spec.lifetime.ttlSeconds: 7200 exceeds the host's maximum 3600
 //   spec.authority.egressRules[1].host: "evil.example" is not allowed on this host
-// Values the document leaves out are checked as they will run: the default backend ("linux")
-// and image ("host"). An absent timeoutMs or limit is not a violation: applyHostPolicyDefaults
-// gives it the host's cap. A host rule is allowed when an allowedEgressHosts entry matches it
-// (hostnameMatches); a document wildcard "*.a.b" only when a policy wildcard covers every name
-// it matches ("*.a.b" or "*.b"). A CIDR is allowed when it lies inside one allowedEgressCidrs
-// range of the same family. The DNS allowlist is held to allowedEgressHosts and resolver
-// addresses to allowedEgressCidrs too: a name the cell may resolve, and a resolver it queries,
-// are both traffic leaving the host on its behalf.
+// Values the document leaves out are checked as they will run: the default backend (the
+// policy's defaultBackend, else "linux") and image ("host"). An absent timeoutMs or limit is not a
+// violation: applyHostPolicyDefaults gives it the host's cap. A host rule is allowed when an
+// allowedEgressHosts entry matches it (hostnameMatches); a document wildcard "*.a.b" only when a
+// policy wildcard covers every name it matches ("*.a.b" or "*.b"). A CIDR is allowed when it lies
+// inside one allowedEgressCidrs range of the same family. The DNS allowlist is held to
+// allowedEgressHosts and resolver addresses to allowedEgressCidrs too: a name the cell may resolve,
+// and a resolver it queries, are both traffic leaving the host on its behalf.
 std::vector<Violation> checkHostPolicy(const HostPolicy& policy, const CellDocument& document);
 
 // Fills in what the document left to the host, from the policy's caps, so an admitted cell never
 // runs unbounded where the host set a bound: an absent run.limits.memoryMaxBytes / pidsMax gets
 // maxMemoryBytes / maxPidsMax; an absent run.timeoutMs (which would otherwise be the whole ttl)
-// gets min(ttlSeconds * 1000, maxTimeoutMs). A document without `run` is left alone. Call after
+// gets min(ttlSeconds * 1000, maxTimeoutMs); an absent placement.backend gets defaultBackend.
+// A document without `run` keeps no limits to fill. Call after
 // checkHostPolicy found nothing.
 void applyHostPolicyDefaults(const HostPolicy& policy, CellDocument& document);
 

@@ -585,17 +585,18 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
   auto request = context.getParams().getRequest();
   std::string cellId = request.getCellId();
   KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
-  KJ_REQUIRE(
-      std::string(request.getBackend().cStr()) == "linux" || request.getBackend().size() == 0,
-      "backend not available on this agent", request.getBackend());
+  // The launcher refuses a backend it does not run (gvisor without runsc).
+  std::string backend = request.getBackend().size() > 0 ? request.getBackend().cStr() : "linux";
+  KJ_REQUIRE(backend == "linux" || backend == "gvisor", "backend not available on this agent",
+             backend);
   KJ_REQUIRE(request.getArgv().size() > 0, "argv must not be empty");
   KJ_REQUIRE(!state_.liveCells.count(cellId), "a cell with this id is already running", cellId);
   state_.liveCells.insert(cellId);
   CellDeadlines deadlines{request.getTimeoutMs(), request.getGracefulShutdownSeconds(),
                           request.getTtlSeconds()};
   return state_.launcher.launch(request).then(
-      [this, cellId, deadlines, context](LaunchedFds fds) mutable {
-        spdlog::info("cell {}: created, init pid {}, address {}", cellId, fds.initPid,
+      [this, cellId, backend, deadlines, context](LaunchedFds fds) mutable {
+        spdlog::info("cell {}: created ({}), init pid {}, address {}", cellId, backend, fds.initPid,
                      fds.network.cellAddress);
         auto results = context.getResults();
         auto network = results.initNetwork();

@@ -9,6 +9,7 @@
 #include "vmm-agent/artifact_open.h"
 #include "vmm-agent/cell_records.h"
 #include "vmm-agent/cgroup.h"
+#include "vmm-agent/gvisor_cell.h"
 #include "vmm-agent/linux_cell.h"
 #include "vmm-agent/network_scope.h"
 #include "vmm-agent/seccomp_profile.h"
@@ -23,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -116,7 +118,51 @@ struct Launcher {
   const LauncherConfig& config;
   UplinkNamespace uplink;
   std::map<std::string, LiveCell> cells;
+  int gvisorSpawnerFd = -1;  // -1: no gvisor backend on this launcher
 };
+
+// Host pids a gvisor cell may hold beyond its pidsMax: runsc, the Sentry's and the gofer's
+// threads, the ptrace stubs. The document's pidsMax itself is enforced inside the sandbox
+// (RLIMIT_NPROC, see gvisorOciConfig); this is only the host's backstop.
+constexpr uint64_t kGvisorHostPidsAllowance = 512;
+
+// A gvisor cell: its bundle, its cgroup with the limits, and its supervisor (in the cgroup
+// before it may start runsc).
+LaunchedCell launchGvisorCell(const Launcher& launcher, const CellLaunch& launch) {
+  writeGvisorBundle(launch);
+  CellCgroup cgroup = CellCgroup::create(launch.cellId);
+  try {
+    if (launch.pidsMax) cgroup.setPidsMax(*launch.pidsMax + kGvisorHostPidsAllowance);
+    if (launch.memoryMaxBytes) cgroup.setMemoryMax(*launch.memoryMaxBytes);
+    if (launch.cpuMax) cgroup.setCpuMax(launch.cpuMax->quotaMicros, launch.cpuMax->periodMicros);
+  } catch (...) {
+    cgroup.remove();
+    throw;
+  }
+  LaunchedCell cell{};
+  try {
+    cell = spawnGvisorCell(launcher.gvisorSpawnerFd, launch.cellId);
+  } catch (...) {
+    cgroup.remove();
+    throw;
+  }
+  try {
+    cgroup.addProcess(cell.initPid);
+    // The pid was still the supervisor's when it went into the cgroup: it waits for the start
+    // byte and nothing else ends it (its pidfd pins it).
+    if (syscall(SYS_pidfd_send_signal, cell.pidFd, 0, nullptr, 0) < 0) {
+      throw std::system_error(errno, std::generic_category(), "gvisor supervisor gone");
+    }
+  } catch (...) {
+    syscall(SYS_pidfd_send_signal, cell.pidFd, SIGKILL, nullptr, 0);
+    for (int fd :
+         {cell.pidFd, cell.netnsFd, cell.stdoutFd, cell.stderrFd, cell.startFd, cell.statusFd}) {
+      close(fd);
+    }
+    throw;  // the caller's destroyCell() empties and removes the cgroup
+  }
+  return cell;
+}
 
 core::NftPlan nftPlanOf(const LauncherConfig& config, ipc::CellRequest::Reader request) {
   core::NftPlan plan;
@@ -157,6 +203,9 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   }
   launch.imageRoot = registeredImageRoot(config.imagesDir, request.getImage());
   launch.secretDelivery = request.getSecretDelivery();
+  const std::string backend = request.getBackend().size() > 0 ? request.getBackend() : "linux";
+  KJ_REQUIRE(backend == "linux" || (backend == "gvisor" && launcher.gvisorSpawnerFd >= 0),
+             "backend not available on this VM launcher", backend);
   // The rules are checked before anything exists: a bad one refuses the cell, it does not
   // leave it half-scoped.
   core::NftPlan plan = nftPlanOf(config, request);
@@ -196,7 +245,17 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   OwnedFd netns, workdir, secrets;
   try {
     auto step = std::chrono::steady_clock::now();
-    cell = launchCell(launch);
+    if (backend == "gvisor") {
+      try {
+        cell = launchGvisorCell(launcher, launch);
+      } catch (...) {
+        destroyCell(launch.cellId, 0);
+        removeGvisorLeftovers(launch.cellId, launch.cellDir);
+        throw;
+      }
+    } else {
+      cell = launchCell(launch);
+    }
     launched = true;
     timings.emplace_back("cell", elapsedMicros(step));
     netns = OwnedFd(fcntl(cell.netnsFd, F_DUPFD_CLOEXEC, 3));
@@ -232,6 +291,9 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
     }
     if (launched) {
       for (const auto& r : destroyCell(launch.cellId, cell.initPid)) {
+        spdlog::error("cell {}: undoing a failed launch: {}", launch.cellId, r);
+      }
+      for (const auto& r : removeGvisorLeftovers(launch.cellId, launch.cellDir)) {
         spdlog::error("cell {}: undoing a failed launch: {}", launch.cellId, r);
       }
     }
@@ -279,6 +341,8 @@ void handleDestroy(int sock, Launcher& launcher, ipc::DestroyRequest::Reader req
   }
   for (std::string& r : destroyCell(cellId, request.getInitPid())) residue.push_back(std::move(r));
   std::string cellDir = launcher.config.runDir + "/cells/" + cellId;
+  // A gvisor cell's bundle and any cgroup runsc made (nothing there for a linux cell).
+  for (std::string& r : removeGvisorLeftovers(cellId, cellDir)) residue.push_back(std::move(r));
   if (rmdir(cellDir.c_str()) < 0 && errno != ENOENT) {
     residue.push_back(cellDir + ": " + strerror(errno));
   }
@@ -402,8 +466,15 @@ void wipeRequest(capnp::MessageReader& reader) {
   prctl(PR_SET_NAME, "vmm-launcher");
   privsep::closeStrayFds({sock, config.uplinkNetnsFd, config.homeNetnsFd});
   signal(SIGPIPE, SIG_IGN);
-  privsep::installSeccomp(kLauncherProfile);
   Launcher launcher{config, UplinkNamespace{config.uplinkNetnsFd, config.homeNetnsFd}, {}};
+  // runsc needs ptrace (its platform) and a Go runtime's system calls, which the profile below
+  // refuses: its spawner is forked first (docs/security.md, "The gVisor spawner").
+  if (config.gvisor) {
+    pid_t spawner = startGvisorSpawner(*config.gvisor, config.runDir, launcher.gvisorSpawnerFd);
+    spdlog::info("gVisor spawner pid {} (runsc {}, platform {})", spawner, config.gvisor->runsc,
+                 config.gvisor->platform);
+  }
+  privsep::installSeccomp(kLauncherProfile);
   capnp::ReaderOptions options;
   options.traversalLimitInWords = 1 << 20;
   options.nestingLimit = 16;

@@ -9,6 +9,7 @@
 // never touches a network socket or a client; its netlink sockets configure cells' namespaces.
 
 #include "core/address_pool.h"
+#include "vmm-agent/gvisor_cell.h"
 
 #include <sys/types.h>
 
@@ -29,6 +30,9 @@ struct LauncherConfig {
   int uplinkNetnsFd = -1;  // open for the launcher's lifetime (inherited by the fork)
   int homeNetnsFd = -1;
   uint32_t dnsUid = 0;  // the DNS helper's per-cell child: the only sender allowed to resolvers
+  // The gvisor backend (gvisor_cell.h): when set, the launcher forks the gVisor spawner before
+  // it installs its seccomp profile, and cells with backend "gvisor" run under runsc.
+  std::optional<GvisorConfig> gvisor;
 };
 
 // Forks the launcher. Returns its pid; `agentEnd` receives the agent's end of the socketpair

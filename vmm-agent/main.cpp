@@ -20,7 +20,9 @@
 #include "vmm-agent/seccomp_profile.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,6 +57,8 @@ struct Options {
   uint64_t uidRangeSize = 65536;
   uint64_t uidPoolSize = 1024;
   std::string uplinkNetns;
+  std::string runsc = "/usr/bin/runsc";
+  std::string gvisorPlatform = "ptrace";
 };
 
 void mkdirOwned(const std::string& path, mode_t mode) {
@@ -97,6 +101,12 @@ vmm::LauncherConfig launcherConfig(const Options& options) {
   KJ_SYSCALL(config.uplinkNetnsFd = open(uplink.c_str(), O_RDONLY | O_CLOEXEC),
              "--uplink-netns must name a network namespace", uplink);
   KJ_SYSCALL(config.homeNetnsFd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  // The gvisor backend runs when runsc does; without it, gvisor cells are refused by name.
+  if (!options.runsc.empty() && access(options.runsc.c_str(), X_OK) == 0) {
+    config.gvisor = vmm::GvisorConfig{options.runsc, options.gvisorPlatform};
+  } else {
+    spdlog::info("{} is not executable: the gvisor backend is off", options.runsc);
+  }
   return config;
 }
 
@@ -116,6 +126,17 @@ int serve(const Options& options) {
 
   std::vector<int> keep;
   for (const auto& name : kCapabilities) keep.push_back(privsep::capabilityFromName(name));
+  // The gvisor backend also keeps CHOWN: the launcher hands each gvisor cell's working directory
+  // to the cell's host id, and runsc's gofer creates the workload's files as root and hands
+  // them to the workload's id the same way. Without it (a unit that bounds it away), no gvisor.
+  if (config.gvisor) {
+    if (prctl(PR_CAPBSET_READ, CAP_CHOWN) == 1) {
+      keep.push_back(CAP_CHOWN);
+    } else {
+      spdlog::warn("CAP_CHOWN is not in the bounding set: the gvisor backend is off");
+      config.gvisor.reset();
+    }
+  }
   privsep::limitCapabilities(keep);
   privsep::setNoNewPrivs();
 
@@ -170,7 +191,8 @@ int main(int argc, char** argv) {
       "cellos-vmm-agent: builds cells (namespaces, root view, cgroups), runs their command, "
       "relays their output and tears them down without residue. Serves only the broker. Keeps "
       "exactly these capabilities: SYS_ADMIN NET_ADMIN SETUID SETGID SYS_CHROOT KILL "
-      "DAC_OVERRIDE SETPCAP."};
+      "DAC_OVERRIDE SETPCAP. With the gvisor backend on (runsc is installed and the bounding set "
+      "has it), also CHOWN."};
   privsep::addCommonOptions(app, options.common, "/etc/cellos/vmm-agent.conf");
   app.add_option("--run-dir", options.runDir, "per-cell directories (root only)")
       ->capture_default_str();
@@ -204,6 +226,13 @@ int main(int argc, char** argv) {
   app.add_option("--uplink-netns", options.uplinkNetns,
                  "network namespace (a path such as /run/netns/NAME) that holds the uplink ends "
                  "of the cells' veth pairs; default: the agent's own")
+      ->capture_default_str();
+  app.add_option("--runsc", options.runsc,
+                 "runsc binary of the gvisor backend (\"\" turns the backend off)")
+      ->capture_default_str();
+  app.add_option("--gvisor-platform", options.gvisorPlatform,
+                 "runsc --platform of gvisor cells (ptrace without /dev/kvm)")
+      ->check(CLI::IsMember({"ptrace", "kvm"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return privsep::runDaemon("cellos-vmm-agent", options.common.logLevel,

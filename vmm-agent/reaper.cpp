@@ -1,5 +1,7 @@
 #include "vmm-agent/reaper.h"
 
+#include "vmm-agent/gvisor_cell.h"
+
 #include "core/cell_id.h"
 
 #include "vmm-agent/cell_records.h"
@@ -42,6 +44,9 @@ void reapUplinkEnd(const CellRecord& record, int homeNetnsFd) {
 
 void reapCell(const std::string& cellId, const std::string& cellDir) {
   for (const auto& residue : destroyCell(cellId, 0)) {
+    spdlog::error("leftover cell {}: {}", cellId, residue);
+  }
+  for (const auto& residue : removeGvisorLeftovers(cellId, cellDir)) {
     spdlog::error("leftover cell {}: {}", cellId, residue);
   }
   if (!cellDir.empty() && rmdir(cellDir.c_str()) < 0 && errno != ENOENT) {

@@ -153,10 +153,10 @@ DoctorFinding checkCgroups() {
 DoctorFinding checkRunsc() {
   auto runsc = findOnPath("runsc");
   if (!runsc) {
-    return warn(
-        "runsc",
-        "not found on PATH: the gvisor backend (not in this version yet) runs cells with it",
-        "apt-get install runsc");
+    return warn("runsc",
+                "not found on PATH: the gvisor backend runs cells with it (the VM launcher looks "
+                "for /usr/bin/runsc)",
+                "apt-get install runsc");
   }
   auto version = firstLineOf(*runsc + " --version");
   return ok("runsc", *runsc + (version && !version->empty() ? ": " + *version : ""));

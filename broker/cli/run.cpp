@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include <kj/async-unix.h>
 #include <kj/debug.h>
@@ -21,20 +22,20 @@ namespace {
 
 // Checks the host policy file before anything starts, so a mistake in it is a usage error with
 // every problem listed, not a broker that fails to start. True when it is valid.
-bool hostPolicyUsable(const std::string& path) {
+std::optional<core::HostPolicy> usableHostPolicy(const std::string& path) {
   std::string bytes;
   try {
     // Same bound and reading as a document: the parser refuses an oversized file itself.
     bytes = readDocumentFile(path);
   } catch (const std::exception& e) {
     std::cerr << "cellos run: host policy " << e.what() << "\n";
-    return false;
+    return std::nullopt;
   }
   auto parsed = core::parseHostPolicy(bytes);
-  if (parsed.policy) return true;
+  if (parsed.policy) return parsed.policy;
   std::cerr << path << ": invalid host policy\n";
   for (const auto& v : parsed.violations) std::cerr << "  " << core::formatViolation(v) << "\n";
-  return false;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -54,15 +55,27 @@ int runCommand(const RunOptions& options) {
     for (const auto& v : parsed.violations) std::cerr << "  " << core::formatViolation(v) << "\n";
     return kExitUsage;
   }
-  std::string backend = !options.backend.empty()
-                            ? options.backend
-                            : parsed.document->spec.placement.backend.value_or("linux");
-  if (backend != "linux") {
+  core::HostPolicy policy;
+  if (!options.policyPath.empty()) {
+    auto usable = usableHostPolicy(options.policyPath);
+    if (!usable) return kExitUsage;
+    policy = *usable;
+  }
+  // What the cell will run on: the document's backend, else the host policy's default, else
+  // linux. --backend states it and must agree (it does not override either).
+  std::string named =
+      parsed.document->spec.placement.backend.value_or(policy.defaultBackend.value_or("linux"));
+  std::string backend = !options.backend.empty() ? options.backend : named;
+  if (backend != "linux" && backend != "gvisor") {
     std::cerr << "cellos run: backend " << backend
-              << " is not available in this version (only linux)\n";
+              << " is not available in this version (linux and gvisor are)\n";
     return kExitUsage;
   }
-  if (!options.policyPath.empty() && !hostPolicyUsable(options.policyPath)) return kExitUsage;
+  if (backend != named) {
+    std::cerr << "cellos run: --backend " << backend << " but the cell would run on " << named
+              << " (spec.placement.backend, else the host policy's defaultBackend, else linux)\n";
+    return kExitUsage;
+  }
   if (geteuid() != 0) {
     std::cerr << "cellos run: embedded mode starts the VM launcher and the DNS helper, which "
                  "need root; run it as root (or use `cellos submit` against a host service)\n";

@@ -186,10 +186,16 @@ std::vector<std::string> hostResidue() {
     }
   }
   if (dir) closedir(dir);
-  for (const char* root :
-       {"/sys/fs/cgroup/pids/cellos", "/sys/fs/cgroup/memory/cellos", "/sys/fs/cgroup/cpu/cellos",
-        "/sys/fs/cgroup/cpuacct/cellos", "/sys/fs/cgroup/cpu,cpuacct/cellos",
-        "/sys/fs/cgroup/cellos"}) {
+  // Every controller's cellos/ (v1: runsc makes cells' cgroups in controllers the launcher does
+  // not manage, e.g. cpuset and devices), and v2's /sys/fs/cgroup/cellos.
+  std::vector<std::string> roots = {"/sys/fs/cgroup/cellos"};
+  {
+    std::error_code ec;
+    for (auto& controller : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
+      roots.push_back(controller.path().string() + "/cellos");
+    }
+  }
+  for (const std::string& root : roots) {
     std::error_code ec;
     if (!std::filesystem::exists(root, ec)) continue;
     for (auto& entry : std::filesystem::directory_iterator(root, ec)) {

@@ -90,11 +90,6 @@ TEST_F(CellosRun, ExitStatusOfTheCellIsTheExitStatusOfRun) {
   }
 }
 
-TEST_F(CellosRun, SignalDeathExitsWith128PlusSignal) {
-  auto result = runCellos(runArgs(writeDocument("kill.yaml", shellCell("killed", "kill -9 $$"))));
-  EXPECT_EQ(result.status, 128 + 9) << result.err;
-}
-
 TEST_F(CellosRun, InvalidDocumentExitsTwoAndCreatesNothing) {
   auto doc = writeDocument("bad.yaml",
                            "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: Bad!\n");
@@ -138,51 +133,6 @@ TEST_F(CellosRun, VerifyAcceptsTheLogAndNamesTheLineOfAnyChangedByte) {
   EXPECT_EQ(verify().status, 0);
 }
 
-TEST_F(CellosRun, ACellSeesOnlyItself) {
-  auto doc = writeDocument(
-      "self.yaml",
-      shellCell("self-view",
-                "echo host=$(hostname); echo pids=$(ls /proc | grep -c '^[0-9]'); "
-                "echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,)"));
-  auto result = runCellos(runArgs(doc));
-  ASSERT_EQ(result.status, 0) << result.err;
-  EXPECT_NE(result.out.find("host=self-view\n"), std::string::npos) << result.out;
-  // Loopback and its end of the veth pair to the uplink (the network scope), nothing else.
-  EXPECT_NE(result.out.find("ifaces=lo,eth0,\n"), std::string::npos) << result.out;
-  // init, the shell and the subshell pipeline: a handful, never the host's hundreds.
-  auto at = result.out.find("pids=");
-  ASSERT_NE(at, std::string::npos);
-  int pids = std::stoi(result.out.substr(at + 5));
-  EXPECT_GE(pids, 2);
-  EXPECT_LE(pids, 6) << result.out;
-}
-
-TEST_F(CellosRun, DigGetsRefusedByTheDnsHelperAndTheQueryIsLogged) {
-  auto doc = writeDocument(
-      "dig.yaml",
-      shellCell("dig-refused",
-                "dig +tries=1 +time=3 @127.0.0.1 example.com A; "
-                "dig +tcp +tries=1 +time=3 @127.0.0.1 example.org AAAA",
-                "  authority:\n    dnsAuthority:\n      hostnameAllowlist: [allowed.test]\n"));
-  auto result = runCellos(runArgs(doc));
-  ASSERT_EQ(result.status, 0) << result.err;
-  EXPECT_NE(result.out.find("status: REFUSED"), std::string::npos) << result.out;
-  std::set<std::string> seen;
-  for (const auto& e : events()) {
-    if (e["type"] != "dev.cellos.events.cell.observability.v1.dns_query") continue;
-    const auto& d = e["data"];
-    EXPECT_EQ(d["decision"], "refused");
-    EXPECT_EQ(d["reasonCode"], "not_in_allowlist");
-    EXPECT_EQ(d["rcode"], 5);
-    EXPECT_EQ(d["cellId"], "dig-refused");
-    EXPECT_TRUE(d.contains("provenance"));
-    seen.insert(d["qname"].get<std::string>() + "/" + d["qtype"].get<std::string>() + "/" +
-                d["transport"].get<std::string>());
-  }
-  EXPECT_EQ(seen, (std::set<std::string>{"example.com/A/udp", "example.org/AAAA/tcp"}));
-  EXPECT_EQ(verify().status, 0);
-}
-
 TEST_F(CellosRun, DaemonsRunUnprivilegedUnderSeccompWhileACellRuns) {
   auto doc = writeDocument("wait.yaml", shellCell("privilege-check", "echo ready; sleep 3"));
   CellosProcess run(runArgs(doc));
@@ -215,6 +165,8 @@ TEST_F(CellosRun, DaemonsRunUnprivilegedUnderSeccompWhileACellRuns) {
   // SETPCAP(8)
   uint64_t expected = (1ull << 21) | (1ull << 12) | (1ull << 7) | (1ull << 6) | (1ull << 18) |
                       (1ull << 5) | (1ull << 1) | (1ull << 8);
+  // CHOWN(0) as well when the gvisor backend is on (runsc installed): docs/security.md.
+  if (access("/usr/bin/runsc", X_OK) == 0) expected |= 1ull << 0;
   pid_t agent = daemons["cellos-vmm-agent"];
   EXPECT_EQ(std::stoull(statusField(agent, "CapEff"), nullptr, 16), expected);
   EXPECT_EQ(std::stoull(statusField(agent, "CapBnd"), nullptr, 16), expected);
@@ -223,31 +175,6 @@ TEST_F(CellosRun, DaemonsRunUnprivilegedUnderSeccompWhileACellRuns) {
   uint64_t spawner = (1ull << 21) | (1ull << 10) | (1ull << 7) | (1ull << 6) | (1ull << 8);
   EXPECT_EQ(std::stoull(statusField(daemons["cellos-dns-helper"], "CapEff"), nullptr, 16), spawner);
   EXPECT_EQ(run.wait(), 0) << run.err();
-}
-
-TEST_F(CellosRun, NothingOfTheCellRemainsAfterRun) {
-  ASSERT_EQ(hostResidue(), std::vector<std::string>{}) << "residue before the test";
-  auto doc = writeDocument("bg.yaml",
-                           shellCell("residue-check", "sleep 1000 & sleep 1000 & echo started"));
-  auto result = runCellos(runArgs(doc));
-  EXPECT_EQ(result.status, 0) << result.err;
-  EXPECT_EQ(hostResidue(), std::vector<std::string>{});
-  EXPECT_EQ(events().back()["data"]["residue"]["clean"], true);
-}
-
-TEST_F(CellosRun, CtrlCCancelsTheCellAndLeavesNothing) {
-  auto doc = writeDocument("long.yaml", shellCell("interrupted", "echo ready; sleep 1000"));
-  CellosProcess run(runArgs(doc));
-  ASSERT_TRUE(run.waitForStdout("ready", 30s)) << run.err();
-  run.signalGroup(SIGINT);  // what the terminal does on Ctrl-C
-  int status = run.wait(30s);
-  EXPECT_EQ(status, 128 + SIGKILL) << run.err();
-  EXPECT_NE(run.err().find("cancelling"), std::string::npos) << run.err();
-  EXPECT_EQ(hostResidue(), std::vector<std::string>{});
-  auto last = events().back();
-  EXPECT_EQ(last["type"], "dev.cellos.events.cell.lifecycle.v1.destroyed");
-  EXPECT_EQ(last["data"]["terminalState"], "forced");
-  EXPECT_EQ(verify().status, 0);
 }
 
 }  // namespace

@@ -216,8 +216,9 @@ TEST(HostPolicyFile, AliasesCannotBlowUp) {
     text += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [*a" + std::to_string(i - 1) +
             ", *a" + std::to_string(i - 1) + "]\n";
   }
-  EXPECT_EQ(policyProblems(text),
-            Lines({"$: unsupported YAML at line 1, column 5: anchors (\"&a0\") are not supported"}));
+  EXPECT_EQ(
+      policyProblems(text),
+      Lines({"$: unsupported YAML at line 1, column 5: anchors (\"&a0\") are not supported"}));
 }
 
 // Found by fuzzing: yaml-cpp's node API (YAML::Load) allocated gigabytes for these few hundred
@@ -275,6 +276,39 @@ TEST(HostPolicyCheck, MemoryAndPidsAboveTheMaximum) {
       Lines{});
   // Absent: the caps become the defaults.
   EXPECT_EQ(check(policy, document(kRun)), Lines{});
+}
+
+TEST(HostPolicyFile, DefaultBackendIsABackendTheHostAllows) {
+  EXPECT_EQ(policyFrom("defaultBackend: gvisor\n").defaultBackend, "gvisor");
+  EXPECT_FALSE(policyFrom("maxPidsMax: 64\n").defaultBackend);
+  EXPECT_EQ(policyProblems("defaultBackend: kvm\n"),
+            Lines({"defaultBackend: \"kvm\" is not one of linux, gvisor, firecracker"}));
+  EXPECT_EQ(policyProblems("defaultBackend: [gvisor]\n"),
+            Lines({"defaultBackend: expected a string, got array"}));
+  EXPECT_EQ(policyProblems("defaultBackend: gvisor\nallowedBackends: [linux]\n"),
+            Lines({"defaultBackend: \"gvisor\" is not in allowedBackends (linux): no document "
+                   "could use it"}));
+  EXPECT_TRUE(policyProblems("defaultBackend: gvisor\nallowedBackends: [gvisor, linux]\n").empty());
+}
+
+TEST(HostPolicyCheck, ADocumentWithoutABackendIsHeldToTheHostsDefault) {
+  EXPECT_EQ(check("defaultBackend: gvisor\nallowedBackends: [gvisor]\n", document()), Lines{});
+  EXPECT_EQ(check("defaultBackend: gvisor\nallowedBackends: [gvisor]\n",
+                  document("  placement: {backend: linux}\n")),
+            Lines({"spec.placement.backend: \"linux\" is not allowed on this host (allowed: "
+                   "gvisor)"}));
+}
+
+TEST(HostPolicyDefaults, ADocumentWithoutABackendGetsTheHostsDefault) {
+  CellDocument doc = document(kRun);
+  applyHostPolicyDefaults(policyFrom("defaultBackend: gvisor\n"), doc);
+  EXPECT_EQ(doc.spec.placement.backend, "gvisor");
+  CellDocument named = document("  placement: {backend: linux}\n" + kRun);
+  applyHostPolicyDefaults(policyFrom("defaultBackend: gvisor\n"), named);
+  EXPECT_EQ(named.spec.placement.backend, "linux") << "what the document says is kept";
+  CellDocument none = document(kRun);
+  applyHostPolicyDefaults(HostPolicy{}, none);
+  EXPECT_FALSE(none.spec.placement.backend) << "no policy default: the runner's (linux)";
 }
 
 TEST(HostPolicyCheck, Backends) {

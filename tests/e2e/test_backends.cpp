@@ -1,0 +1,552 @@
+// End-to-end: the contract every backend keeps, one suite run once per backend (linux, gvisor).
+// Each test is a real `cellos run` of a document naming the backend in spec.placement.backend:
+// exit codes, the environment and fds a workload gets, limits and clocks, crash reaping, the
+// network scope (egress rules, the DNS helper) and residue. Where a backend's answer differs by
+// design (a syscall gVisor does not implement), the test states both answers.
+
+#include "tests/e2e/cell_e2e.h"
+#include "tests/e2e/uplink_host.h"
+#include "vmm-agent/cgroup.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <thread>
+
+namespace cellos::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class CellBackends : public CellE2E, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    CellE2E::SetUp();
+    if (IsSkipped()) return;
+    if (backend() == "gvisor" && access("/usr/bin/runsc", X_OK) != 0) {
+      GTEST_SKIP() << "needs runsc (scripts/setup installs it)";
+    }
+  }
+  const std::string& backend() const { return GetParam(); }
+  // cellDocument() with this suite's backend named in the document.
+  std::string doc(const std::string& id, const nlohmann::json& argv,
+                  const std::string& runExtra = "", const std::string& specExtra = "",
+                  int ttlSeconds = 60) {
+    return cellDocument(id, argv, runExtra,
+                        "  placement: {backend: " + backend() + "}\n" + specExtra, ttlSeconds);
+  }
+  nlohmann::json sh(const std::string& script) { return {"/bin/sh", "-c", script}; }
+  RunResult verify() { return runCellos({"verify", "--state-dir", stateDir_, events_}); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, CellBackends, ::testing::Values("linux", "gvisor"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+// --- exit codes and events -----------------------------------------------------------------------
+
+TEST_P(CellBackends, ExitStatusOfTheCellIsTheExitStatusOfRun) {
+  auto result = run("exit3.yaml", doc("exit3", sh("echo hello; echo 'about to fail' >&2; exit 3")));
+  EXPECT_EQ(result.status, 3) << result.err;
+  EXPECT_EQ(result.out, "hello\n");
+  EXPECT_NE(result.err.find("about to fail"), std::string::npos) << result.err;
+  EXPECT_EQ(completed()["exitCode"], 3);
+  // Every event that names a backend names this one.
+  auto accepted = eventData("admission.v1.accepted");
+  ASSERT_EQ(accepted.size(), 1u);
+  EXPECT_EQ(accepted[0]["backend"], backend());
+  auto started = eventData("lifecycle.v1.started");
+  ASSERT_EQ(started.size(), 1u);
+  EXPECT_EQ(started[0]["backend"], backend());
+  auto destroyed = eventData("lifecycle.v1.destroyed");
+  ASSERT_EQ(destroyed.size(), 1u);
+  EXPECT_EQ(destroyed[0]["residue"]["clean"], true);
+  EXPECT_EQ(verify().status, 0);
+}
+
+TEST_P(CellBackends, SignalDeathExitsWith128PlusSignal) {
+  auto result = run("kill.yaml", doc("killed", sh("kill -9 $$")));
+  EXPECT_EQ(result.status, 128 + SIGKILL) << result.err;
+  EXPECT_EQ(completed()["signal"], SIGKILL);
+}
+
+TEST_P(CellBackends, AMissingProgramFailsWith127AndANonExecutableOneWith126) {
+  auto result = run("missing.yaml", doc("missing", {"/nonexistent/program"}));
+  EXPECT_EQ(result.status, 127) << result.out << result.err;
+  EXPECT_NE(result.err.find("cellos: exec /nonexistent/program: No such file or directory"),
+            std::string::npos)
+      << result.err;
+  // There, but not an executable file (a directory): 126.
+  auto notExec = run("noexec.yaml", doc("noexec", {"/usr"}));
+  EXPECT_EQ(notExec.status, 126) << notExec.out << notExec.err;
+  // And through them to a program that is there.
+  auto found = run("found.yaml", doc("found", {"/bin/sh", "-c", "exit 0"}));
+  EXPECT_EQ(found.status, 0) << found.err;
+}
+
+// --- what the workload gets ----------------------------------------------------------------------
+
+TEST_P(CellBackends, ProcSelfEnvironIsTheDeclaredEnvironmentByteForByte) {
+  auto result = run("env.yaml", doc("environ", {"/bin/cat", "/proc/self/environ"},
+                                    "    env: {LANG: C.UTF-8, SPACED: \"x y=z\", EMPTY: \"\", "
+                                    "A: \"1\"}\n"));
+  EXPECT_EQ(result.status, 0) << result.err;
+  std::string declared("LANG=C.UTF-8\0SPACED=x y=z\0EMPTY=\0A=1\0", 37);
+  if (backend() == "linux") {
+    EXPECT_EQ(result.out, declared);
+    return;
+  }
+  // runsc adds HOME when the environment has none, and hands the variables over in an order of
+  // its own (docs/security.md): the same entries, byte for byte, in any order.
+  auto entries = [](const std::string& block) {
+    std::multiset<std::string> out;
+    for (size_t at = 0; at < block.size();) {
+      size_t end = block.find('\0', at);
+      if (end == std::string::npos) end = block.size();
+      out.insert(block.substr(at, end - at));
+      at = end + 1;
+    }
+    return out;
+  };
+  EXPECT_EQ(entries(result.out), entries(declared + std::string("HOME=/\0", 7)));
+  EXPECT_EQ(result.out.back(), '\0');
+}
+
+TEST_P(CellBackends, ProcSelfFdListsOnlyZeroOneTwo) {
+  // The shell's own table, listed by a child (the shell's fds only). Not ls: runsc 20221219
+  // answers the statx of coreutils 9's ls with EINVAL (docs/security.md).
+  auto shell = run("fd-sh.yaml", doc("fds", sh("/usr/bin/python3 -c 'import os, sys; "
+                                               "print(*sorted(os.listdir(\"/proc/%s/fd\" % "
+                                               "sys.argv[1]), key=int), sep=\"\\n\")' $$")));
+  EXPECT_EQ(shell.status, 0) << shell.err;
+  EXPECT_EQ(shell.out, "0\n1\n2\n");
+  auto py = run("fd-py.yaml", doc("fds-py", {"/usr/bin/python3", "-c",
+                                             "import os\n"
+                                             "listed = os.listdir('/proc/self/fd')\n"
+                                             "print(sorted(int(f) for f in listed"
+                                             " if os.path.exists('/proc/self/fd/' + f)))"}));
+  EXPECT_EQ(py.status, 0) << py.err;
+  EXPECT_EQ(py.out, "[0, 1, 2]\n");
+}
+
+TEST_P(CellBackends, TheWorkloadIsUnprivilegedOnAReadOnlyRootWithAWritableWorkingDirectory) {
+  const char* probe = R"(import os, errno
+def tryopen(name, path, flags):
+    try:
+        os.close(os.open(path, flags, 0o644))
+        print(name + "=ok")
+    except OSError as e:
+        print(name + "=" + errno.errorcode[e.errno])
+tryopen("read-shadow", "/etc/shadow", os.O_RDONLY)
+tryopen("write-usr", "/usr/x", os.O_WRONLY | os.O_CREAT)
+tryopen("write-etc", "/etc/x", os.O_WRONLY | os.O_CREAT)
+tryopen("read-home", "/home", os.O_RDONLY)
+tryopen("write-workspace", "/workspace/ok", os.O_WRONLY | os.O_CREAT)
+print("cwd=" + os.getcwd())
+print("host=" + os.uname().nodename)
+print("caps=" + [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0])
+)";
+  auto result = run("ro.yaml", doc("readonly", {"/usr/bin/python3", "-c", probe}));
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  // The host's files are refused either way; the linux kernel names the read-only mount first,
+  // gVisor's Sentry the missing write permission of the workload's unprivileged id.
+  std::string refused = backend() == "gvisor" ? "EACCES" : "EROFS";
+  EXPECT_EQ(result.out, "read-shadow=EACCES\nwrite-usr=" + refused + "\nwrite-etc=" + refused +
+                            "\nread-home=ENOENT\nwrite-workspace=ok\ncwd=/workspace\n"
+                            "host=readonly\ncaps=0000000000000000\n");
+}
+
+TEST_P(CellBackends, ACellSeesOnlyItself) {
+  auto result = run("self.yaml", doc("self-view", sh("set -- /proc/[0-9]*; echo pids=$#; "
+                                                     "echo ifaces=$(tail -n +3 /proc/net/dev | cut "
+                                                     "-d: -f1 | tr -d ' ' | sort | tr '\\n' ,)")));
+  ASSERT_EQ(result.status, 0) << result.err;
+  // Loopback and its end of the veth pair to the uplink (the network scope), nothing else.
+  EXPECT_NE(result.out.find("ifaces=eth0,lo,\n"), std::string::npos) << result.out;
+  auto at = result.out.find("pids=");
+  ASSERT_NE(at, std::string::npos);
+  int pids = std::stoi(result.out.substr(at + 5));
+  EXPECT_GE(pids, 1);
+  EXPECT_LE(pids, 6) << "never the host's hundreds: " << result.out;
+}
+
+TEST_P(CellBackends, ARegisteredDirectoryImageIsTheCellsRoot) {
+  if (access("/bin/busybox", X_OK) != 0) GTEST_SKIP() << "needs busybox-static (scripts/setup)";
+  std::string image = stateDir_ + "/images/tiny";
+  std::filesystem::create_directories(image + "/bin");
+  std::filesystem::copy_file("/bin/busybox", image + "/bin/busybox");
+  std::filesystem::create_symlink("busybox", image + "/bin/sh");
+  writeFile(image + "/hello", "hello from the tiny image\n");
+  nlohmann::json argv = {
+      "/bin/sh", "-c",
+      "/bin/busybox cat /hello; /bin/busybox ls /usr 2>&1 | /bin/busybox head -c 40"};
+  auto result = run("image.yaml", doc("imaged", argv, "    image: tiny\n"));
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out.substr(0, result.out.find('\n') + 1), "hello from the tiny image\n");
+  EXPECT_NE(result.out.find("No such file"), std::string::npos) << "the host's /usr is not there";
+}
+
+// A program the kernel (linux) or the Sentry (gvisor) cannot load fails the run, and a start
+// that fails half-way leaves nothing (runsc has made the cell's cgroups by then: TearDown's
+// residue check looks at every controller).
+TEST_P(CellBackends, AProgramThatCannotBeLoadedFailsAndLeavesNothing) {
+  std::string image = stateDir_ + "/images/garbage";
+  std::filesystem::create_directories(image);
+  writeFile(image + "/bad", "this is not a program\n");
+  std::filesystem::permissions(
+      image + "/bad", std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
+                          std::filesystem::perms::others_exec | std::filesystem::perms::group_read |
+                          std::filesystem::perms::others_read);
+  auto result = run("bad.yaml", doc("unloadable", {"/bad"}, "    image: garbage\n"));
+  if (backend() == "gvisor") {
+    // runsc's own failure (its exit 128), with its reason on the cell's stderr.
+    EXPECT_EQ(result.status, 128) << result.err;
+    EXPECT_NE(result.err.find("exec format error"), std::string::npos) << result.err;
+  } else {
+    EXPECT_EQ(result.status, 126) << result.err;  // ENOEXEC
+  }
+  EXPECT_EQ(eventData("lifecycle.v1.destroyed").back()["residue"]["clean"], true);
+}
+
+// What the workload leaves in its working directory is reachable from the host, at the
+// document's path, through the cell's init (the linux cell's init; the gvisor cell's supervisor,
+// which binds the working directory into its own root): how the broker's export reads it.
+TEST_P(CellBackends, TheWorkingDirectoryIsReachableFromTheHostThroughTheCellsInit) {
+  std::string marker = "marker-" + std::to_string(getpid());
+  CellosProcess cellos(runArgs(writeDocument(
+      "workdir.yaml",
+      doc("workdir", sh("echo from the cell > " + marker + "; echo ready; exec sleep 1000")))));
+  ASSERT_TRUE(cellos.waitForStdout("ready\n", 30s)) << cellos.err();
+  std::vector<pid_t> seen, pending = {cellos.pid()};
+  while (!pending.empty()) {
+    pid_t p = pending.back();
+    pending.pop_back();
+    for (pid_t child : childrenOf(p)) {
+      pending.push_back(child);
+      std::string path = "/proc/" + std::to_string(child) + "/root/workspace/" + marker;
+      if (exeName(child) == "cellos-vmm-agent" && std::filesystem::exists(path)) {
+        EXPECT_EQ(readFile(path), "from the cell\n");
+        seen.push_back(child);
+      }
+    }
+  }
+  EXPECT_EQ(seen.size(), 1u) << "exactly the cell's init shows the cell's working directory";
+  EXPECT_FALSE(std::filesystem::exists("/workspace/" + marker)) << "nothing on the host's path";
+  cellos.signalGroup(SIGINT);
+  EXPECT_EQ(cellos.wait(30s), 128 + SIGKILL) << cellos.err();
+}
+
+// A syscall gVisor does not implement (the new mount API's fsopen) is an error the workload
+// sees at once and survives: ENOSYS from gVisor's Sentry; EPERM from the linux backend's filter.
+TEST_P(CellBackends, AnUnimplementedSyscallIsAClearErrorNotAHang) {
+  const char* probe = R"(import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+ctypes.set_errno(0)
+r = libc.syscall(430, b"tmpfs", 0)
+print("fsopen=" + (str(r) if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")))
+print("still running")
+)";
+  auto result = run("nosys.yaml", doc("nosys", {"/usr/bin/python3", "-c", probe}));
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  std::string expected = backend() == "gvisor" ? "ENOSYS" : "EPERM";
+  EXPECT_EQ(result.out, "fsopen=" + expected + "\nstill running\n");
+}
+
+// --- limits and clocks ---------------------------------------------------------------------------
+
+TEST_P(CellBackends, MemoryHogIsOomKilledAtMemoryMaxAndReported) {
+  auto result =
+      run("oom.yaml", doc("hog", {"/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"},
+                          "    limits: {memoryMaxBytes: 33554432}\n"));
+  EXPECT_EQ(result.status, 128 + SIGKILL) << result.err;
+  auto done = completed();
+  EXPECT_EQ(done["oomKilled"], true);
+  EXPECT_EQ(done["signal"], SIGKILL);
+  EXPECT_EQ(done["timedOut"], false);
+
+  auto fits =
+      run("fits.yaml", doc("fits", {"/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=1M", "count=1"},
+                           "    limits: {memoryMaxBytes: 33554432}\n"));
+  EXPECT_EQ(fits.status, 0) << fits.err;
+  EXPECT_EQ(completed()["oomKilled"], false) << "the control: a small buffer fits";
+}
+
+TEST_P(CellBackends, ForkBombStopsAtPidsMax) {
+  // Every process forks for as long as it can; all of them end up refused (EAGAIN) and asleep.
+  // The cell then holds exactly pidsMax processes: on linux its init, the bomb and its
+  // descendants (the cgroup's pids.max); under gVisor the bomb and its descendants (the
+  // Sentry's RLIMIT_NPROC).
+  const char* bomb = R"(import os, time
+top = os.getpid()
+def spawn():
+    while True:
+        try:
+            if os.fork() == 0:
+                return spawn()
+        except OSError as e:
+            return e.errno
+err = spawn()
+if os.getpid() != top:
+    time.sleep(60)
+    os._exit(0)
+time.sleep(0.5)
+print("fork-failed", err)
+print("processes", len([p for p in os.listdir("/proc") if p.isdigit()]))
+)";
+  auto result = run("bomb.yaml", doc("bomb", {"/usr/bin/python3", "-c", bomb},
+                                     "    limits: {pidsMax: 16}\n    timeoutMs: 20000\n"));
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "fork-failed 11\nprocesses 16\n");
+}
+
+TEST_P(CellBackends, CpuLoopIsThrottledToCpuMax) {
+  // cpuMax 20000/100000: a fifth of one cpu. The share is measured from the cell's own cgroup
+  // cpu time over wall-clock windows, never from how long the run took. Throttling bounds the
+  // share from above in every window (asserted for each); a busy machine (2 shared cores) can
+  // only lower it, so the lower bound is asserted on the best window. Under gVisor the cgroup
+  // holds the Sentry and the gofer too: the quota is the whole sandbox's.
+  CellosProcess cellos(runArgs(writeDocument(
+      "cpu.yaml", doc("spin", {"/usr/bin/timeout", "5", "/bin/sh", "-c", "while :; do :; done"},
+                      "    limits: {cpuMax: {quotaMicros: 20000, periodMicros: 100000}}\n"))));
+  vmm::CellCgroup cgroup = vmm::CellCgroup::open("spin");
+  bool running = false;
+  for (int i = 0; i < 200 && !running; ++i) {
+    try {
+      running = cgroup.cpuUsageMicros() > 0;
+    } catch (const std::exception&) {
+    }
+    if (!running) std::this_thread::sleep_for(25ms);
+  }
+  ASSERT_TRUE(running) << "the cell never started";
+  std::this_thread::sleep_for(500ms);  // past the start-up (the Sentry's, under gVisor)
+  std::vector<double> shares;
+  for (int window = 0; window < 3; ++window) {
+    auto t0 = std::chrono::steady_clock::now();
+    uint64_t u0 = cgroup.cpuUsageMicros();
+    std::this_thread::sleep_for(1s);
+    uint64_t u1 = cgroup.cpuUsageMicros();
+    double wall =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    shares.push_back(static_cast<double>(u1 - u0) / wall);
+  }
+  printf("%s: cpu share per 1 s window (cpuMax 20%%): %.3f %.3f %.3f\n", backend().c_str(),
+         shares[0], shares[1], shares[2]);
+  for (double share : shares) EXPECT_LE(share, 0.24) << "throttling failed";
+  EXPECT_GE(*std::max_element(shares.begin(), shares.end()), 0.16)
+      << "the loop never got its quota: " << shares[0] << " " << shares[1] << " " << shares[2];
+  EXPECT_EQ(cellos.wait(20s), 124) << cellos.err();  // timeout(1)'s status for a killed command
+}
+
+TEST_P(CellBackends, TimeoutSendsSigtermAndReportsTimedOutWithinTheGracePeriod) {
+  auto result = run("timeout.yaml", doc("sleeper", {"/bin/sleep", "1000"}, "    timeoutMs: 500\n"));
+  EXPECT_EQ(result.status, 128 + SIGTERM) << result.err;
+  auto done = completed();
+  EXPECT_EQ(done["timedOut"], true);
+  EXPECT_EQ(done["signal"], SIGTERM) << "sleep ended on the SIGTERM, before any SIGKILL";
+  EXPECT_GE(done["durationMs"].get<int>(), 490);
+  EXPECT_LT(done["durationMs"].get<int>(), 500 + 5000);
+  EXPECT_NE(result.err.find("the cell timed out"), std::string::npos) << result.err;
+}
+
+TEST_P(CellBackends, AWorkloadIgnoringSigtermIsKilledAfterTheGracePeriod) {
+  auto result =
+      run("grace.yaml", doc("ignores-sigterm", sh("trap '' TERM; sleep 1000"),
+                            "    timeoutMs: 300\n    limits: {gracefulShutdownSeconds: 1}\n"));
+  EXPECT_EQ(result.status, 128 + SIGKILL) << result.err;
+  auto done = completed();
+  EXPECT_EQ(done["timedOut"], true);
+  EXPECT_EQ(done["signal"], SIGKILL);
+  // SIGTERM at 300 ms was ignored; SIGKILL came one grace second later.
+  EXPECT_GE(done["durationMs"].get<int>(), 1250);
+  EXPECT_LT(done["durationMs"].get<int>(), 1300 + 3000);
+}
+
+TEST_P(CellBackends, TtlCapsTheWholeCell) {
+  auto result = run("ttl.yaml", doc("ephemeral", {"/bin/sleep", "1000"}, "", "", 1));
+  EXPECT_EQ(result.status, 128 + SIGKILL) << result.err;
+  auto done = completed();
+  EXPECT_EQ(done["timedOut"], true);
+  EXPECT_LT(done["durationMs"].get<int>(), 1000 + 3000);
+}
+
+// --- residue and crashes -------------------------------------------------------------------------
+
+TEST_P(CellBackends, NothingOfTheCellRemainsAfterRun) {
+  auto result = run("bg.yaml", doc("residue-check", sh("sleep 1000 & sleep 1000 & echo started")));
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "started\n");
+  EXPECT_EQ(eventData("lifecycle.v1.destroyed").back()["residue"]["clean"], true);
+  // TearDown: no process, cgroup, directory or mount of the cell is left on the host.
+}
+
+TEST_P(CellBackends, CtrlCCancelsTheCellAndLeavesNothing) {
+  CellosProcess cellos(
+      runArgs(writeDocument("long.yaml", doc("interrupted", sh("echo ready; sleep 1000")))));
+  ASSERT_TRUE(cellos.waitForStdout("ready", 30s)) << cellos.err();
+  cellos.signalGroup(SIGINT);  // what the terminal does on Ctrl-C
+  EXPECT_EQ(cellos.wait(30s), 128 + SIGKILL) << cellos.err();
+  EXPECT_NE(cellos.err().find("cancelling"), std::string::npos) << cellos.err();
+  auto last = events().back();
+  EXPECT_EQ(last["type"], "dev.cellos.events.cell.lifecycle.v1.destroyed");
+  EXPECT_EQ(last["data"]["terminalState"], "forced");
+}
+
+TEST_P(CellBackends, AVmLauncherKilledMidCellIsReapedByTheNextStart) {
+  CellosProcess cellos(
+      runArgs(writeDocument("long.yaml", doc("orphan", sh("echo started; exec sleep 1000")))));
+  ASSERT_TRUE(cellos.waitForStdout("started\n", 20s)) << cellos.err();
+  pid_t agent = -1;
+  for (pid_t child : childrenOf(cellos.pid())) {
+    if (exeName(child) == "cellos-vmm-agent") agent = child;
+  }
+  ASSERT_GT(agent, 0);
+  ASSERT_EQ(kill(agent, SIGKILL), 0);
+  EXPECT_NE(cellos.wait(30s), 0) << "the run cannot succeed without its VM launcher";
+  // What the killed launcher could not clean: its record and the cell's cgroups.
+  EXPECT_TRUE(std::filesystem::exists(stateDir_ + "/vmm/orphan.json"));
+  bool leftCgroup = false;
+  vmm::CellCgroup orphanCgroup = vmm::CellCgroup::open("orphan");
+  for (const auto& leaf : orphanCgroup.leaves()) {
+    leftCgroup = leftCgroup || std::filesystem::exists(leaf);
+  }
+  EXPECT_TRUE(leftCgroup) << "nothing was left to reap: the test would prove nothing";
+
+  // The next start of a VM launcher with the same state reaps it.
+  auto next = run("hello.yaml", doc("after", {"/bin/true"}));
+  EXPECT_EQ(next.status, 0) << next.err;
+  EXPECT_FALSE(std::filesystem::exists(stateDir_ + "/vmm/orphan.json"));
+  // TearDown: the residue check finds nothing.
+}
+
+// --- the network scope ---------------------------------------------------------------------------
+
+TEST_P(CellBackends, DigGetsRefusedByTheDnsHelperAndTheQueryIsLogged) {
+  auto result = run(
+      "dig.yaml", doc("dig-refused",
+                      sh("dig +tries=1 +time=3 @127.0.0.1 example.com A; "
+                         "dig +tcp +tries=1 +time=3 @127.0.0.1 example.org AAAA"),
+                      "", "  authority:\n    dnsAuthority:\n      hostnameAllowlist: [a.test]\n"));
+  ASSERT_EQ(result.status, 0) << result.err;
+  EXPECT_NE(result.out.find("status: REFUSED"), std::string::npos) << result.out;
+  std::set<std::string> seen;
+  for (const auto& d : eventData("observability.v1.dns_query")) {
+    EXPECT_EQ(d["decision"], "refused");
+    EXPECT_EQ(d["reasonCode"], "not_in_allowlist");
+    EXPECT_EQ(d["cellId"], "dig-refused");
+    seen.insert(d["qname"].get<std::string>() + "/" + d["qtype"].get<std::string>() + "/" +
+                d["transport"].get<std::string>());
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"example.com/A/udp", "example.org/AAAA/tcp"}));
+}
+
+const char* kEgressProbe = R"(import socket, errno
+def tcp(port):
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect(("10.214.0.1", port))
+        return "ok:" + s.recv(16).decode().strip()
+    except socket.timeout:
+        return "blocked"
+    except OSError as e:
+        return "blocked" if e.errno == errno.EPERM else "err:" + str(e.errno)
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"x", ("10.214.0.1", port))
+        return "sent"
+    except OSError as e:
+        return "blocked" if e.errno == errno.EPERM else "err:" + str(e.errno)
+def dns_helper():
+    q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(q, ("127.0.0.1", 53))
+    return "answered" if s.recv(512)[:2] == b"\x12\x34" else "garbled"
+print("allowed", tcp(8080))
+print("denied", tcp(8081))
+print("resolver", udp(53))
+print("helper", dns_helper())
+print(open("/etc/resolv.conf").read().strip())
+)";
+
+TEST_P(CellBackends, EgressReachesTheTestHostOnlyWhereARuleAllows) {
+  UplinkHost host({8080, 8081}, {53});
+  std::string authority =
+      "  authority:\n"
+      "    egressRules:\n"
+      "      - {cidr: 10.214.0.0/24, port: 8080, protocol: tcp}\n"
+      "    dnsAuthority:\n"
+      "      hostnameAllowlist: [example.com]\n"
+      "      resolvers:\n"
+      "        - {resolverId: upstream, endpoint: \"10.214.0.1:53\", protocol: do53-udp}\n";
+  auto result =
+      run("net.yaml", doc("scoped", {"/usr/bin/python3", "-c", kEgressProbe}, "", authority),
+          {"--uplink-netns", host.netnsPath()});
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  EXPECT_EQ(
+      result.out,
+      "allowed ok:ok\ndenied blocked\nresolver blocked\nhelper answered\nnameserver 127.0.0.1\n");
+  EXPECT_EQ(host.tcpAccepted(8080), 1);
+  EXPECT_EQ(host.tcpAccepted(8081), 0) << "a port no rule allows was reached";
+  EXPECT_EQ(host.udpReceived(53), 0) << "the workload reached a declared resolver directly";
+
+  auto scoped = eventData("network.v1.scoped");
+  ASSERT_EQ(scoped.size(), 1u);
+  EXPECT_EQ(scoped[0]["nftApplied"], true);
+  EXPECT_EQ(scoped[0]["egressRuleCount"], 1);
+  std::string cell = scoped[0]["cellAddress"], uplink = scoped[0]["uplinkAddress"];
+  EXPECT_EQ(cell.rfind("10.213.", 0), 0u) << cell;
+  EXPECT_EQ(uplink.substr(0, uplink.rfind('.')), cell.substr(0, cell.rfind('.')));
+  EXPECT_EQ(std::string(scoped[0]["uplinkInterface"]).rfind("cellos", 0), 0u);
+  EXPECT_TRUE(scoped[0]["setupTimingsMicros"].contains("nftables"));
+
+  std::map<std::string, nlohmann::json> flows;
+  for (const auto& flow : eventData("observability.v1.network_flow_decision")) {
+    flows[flow["ruleId"]] = flow;
+  }
+  ASSERT_TRUE(flows.count("egress[0]")) << "one event per rule";
+  EXPECT_EQ(flows["egress[0]"]["verdict"], "accept");
+  EXPECT_EQ(flows["egress[0]"]["rule"], "ip daddr 10.214.0.0/24 tcp dport 8080");
+  EXPECT_GE(flows["egress[0]"]["packets"].get<int>(), 1);
+  EXPECT_EQ(flows["resolver:upstream"]["packets"], 0);
+  EXPECT_EQ(flows["default-drop"]["verdict"], "drop");
+  EXPECT_GE(flows["default-drop"]["packets"].get<int>(), 2) << "the SYN to 8081 and the datagram";
+  EXPECT_GE(flows["loopback"]["packets"].get<int>(), 1) << "the query to the DNS helper";
+  EXPECT_EQ(flows.size(), 8u) << "5 output rules and 3 input rules";
+  EXPECT_EQ(verify().status, 0);
+  EXPECT_EQ(host.interfaces(), std::vector<std::string>{"lo"}) << "the cell's veth outlived it";
+}
+
+// The host's default backend (host policy defaultBackend) runs a document that names none.
+class HostDefaultBackend : public CellE2E {};
+
+TEST_F(HostDefaultBackend, ADocumentNamingNoBackendRunsOnThePolicysDefault) {
+  if (access("/usr/bin/runsc", X_OK) != 0)
+    GTEST_SKIP() << "needs runsc (scripts/setup installs it)";
+  std::string policy = writeDocument("policy.yaml", "defaultBackend: gvisor\n");
+  std::string cell = cellDocument("defaulted", {"/bin/uname", "-r"});
+  auto result = run("defaulted.yaml", cell, {"--policy", policy});
+  ASSERT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "4.4.0\n") << "gVisor's Sentry reports its own kernel version";
+  auto accepted = eventData("admission.v1.accepted");
+  ASSERT_EQ(accepted.size(), 1u);
+  EXPECT_EQ(accepted[0]["backend"], "gvisor");
+
+  // The control: without the policy the same document runs on linux (the host's own kernel).
+  auto linux = run("defaulted-linux.yaml", cell);
+  ASSERT_EQ(linux.status, 0) << linux.err;
+  EXPECT_NE(linux.out, "4.4.0\n");
+  // And --backend must agree with what the cell would run on.
+  auto disagree = run("disagree.yaml", cell, {"--policy", policy, "--backend", "linux"});
+  EXPECT_EQ(disagree.status, 2);
+  EXPECT_NE(disagree.err.find("the cell would run on gvisor"), std::string::npos) << disagree.err;
+}
+
+}  // namespace
+}  // namespace cellos::testing
