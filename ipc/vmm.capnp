@@ -90,6 +90,18 @@ interface Cell {
   destroy @3 () -> (residue :List(Text));
   # Kills everything in the cell and removes it; idempotent. `residue` lists anything that could
   # not be removed (empty when clean).
+
+  allowEgress @4 (addresses :EgressAddresses) -> ();
+  # DNS-learned egress: adds addresses the cell's resolver gave for a `host` egress rule's name
+  # to that rule's nftables sets (egress_<ruleIndex>_v4/_v6), each expiring after
+  # timeoutSeconds. Resolves once they are in: only then is the answer released to the cell.
+}
+
+struct EgressAddresses {
+  ruleIndex @0 :UInt32;                # a `host` rule of the cell's egressRules
+  ipv4 @1 :List(Data);                 # 4 bytes each
+  ipv6 @2 :List(Data);                 # 16 bytes each
+  timeoutSeconds @3 :UInt32;
 }
 
 # --- Inside cellos-vmm-agent: the RPC half asks its launcher half (forked before seccomp,
@@ -100,7 +112,13 @@ struct LauncherRequest {
     launch @0 :CellRequest;
     destroy @1 :DestroyRequest;
     inspect @2 :Text;            # cell id: read its CellReport (after its workload ended)
+    allowEgress @3 :AllowEgressRequest;
   }
+}
+
+struct AllowEgressRequest {
+  cellId @0 :Text;
+  addresses @1 :EgressAddresses;
 }
 
 struct DestroyRequest {
@@ -115,6 +133,7 @@ struct LauncherReply {
     failed @2 :Text;
     launchedCell @3 :LaunchedCell;  # fds attached: pidfd, netns, stdout, stderr, start, status
     inspected @4 :CellReport;
+    egressAllowed @5 :Void;
   }
 }
 

@@ -50,6 +50,7 @@ class LauncherLink {
   kj::Promise<LaunchedFds> launch(ipc::CellRequest::Reader request);
   kj::Promise<std::vector<std::string>> destroy(const std::string& cellId, int initPid);
   kj::Promise<CellReportData> inspect(const std::string& cellId);
+  kj::Promise<void> allowEgress(const std::string& cellId, ipc::EgressAddresses::Reader addresses);
 
  private:
   // Runs `request` after every earlier one has finished, so replies cannot interleave.
