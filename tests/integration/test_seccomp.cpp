@@ -202,7 +202,6 @@ const std::vector<Process>& processes() {
         "add_key",
         "request_key",
         "bpf",
-        "socket_inet",
         "socket_unix",
         "socket_netlink",
         "socket_packet",
@@ -252,7 +251,6 @@ const std::vector<Process>& processes() {
         "add_key",
         "request_key",
         "bpf",
-        "socket_inet",
         "socket_unix",
         "socket_netlink",
         "socket_packet",
@@ -275,7 +273,8 @@ const std::vector<Process>& processes() {
        {"chroot", "ptrace", "process_vm_readv", "mount", "fsopen", "unshare_newuser", "keyctl",
         "add_key", "request_key", "bpf", "socket_unix", "socket_netlink", "socket_packet", "open",
         "kexec_load", "init_module", "perf_event_open", "ioctl_TIOCSTI"}},
-      // No ioctl at all: even the kj requests kill.
+      // No ioctl at all: even the kj requests kill. Its upstream queries need AF_INET/AF_INET6
+      // sockets; every other family kills.
       {"dns_child",
        &dns::kDnsChildProfile,
        {"execve",
@@ -291,7 +290,6 @@ const std::vector<Process>& processes() {
         "add_key",
         "request_key",
         "bpf",
-        "socket_inet",
         "socket_unix",
         "socket_netlink",
         "socket_packet",
