@@ -225,6 +225,31 @@ TEST_F(Dns, AllowedNamesResolveThroughTheUpstreamAndEverythingElseIsRefused) {
   EXPECT_EQ(verify().status, 0);
 }
 
+TEST_F(Dns, ADo53TcpResolverIsAskedOverTcpWhateverTheCellUses) {
+  UplinkHost host({}, {});
+  Dnsmasq upstream(host, stateDir_);
+  std::string authority = kAuthority;
+  authority.replace(authority.find("do53-udp"), 8, "do53-tcp");
+  auto result = run(
+      "tcp.yaml",
+      cellDocument("dns-tcp",
+                   {"/bin/bash", "-c", script("q udp other.test A\nq tcp +tcp a.wild.test A\n")},
+                   "", authority),
+      {"--uplink-netns", host.netnsPath()});
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  auto got = lines(result.out);
+  EXPECT_EQ(got["udp"], "NOERROR, 10.214.0.1");
+  EXPECT_EQ(got["tcp"], "NOERROR, 10.214.0.1");
+  // The cell's nftables admit only TCP to this resolver: an answer proves the child used it.
+  std::map<std::string, nlohmann::json> flows;
+  for (const auto& flow : eventData("observability.v1.network_flow_decision")) {
+    flows[flow["ruleId"]] = flow;
+  }
+  std::string rule = flows["resolver:upstream"]["rule"];
+  EXPECT_EQ(rule.rfind("ip daddr 10.214.0.1 tcp dport 53 meta skuid ", 0), 0u) << rule;
+  EXPECT_GE(flows["resolver:upstream"]["packets"].get<int>(), 2);
+}
+
 TEST_F(Dns, AnUpstreamThatIsDownGivesServfail) {
   UplinkHost host({}, {});  // nothing listens on port 53
   auto result = run("down.yaml",
