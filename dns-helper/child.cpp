@@ -43,6 +43,8 @@ constexpr size_t kMaxInFlight = 64;  // queries waiting for the upstream
 constexpr size_t kMaxTcpClientOutput = 256 * 1024;
 constexpr size_t kMaxUdpPacket = 4096;  // what the child reads or relays over UDP
 constexpr size_t kMaxChannelMessage = 64 * 1024;
+constexpr size_t kMaxQueuedRecords = 1024;  // audit records waiting for the channel
+constexpr size_t kMaxBatch = 64;  // records per datagram (< 64 KiB even at 253-byte names)
 constexpr uint32_t kDefaultUpstreamTimeoutMs = 2000;
 constexpr int kLearnTimeoutMillis = 2000;  // spawner → broker → launcher nft update
 constexpr uint32_t kMinLearnSeconds = 60;  // bounds of a learned address's set timeout
@@ -224,7 +226,7 @@ class Child {
       fds.clear();
       owners.clear();
       bool full = pending_.size() >= kMaxInFlight;
-      fds.push_back({kChildChannelFd, POLLIN, 0});
+      fds.push_back({kChildChannelFd, short(POLLIN | (audit_.empty() ? 0 : POLLOUT)), 0});
       owners.push_back({0, 0});
       // At the in-flight cap the child stops reading queries: the kernel's socket buffers queue
       // them (and drop the excess), the child's memory does not grow.
@@ -255,7 +257,8 @@ class Child {
           if (fds[i].revents == 0) continue;
           auto [kind, id] = owners[i];
           if (kind == 0 && id == 0) {
-            if (!readChannel()) return 0;  // the spawner closed the channel: stop
+            // The spawner closed the channel: stop.
+            if ((fds[i].revents & ~POLLOUT) && !readChannel()) return 0;
           } else if (kind == 0 && id == 1) {
             serveUdp();
           } else if (kind == 0 && id == 2) {
@@ -268,6 +271,7 @@ class Child {
         }
       }
       expire();
+      flushAudit();
       std::erase_if(pending_, [](const std::unique_ptr<Pending>& p) { return p->done; });
       for (auto& c : clients_) {
         if (!c.closed && c.buffer.size() >= 2) takeTcpQueries(c);
@@ -679,36 +683,55 @@ class Child {
     if (client.buffer.size() > 2 + 65535) client.closed = true;
   }
 
+  // Queues one audit record. Records leave in batches at the end of each loop iteration
+  // (flushAudit); the queue is bounded, and what does not fit is counted, never waited for.
   void record(const std::string& qname, uint16_t qtype, const char* transport,
               const std::string& decision, std::string_view reason, int rcode,
               uint64_t arrivedMonotonic, uint64_t wallMicros) {
-    capnp::MallocMessageBuilder message;
-    auto query = message.initRoot<ipc::DnsChildMessage>().initQuery();
-    query.setQname(qname);
-    query.setQtype(qtype);
-    query.setTransport(transport);
-    query.setDecision(decision);
-    query.setReasonCode(std::string(reason));
-    query.setRcode(rcode);
-    if (config_.upstream && decision == "permitted") {
-      query.setResolverId(config_.upstream->resolverId);
+    if (audit_.size() >= kMaxQueuedRecords) {
+      ++dropped_;
+      return;
     }
-    query.setLatencyMicros(nowMicros(CLOCK_MONOTONIC) - arrivedMonotonic);
-    query.setUnixMicros(wallMicros);
-    query.setDroppedBefore(dropped_);
-    if (send(message, Delivery::kAudit)) dropped_ = 0;
+    audit_.push_back({qname, qtype, transport, decision, std::string(reason), rcode,
+                      nowMicros(CLOCK_MONOTONIC) - arrivedMonotonic, wallMicros});
   }
 
-  // One datagram per message. An audit record must never block an answer: when the channel is
-  // full the record is counted as dropped and the count rides on the next record that fits
-  // (the spawner reports it as dns_audit_dropped).
-  enum class Delivery { kWait, kNoWait, kAudit };
+  // Sends queued records, kMaxBatch to a datagram, until the channel is full. The count of
+  // records dropped since the last delivered batch rides on the next one.
+  void flushAudit() {
+    while (!audit_.empty()) {
+      size_t count = std::min(audit_.size(), kMaxBatch);
+      capnp::MallocMessageBuilder message;
+      auto batch = message.initRoot<ipc::DnsChildMessage>().initBatch(unsigned(count));
+      for (size_t i = 0; i < count; ++i) {
+        const AuditRecord& r = audit_[i];
+        auto query = batch[unsigned(i)];
+        query.setQname(r.qname);
+        query.setQtype(r.qtype);
+        query.setTransport(r.transport);
+        query.setDecision(r.decision);
+        query.setReasonCode(r.reason);
+        query.setRcode(r.rcode);
+        if (config_.upstream && r.decision == "permitted") {
+          query.setResolverId(config_.upstream->resolverId);
+        }
+        query.setLatencyMicros(r.latencyMicros);
+        query.setUnixMicros(r.unixMicros);
+      }
+      batch[0].setDroppedBefore(dropped_);
+      if (!send(message, Delivery::kNoWait)) return;  // full: retry when it drains (POLLOUT)
+      dropped_ = 0;
+      audit_.erase(audit_.begin(), audit_.begin() + long(count));
+    }
+  }
+
+  // One datagram per message. Only `ready` may wait; nothing on the answer path does.
+  enum class Delivery { kWait, kNoWait };
   bool send(capnp::MessageBuilder& message, Delivery delivery) {
     auto words = capnp::messageToFlatArray(message);
     auto bytes = words.asBytes();
     ssize_t n = ::send(kChildChannelFd, bytes.begin(), bytes.size(),
                        MSG_NOSIGNAL | (delivery == Delivery::kWait ? 0 : MSG_DONTWAIT));
-    if (n < 0 && delivery == Delivery::kAudit) ++dropped_;
     return n >= 0;
   }
 
@@ -716,6 +739,15 @@ class Child {
   int udp_, tcp_;
   std::list<TcpClient> clients_;
   std::vector<std::unique_ptr<Pending>> pending_;
+  struct AuditRecord {
+    std::string qname;
+    uint16_t qtype;
+    const char* transport;
+    std::string decision, reason;
+    int rcode;
+    uint64_t latencyMicros, unixMicros;
+  };
+  std::vector<AuditRecord> audit_;
   uint64_t serials_ = 0;
   uint64_t learnTokens_ = 0;
   uint64_t dropped_ = 0;

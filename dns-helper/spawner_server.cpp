@@ -164,16 +164,21 @@ class DnsProxyServer final : public ipc::DnsProxy::Server, private kj::TaskSet::
   void take(ipc::DnsChildMessage::Reader root) {
     if (root.isLearn()) {
       learn(root.getLearn());
-      return;
+    } else if (root.isQuery()) {
+      enqueue(root.getQuery());
+    } else if (root.isBatch()) {
+      for (auto record : root.getBatch()) enqueue(record);
     }
-    if (!root.isQuery()) return;
-    dropped_ += root.getQuery().getDroppedBefore();
+  }
+
+  void enqueue(ipc::DnsQueryRecord::Reader record) {
+    dropped_ += record.getDroppedBefore();
     if (queue_.size() >= kMaxQueuedRecords) {
       ++dropped_;
       return;
     }
     capnp::MallocMessageBuilder copy;
-    copy.setRoot(root.getQuery());
+    copy.setRoot(record);
     queue_.push_back(capnp::messageToFlatArray(copy));
   }
 

@@ -82,6 +82,7 @@ struct DnsChildMessage {
     query @1 :DnsQueryRecord;
     failed @2 :Text;                  # setup failed before serving
     learn @3 :DnsLearnRequest;        # add addresses to the cell's egress sets, then reply
+    batch @4 :List(DnsQueryRecord);   # audit records, in order (query: one at a time, unused)
   }
 }
 
