@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -27,7 +28,8 @@ using namespace std::chrono_literals;
 class NetnsProgram {
  public:
   NetnsProgram(const std::string& netnsPath, std::vector<std::string> argv,
-               const std::string& logPath) {
+               const std::string& logPath, const std::vector<std::string>& moreArgs = {}) {
+    argv.insert(argv.end(), moreArgs.begin(), moreArgs.end());
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error("fork");
     if (pid_ == 0) {
@@ -85,12 +87,20 @@ class Dnsmasq {
                   "--host-record=a.wild.test," + host.address(),
                   "--host-record=wild.test," + host.address(), "--host-record=loop.test,127.0.0.1",
                   "--txt-record=allowed.test,hello"},
-                 dir + "/dnsmasq.out") {
+                 dir + "/dnsmasq.out", bigRecords()) {
     if (!waitForText(log_, "started, version")) {
       throw std::runtime_error("dnsmasq did not start: " + readAll(dir + "/dnsmasq.out"));
     }
   }
   std::string queries() const { return readAll(log_); }
+
+  // big.test has 40 A records: an answer of 700 bytes, over a plain UDP client's 512.
+  static std::vector<std::string> bigRecords() {
+    std::vector<std::string> out;
+    for (int i = 10; i < 50; ++i)
+      out.push_back("--host-record=big.test,10.214.1." + std::to_string(i));
+    return out;
+  }
 
  private:
   std::string log_;
@@ -153,7 +163,7 @@ const std::string kAuthority =
     "    egressRules:\n"
     "      - {host: allowed.test, port: 8443, protocol: tcp}\n"
     "    dnsAuthority:\n"
-    "      hostnameAllowlist: [allowed.test, other.test, \"*.wild.test\", loop.test]\n"
+    "      hostnameAllowlist: [allowed.test, other.test, \"*.wild.test\", loop.test, big.test]\n"
     "      resolvers:\n"
     "        - {resolverId: upstream, endpoint: \"10.214.0.1:53\", protocol: do53-udp}\n";
 
@@ -176,7 +186,10 @@ TEST_F(Dns, AllowedNamesResolveThroughTheUpstreamAndEverythingElseIsRefused) {
                      "q apex wild.test A\n"
                      "q tcp +tcp other.test A\n"
                      "q rebind loop.test A\n"
-                     "q case AlLoWeD.TeSt A\n";
+                     "q case AlLoWeD.TeSt A\n"
+                     "echo \"tc $(dig +noedns +ignore +tries=1 +time=5 @127.0.0.1 big.test A | "
+                     "grep -c 'flags:.* tc')\"\n"
+                     "q bigtcp +tcp big.test A\n";
   auto result = run("dns.yaml",
                     cellDocument("dns-forward", {"/bin/bash", "-c", script(body)}, "", kAuthority),
                     {"--uplink-netns", host.netnsPath()});
@@ -194,6 +207,10 @@ TEST_F(Dns, AllowedNamesResolveThroughTheUpstreamAndEverythingElseIsRefused) {
   EXPECT_EQ(got["tcp"], "NOERROR, 10.214.0.1");
   EXPECT_EQ(got["rebind"], "REFUSED,") << "an answer into loopback was relayed";
   EXPECT_EQ(got["case"], "NOERROR, 10.214.0.1");
+  // The upstream truncated its UDP answer for a client without EDNS: relayed with TC. Over TCP
+  // (dig's EDNS size, 1232) the whole answer arrives.
+  EXPECT_EQ(got["tc"], "1");
+  EXPECT_EQ(std::count(got["bigtcp"].begin(), got["bigtcp"].end(), ' '), 40) << got["bigtcp"];
   EXPECT_EQ(host.tcpAccepted(8443), 1);
 
   // The upstream saw the permitted names and never a refused one.
@@ -230,16 +247,23 @@ TEST_F(Dns, ADo53TcpResolverIsAskedOverTcpWhateverTheCellUses) {
   Dnsmasq upstream(host, stateDir_);
   std::string authority = kAuthority;
   authority.replace(authority.find("do53-udp"), 8, "do53-tcp");
-  auto result = run(
-      "tcp.yaml",
-      cellDocument("dns-tcp",
-                   {"/bin/bash", "-c", script("q udp other.test A\nq tcp +tcp a.wild.test A\n")},
-                   "", authority),
-      {"--uplink-netns", host.netnsPath()});
+  auto result = run("tcp.yaml",
+                    cellDocument("dns-tcp",
+                                 {"/bin/bash", "-c",
+                                  script("q udp other.test A\nq tcp +tcp a.wild.test A\n"
+                                         "echo \"tc $(dig +noedns +ignore +tries=1 +time=5 "
+                                         "@127.0.0.1 big.test A | grep -c 'flags:.* tc')\"\n"
+                                         "q big big.test A\n")},
+                                 "", authority),
+                    {"--uplink-netns", host.netnsPath()});
   ASSERT_EQ(result.status, 0) << result.out << result.err;
   auto got = lines(result.out);
   EXPECT_EQ(got["udp"], "NOERROR, 10.214.0.1");
   EXPECT_EQ(got["tcp"], "NOERROR, 10.214.0.1");
+  // The whole answer came over TCP; the child cut it for a client that takes 512 bytes (TC set,
+  // question only), and relayed it whole to dig's EDNS size.
+  EXPECT_EQ(got["tc"], "1");
+  EXPECT_EQ(std::count(got["big"].begin(), got["big"].end(), ' '), 40) << got["big"];
   // The cell's nftables admit only TCP to this resolver: an answer proves the child used it.
   std::map<std::string, nlohmann::json> flows;
   for (const auto& flow : eventData("observability.v1.network_flow_decision")) {
@@ -325,18 +349,23 @@ packets = [
     header(1) + b"\x07allowed\x04test\x00\x00\x01\x00\x01" + b"\x00" * 3000,
 ]
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.settimeout(5)
 for p in packets * 20:
     u.sendto(p, ("127.0.0.1", 53))
 t = socket.create_connection(("127.0.0.1", 53))
 t.sendall(struct.pack(">H", 300) + good)
 t.close()
-u.sendto(good, ("127.0.0.1", 53))
-while True:
-    data = u.recv(4096)
+u.settimeout(2)
+for attempt in range(5):  # the burst may have filled the socket's buffer: ask again
+    u.sendto(good, ("127.0.0.1", 53))
+    try:
+        data = u.recv(4096)
+    except socket.timeout:
+        continue
     if data[:2] == b"\x42\x42":
         print("serving", "rcode=%d" % (data[3] & 15), "answers=%d" % struct.unpack(">H", data[6:8]))
         break
+else:
+    print("not serving")
 )";
 
 TEST_F(Dns, HostilePacketsDoNotStopTheChild) {
