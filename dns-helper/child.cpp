@@ -239,7 +239,7 @@ class Child {
         }
       }
       for (auto& c : clients_) {
-        short events = short((full ? 0 : POLLIN) | (c.output.empty() ? 0 : POLLOUT));
+        short events = short((full || c.eof ? 0 : POLLIN) | (c.output.empty() ? 0 : POLLOUT));
         fds.push_back({c.fd, events, 0});
         owners.push_back({1, c.serial});
       }
@@ -278,10 +278,12 @@ class Child {
       }
       std::erase_if(pending_, [](const std::unique_ptr<Pending>& p) { return p->done; });
       uint64_t now = nowMicros(CLOCK_MONOTONIC);
-      std::erase_if(clients_, [now](const TcpClient& c) {
+      std::erase_if(clients_, [this, now](const TcpClient& c) {
         bool idle = now - c.lastActiveMicros > uint64_t(kTcpIdleMillis) * 1000;
-        if (c.closed || idle) close(c.fd);
-        return c.closed || idle;
+        // RFC 7766 6.2.4: a client that half-closed still gets the answers it asked for.
+        bool finished = c.eof && c.output.empty() && !awaitsAnswers(c.serial);
+        if (c.closed || idle || finished) close(c.fd);
+        return c.closed || idle || finished;
       });
     }
   }
@@ -294,6 +296,7 @@ class Child {
     std::vector<uint8_t> output;  // answers the socket did not take yet
     uint64_t lastActiveMicros;
     bool closed = false;
+    bool eof = false;  // the client shut down its side: answer what it asked, then close
   };
 
   // One permitted query on its way to the upstream and back.
@@ -656,11 +659,26 @@ class Child {
     if (revents & (POLLIN | POLLHUP | POLLERR)) readTcp(c);
   }
 
+  bool awaitsAnswers(uint64_t clientSerial) const {
+    for (const auto& p : pending_) {
+      if (!p->done && p->clientSerial == clientSerial) return true;
+    }
+    return false;
+  }
+
   void readTcp(TcpClient& client) {
+    if (client.eof) {
+      client.closed = true;  // hung up or failed after its half-close: nobody to answer
+      return;
+    }
     uint8_t chunk[4096];
     ssize_t n = recv(client.fd, chunk, sizeof(chunk), MSG_DONTWAIT);
-    if (n <= 0) {
-      if (n == 0 || (errno != EAGAIN && errno != EINTR)) client.closed = true;
+    if (n == 0) {
+      client.eof = true;
+      return;
+    }
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EINTR) client.closed = true;
       return;
     }
     client.lastActiveMicros = nowMicros(CLOCK_MONOTONIC);

@@ -1146,6 +1146,11 @@ TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
   ASSERT_TRUE(response.has_value()) << "no UDP response";
   EXPECT_EQ(response->id, 0x1004);
   EXPECT_EQ(response->rcode, core::DnsRcode::kServFail);
+  {
+    uint8_t unanswered[4096];
+    ASSERT_GT(recv(cell.upstream, unanswered, sizeof(unanswered), MSG_DONTWAIT), 0)
+        << "the timed-out query never reached the resolver";
+  }
 
   // TCP (RFC 1035 4.2.2 length prefix): accept4, recv, sendmsg under the child's profile.
   ASSERT_EQ(connect(cell.tcp, reinterpret_cast<sockaddr*>(&port53), sizeof(port53)), 0);
@@ -1167,6 +1172,46 @@ TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
   EXPECT_EQ(std::get<core::DnsResponse>(tcpParsed).id, 0x1003);
   EXPECT_EQ(std::get<core::DnsResponse>(tcpParsed).rcode, core::DnsRcode::kRefused);
 
+  // A permitted query, then the client shuts down its sending side: the forwarded answer still
+  // reaches it (RFC 7766), and then the child closes the connection.
+  auto tcpPermitted = core::buildQuery(0x1005, "allowed.example", core::kDnsTypeA);
+  framed = {uint8_t(tcpPermitted.size() >> 8), uint8_t(tcpPermitted.size())};
+  framed.insert(framed.end(), tcpPermitted.begin(), tcpPermitted.end());
+  ASSERT_EQ(send(cell.tcp, framed.data(), framed.size(), MSG_NOSIGNAL), ssize_t(framed.size()));
+  ASSERT_EQ(shutdown(cell.tcp, SHUT_WR), 0);
+  {
+    pollfd p{cell.upstream, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10'000), 1) << "the child did not forward the TCP query";
+    uint8_t forwarded[4096];
+    sockaddr_in from{};
+    socklen_t fromLength = sizeof(from);
+    ssize_t n = recvfrom(cell.upstream, forwarded, sizeof(forwarded), 0,
+                         reinterpret_cast<sockaddr*>(&from), &fromLength);
+    ASSERT_GT(n, 0);
+    std::span<const uint8_t> query(forwarded, size_t(n));
+    auto parsed = core::parseQuery(query);
+    ASSERT_TRUE(std::holds_alternative<core::DnsQuery>(parsed));
+    auto right = answerTo(query, std::get<core::DnsQuery>(parsed).id, {192, 0, 2, 5});
+    ASSERT_GT(sendto(cell.upstream, right.data(), right.size(), 0,
+                     reinterpret_cast<sockaddr*>(&from), fromLength),
+              0);
+  }
+  stream.clear();
+  for (;;) {
+    pollfd p{cell.tcp, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10'000), 1) << "no TCP response after the half-close";
+    uint8_t chunk[4096];
+    ssize_t n = recv(cell.tcp, chunk, sizeof(chunk), 0);
+    ASSERT_GE(n, 0);
+    if (n == 0) break;  // the child closed once it had answered
+    stream.insert(stream.end(), chunk, chunk + n);
+  }
+  ASSERT_GE(stream.size(), 2u) << "the connection closed without the answer";
+  tcpParsed = core::parseResponse(std::span<const uint8_t>(stream).subspan(2));
+  ASSERT_TRUE(std::holds_alternative<core::DnsResponse>(tcpParsed));
+  EXPECT_EQ(std::get<core::DnsResponse>(tcpParsed).id, 0x1005);
+  EXPECT_EQ(core::ipv4Answers(std::get<core::DnsResponse>(tcpParsed)).size(), 1u);
+
   // The audit records the child sent its spawner, one per query, in order.
   struct Expected {
     const char* qname;
@@ -1179,6 +1224,7 @@ TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
       {"allowed.example", "udp", "permitted", "allowlist_match"},
       {"allowed.example", "udp", "permitted", "upstream_timeout"},
       {"forbidden.example", "tcp", "refused", "not_in_allowlist"},
+      {"allowed.example", "tcp", "permitted", "allowlist_match"},
   };
   AuditReader audit(channel);
   for (const Expected& e : expected) {
