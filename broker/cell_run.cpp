@@ -1,9 +1,11 @@
 #include "broker/cell_run.h"
 
 #include "core/dns_wire.h"
+#include "core/hostname.h"
 #include "core/uuid.h"
 #include "ipc/socket.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -63,6 +65,56 @@ class DnsAuditSinkServer final : public ipc::DnsAuditSink::Server {
  private:
   kj::Function<kj::Promise<void>(nlohmann::json, bool)> emit_;
 };
+
+// DNS-learned egress: the DNS child saw these addresses for a name a `host` rule covers. The
+// child is the least trusted process, so the rule and the name are checked against the document
+// here before the VM launcher puts the addresses into the rule's sets.
+class DnsEgressSinkServer final : public ipc::DnsEgressSink::Server {
+ public:
+  DnsEgressSinkServer(const core::CellDocument& document, ipc::Cell::Client cell,
+                      BrokerContext& context)
+      : allowlist_(document.spec.authority.dnsAuthority.hostnameAllowlist),
+        cell_(kj::mv(cell)),
+        context_(context) {
+    for (const auto& rule : document.spec.authority.egressRules) hosts_.push_back(rule.host);
+  }
+
+  kj::Promise<void> learn(LearnContext context) override {
+    auto addresses = context.getParams().getAddresses();
+    uint32_t index = addresses.getRuleIndex();
+    KJ_REQUIRE(index < hosts_.size() && hosts_[index], "not a host egress rule", index);
+    std::string qname = addresses.getQname();
+    KJ_REQUIRE(
+        core::hostnameMatches(*hosts_[index], qname) && core::anyHostnameMatches(allowlist_, qname),
+        "name not covered by the rule", qname);
+    auto request = cell_.allowEgressRequest();
+    auto out = request.initAddresses();
+    out.setRuleIndex(index);
+    out.setIpv4(addresses.getIpv4());
+    out.setIpv6(addresses.getIpv6());
+    out.setTimeoutSeconds(addresses.getTimeoutSeconds());
+    return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent allowEgress",
+                            request.send())
+        .ignoreResult();
+  }
+
+ private:
+  std::vector<std::optional<std::string>> hosts_;  // per egress rule: its host, if a host rule
+  std::vector<std::string> allowlist_;
+  ipc::Cell::Client cell_;
+  BrokerContext& context_;
+};
+
+// The cell's own /30 ("10.213.0.4/30", the VM launcher's address pairs) from its address: the
+// DNS child refuses answers that point into it.
+std::string cellSubnet(const std::string& cellAddress) {
+  in_addr address{};
+  if (inet_pton(AF_INET, cellAddress.c_str(), &address) != 1) return "";
+  address.s_addr = htonl(ntohl(address.s_addr) & ~uint32_t(3));
+  char text[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &address, text, sizeof text);
+  return std::string(text) + "/30";
+}
 
 }  // namespace
 
@@ -217,6 +269,27 @@ kj::Promise<void> CellRun::startDns() {
   auto typeList = policy.initAllowedQueryTypes(types.size());
   for (size_t i = 0; i < types.size(); ++i) typeList.set(i, types[i]);
   policy.setBindAddress("127.0.0.1");
+  auto resolvers = policy.initResolvers(dns.resolvers.size());
+  for (size_t i = 0; i < dns.resolvers.size(); ++i) {
+    resolvers[i].setResolverId(dns.resolvers[i].resolverId);
+    resolvers[i].setAddress(dns.resolvers[i].address);
+    resolvers[i].setPort(dns.resolvers[i].port);
+    resolvers[i].setProtocol(dns.resolvers[i].protocol);
+  }
+  if (network_.contains("cellAddress")) {
+    policy.setCellSubnet(cellSubnet(network_["cellAddress"].get<std::string>()));
+  }
+  const auto& egress = document_.spec.authority.egressRules;
+  std::vector<size_t> hostRules;
+  for (size_t i = 0; i < egress.size(); ++i) {
+    if (egress[i].host) hostRules.push_back(i);
+  }
+  auto hosts = policy.initEgressHosts(hostRules.size());
+  for (size_t i = 0; i < hostRules.size(); ++i) {
+    hosts[i].setRuleIndex(uint32_t(hostRules[i]));
+    hosts[i].setHost(*egress[hostRules[i]].host);
+  }
+  request.setEgress(kj::heap<DnsEgressSinkServer>(document_, *cell_, context_));
   request.setAudit(kj::heap<DnsAuditSinkServer>([this](nlohmann::json data, bool dropped) {
     return dropped ? emit("observability", 1, "dns_audit_dropped", kj::mv(data))
                    : emit("observability", 1, "dns_query", kj::mv(data));

@@ -2,7 +2,10 @@
 
 #include "core/hostname.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <string>
 
 namespace cellos::core {
 
@@ -34,6 +37,85 @@ std::string_view decisionName(DnsDecision decision) {
       return "dropped";
   }
   return "dropped";
+}
+
+namespace {
+
+std::array<uint8_t, 16> mapped(const uint8_t* v4) {
+  std::array<uint8_t, 16> out{};
+  out[10] = out[11] = 0xff;
+  std::copy(v4, v4 + 4, out.begin() + 12);
+  return out;
+}
+
+bool contains(const DnsAddressRange& range, const std::array<uint8_t, 16>& address) {
+  unsigned full = range.prefix / 8, rest = range.prefix % 8;
+  if (!std::equal(address.begin(), address.begin() + full, range.address.begin())) return false;
+  if (rest == 0) return true;
+  uint8_t mask = uint8_t(0xff << (8 - rest));
+  return (address[full] & mask) == (range.address[full] & mask);
+}
+
+}  // namespace
+
+std::optional<DnsAddressRange> parseAddressRange(std::string_view text) {
+  if (text.find('\0') != std::string_view::npos) return std::nullopt;
+  std::string address(text.substr(0, text.find('/')));
+  std::optional<unsigned> prefix;
+  if (size_t slash = text.find('/'); slash != std::string_view::npos) {
+    std::string_view digits = text.substr(slash + 1);
+    if (digits.empty() || digits.size() > 3 ||
+        digits.find_first_not_of("0123456789") != std::string_view::npos) {
+      return std::nullopt;
+    }
+    prefix = unsigned(std::stoul(std::string(digits)));
+  }
+  DnsAddressRange range;
+  uint8_t v4[4];
+  if (inet_pton(AF_INET, address.c_str(), v4) == 1) {
+    if (prefix.value_or(32) > 32) return std::nullopt;
+    range.address = mapped(v4);
+    range.prefix = prefix.value_or(32) + 96;
+  } else if (inet_pton(AF_INET6, address.c_str(), range.address.data()) == 1) {
+    if (prefix.value_or(128) > 128) return std::nullopt;
+    range.prefix = prefix.value_or(128);
+  } else {
+    return std::nullopt;
+  }
+  for (unsigned bit = range.prefix; bit < 128; ++bit) {
+    if (range.address[bit / 8] & (0x80 >> (bit % 8))) return std::nullopt;
+  }
+  return range;
+}
+
+const std::vector<DnsAddressRange>& builtinGuardedRanges() {
+  static const std::vector<DnsAddressRange> ranges = [] {
+    std::vector<DnsAddressRange> out;
+    for (const char* text : {"0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4",
+                             "255.255.255.255/32", "::/128", "::1/128", "fe80::/10", "ff00::/8"}) {
+      out.push_back(*parseAddressRange(text));
+    }
+    return out;
+  }();
+  return ranges;
+}
+
+bool rebindingGuarded(std::span<const uint8_t> address,
+                      const std::vector<DnsAddressRange>& configured) {
+  std::array<uint8_t, 16> full{};
+  if (address.size() == 4) {
+    full = mapped(address.data());
+  } else if (address.size() == 16) {
+    std::copy(address.begin(), address.end(), full.begin());
+  } else {
+    return true;  // not an address: never let it through
+  }
+  for (const auto* list : {&builtinGuardedRanges(), &configured}) {
+    for (const auto& range : *list) {
+      if (contains(range, full)) return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace cellos::core

@@ -4,7 +4,10 @@
 
 #include "core/dns_wire.h"
 
+#include <array>
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,5 +35,26 @@ const std::vector<uint16_t>& defaultAllowedQueryTypes();
 DnsVerdict decideQuery(const DnsPolicyRules& rules, const DnsQuestion& question);
 
 std::string_view decisionName(DnsDecision decision);  // "permitted" | "refused" | "dropped"
+
+// An IPv4 or IPv6 range for the rebinding guard. IPv4 ranges are held as IPv4-mapped IPv6
+// (::ffff:a.b.c.d, prefix + 96), so one comparison covers both families and a mapped address in
+// an AAAA record is judged as the IPv4 address it stands for.
+struct DnsAddressRange {
+  std::array<uint8_t, 16> address{};
+  unsigned prefix = 0;  // 0..128
+};
+
+// Parses "a.b.c.d/n" or "x::y/n" (a bare address is a /32 or /128). nullopt for anything else,
+// including host bits set beyond the prefix.
+std::optional<DnsAddressRange> parseAddressRange(std::string_view text);
+
+// Ranges an answer may never point into, whatever the configuration: loopback, link-local,
+// unspecified ("this network") and multicast, for both families.
+const std::vector<DnsAddressRange>& builtinGuardedRanges();
+
+// True when the address (4 bytes IPv4 or 16 bytes IPv6) lies in a built-in guarded range or
+// in one of `configured` (the cell's own subnet, the operator's private ranges).
+bool rebindingGuarded(std::span<const uint8_t> address,
+                      const std::vector<DnsAddressRange>& configured);
 
 }  // namespace cellos::core

@@ -456,6 +456,19 @@ std::vector<std::array<uint8_t, 16>> ipv6Answers(const DnsResponse& response) {
   return addressAnswers<16>(response, kDnsTypeAaaa);
 }
 
+uint16_t ednsUdpSize(const DnsQuery& query, std::span<const uint8_t> packet) {
+  // parseQuery accepted at most one additional record, an OPT starting right after the
+  // question; its owner is the root (one zero byte), then TYPE and CLASS.
+  std::size_t at = query.questionEnd;
+  if (packet.size() < kDnsHeaderSize || at + 5 > packet.size()) return 0;
+  uint16_t arcount = uint16_t(packet[10] << 8 | packet[11]);
+  if (arcount != 1 || packet[at] != 0 ||
+      uint16_t(packet[at + 1] << 8 | packet[at + 2]) != kDnsTypeOpt) {
+    return 0;
+  }
+  return uint16_t(packet[at + 3] << 8 | packet[at + 4]);
+}
+
 void setPacketId(std::span<uint8_t> packet, uint16_t id) {
   if (packet.size() < 2) return;
   packet[0] = static_cast<uint8_t>(id >> 8);

@@ -103,6 +103,10 @@ std::string_view describe(DnsParseError err);
 // a query, so in practice a compressed question name is always refused (kPointerLoop, kBadName).
 std::variant<DnsQuery, DnsParseError> parseQuery(std::span<const uint8_t> packet);
 
+// The UDP payload size a client advertised in its EDNS OPT record (RFC 6891, the record's CLASS
+// field), or 0 when its query has none. packet must be the one query was parsed from.
+uint16_t ednsUdpSize(const DnsQuery& query, std::span<const uint8_t> packet);
+
 // Builds a response to query: same id, RD and CD bits echoed, QR=1, RA=1, opcode QUERY, the
 // given rcode, qdcount 1 and no other records. The question is copied byte for byte from packet
 // (so a client's 0x20 case randomisation survives) when packet is the one query was parsed

@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -142,6 +144,43 @@ std::string nftRuleset(const NftPlan& plan) {
     text += "  }\n";
   }
   text += "}\n";
+  return text;
+}
+
+std::string nftLearnedElements(const NftPlan& plan, size_t index,
+                               const std::vector<std::vector<uint8_t>>& ipv4,
+                               const std::vector<std::vector<uint8_t>>& ipv6,
+                               uint32_t timeoutSeconds) {
+  if (index >= plan.egress.size() || !plan.egress[index].host) {
+    throw std::invalid_argument("egressRules[" + std::to_string(index) + "] is not a host rule");
+  }
+  if (timeoutSeconds == 0 || timeoutSeconds > 86400) {
+    throw std::invalid_argument("timeout " + std::to_string(timeoutSeconds) + " s out of range");
+  }
+  std::string text;
+  for (bool v6 : {false, true}) {
+    std::vector<std::vector<uint8_t>> list = v6 ? ipv6 : ipv4;
+    std::sort(list.begin(), list.end());
+    list.erase(std::unique(list.begin(), list.end()), list.end());  // nft refuses duplicates
+    if (list.empty()) continue;
+    std::string plain, timed;
+    for (const auto& bytes : list) {
+      if (bytes.size() != (v6 ? 16u : 4u)) {
+        throw std::invalid_argument("an address of " + std::to_string(bytes.size()) + " bytes");
+      }
+      char buffer[INET6_ADDRSTRLEN];
+      inet_ntop(v6 ? AF_INET6 : AF_INET, bytes.data(), buffer, sizeof buffer);
+      plain += std::string(plain.empty() ? "" : ", ") + buffer;
+      timed += std::string(timed.empty() ? "" : ", ") + buffer + " timeout " +
+               std::to_string(timeoutSeconds) + "s";
+    }
+    // add (a no-op when present), delete, add again: one transaction that refreshes the timeout
+    // of an address already learned (nft 1.0.6 has no "destroy" or "update" for elements).
+    std::string set = "inet " + std::string(kNftTable) + " " + nftHostSet(index, v6);
+    text += "add element " + set + " { " + plain + " }\n";
+    text += "delete element " + set + " { " + plain + " }\n";
+    text += "add element " + set + " { " + timed + " }\n";
+  }
   return text;
 }
 

@@ -60,6 +60,15 @@ std::vector<NftRule> nftRules(const NftPlan& plan);
 // Names of the address sets of host rule `index`: "egress_<index>_v4" and "egress_<index>_v6".
 std::string nftHostSet(size_t index, bool ipv6);
 
+// DNS-learned egress: the commands that put `ipv4` (4 bytes each) and `ipv6` (16 bytes each)
+// into host rule `index`'s sets with the given timeout (1..86400 s), refreshing the timeout of
+// addresses already there. Throws std::invalid_argument when `index` is not a host rule of
+// `plan`, an address has the wrong length, or the timeout is out of range.
+std::string nftLearnedElements(const NftPlan& plan, size_t index,
+                               const std::vector<std::vector<uint8_t>>& ipv4,
+                               const std::vector<std::vector<uint8_t>>& ipv6,
+                               uint32_t timeoutSeconds);
+
 // The complete ruleset ("table inet cellos { ... }") for nft_run_cmd_from_buffer().
 std::string nftRuleset(const NftPlan& plan);
 

@@ -11,6 +11,7 @@
 //   child (`cellos-dns-helper child`, exec'd by the spawner with fds 3 and 4) — see child.cpp:
 //     setns into the cell, bind, drop to cellos-dns with nothing, seccomp, then read packets.
 
+#include "core/dns_policy.h"
 #include "dns-helper/child.h"
 #include "dns-helper/seccomp_profile.h"
 #include "dns-helper/spawner_server.h"
@@ -33,6 +34,7 @@ struct Options {
   privsep::CommonOptions common{.socketPath = "/run/cellos/dns.sock", .user = "cellos-dns"};
   std::string brokerUser = "cellos";
   uint64_t childMemoryBytes = 64ull << 20;
+  std::vector<std::string> guardedRanges;
 };
 
 int serve(const Options& options) {
@@ -56,7 +58,8 @@ int serve(const Options& options) {
   privsep::captureShutdownSignals();
   kj::UnixEventPort::captureChildExit();
   auto io = kj::setupAsyncIo();
-  dns::SpawnerState state(io, {selfExe, child.uid, child.gid, options.childMemoryBytes});
+  dns::SpawnerState state(
+      io, {selfExe, child.uid, child.gid, options.childMemoryBytes, options.guardedRanges});
   privsep::installSeccomp(dns::kSpawnerProfile);
 
   // Only the broker; it passes exactly one fd (the cell's network namespace) per call.
@@ -96,14 +99,22 @@ int main(int argc, char** argv) {
       "cellos-dns-helper: the resolver of every cell. For each cell it starts a child that "
       "enters the cell's network namespace, binds port 53 there, drops to the cellos-dns user "
       "with no capabilities and a seccomp profile, and only then reads the cell's queries. "
-      "Names outside the cell's allowlist are answered REFUSED; every query is reported to the "
-      "broker as a dns_query event. Serves only the broker."};
+      "Names outside the cell's allowlist are answered REFUSED; allowed ones are forwarded to "
+      "the cell's declared resolver; every query is reported to the broker as a dns_query "
+      "event. Serves only the broker."};
   privsep::addCommonOptions(app, options.common, "/etc/cellos/dns-helper.conf");
   app.add_option("--broker-user", options.brokerUser, "the only user allowed to connect")
       ->capture_default_str();
   app.add_option("--child-memory-bytes", options.childMemoryBytes,
                  "address-space limit of each per-cell child")
       ->capture_default_str();
+  app.add_option("--rebind-guard-range", options.guardedRanges,
+                 "an address range (CIDR, repeatable) no answer may point into, besides "
+                 "loopback, link-local, multicast, unspecified and the cell's own subnet "
+                 "(e.g. 10.0.0.0/8 to keep cells from resolving names into a private network)")
+      ->check([](const std::string& text) {
+        return core::parseAddressRange(text) ? std::string() : "not an IPv4 or IPv6 range";
+      });
   CLI11_PARSE(app, argc, argv);
   return privsep::runDaemon("cellos-dns-helper", options.common.logLevel,
                             [&]() { return serve(options); });

@@ -61,6 +61,7 @@ constexpr std::string_view kSpawnerAllow[] = {
     "setns",
     "bind",
     "listen",
+    "connect",
     "setsockopt",
     "setrlimit",
     "poll",
@@ -93,7 +94,9 @@ constexpr std::string_view kSpawnerAllow[] = {
 constexpr std::string_view kChildAllow[] = {
     "poll",          "ppoll",                                    // the event loop
     "recvfrom",      "sendto", "recvmsg", "sendmsg", "accept4",  // DNS over UDP and TCP
-    "close",                                                     // TCP clients
+    "connect",                                                   // TCP to the upstream
+    "getrandom",                                                 // upstream transaction ids
+    "close",                                                     // TCP clients, upstream sockets
     "clock_gettime", "getpid",                                   // latency, ready message
     "mmap",          "munmap", "brk",     "mremap",  "madvise",  // allocation
     "write",                                                     // a last error line on stderr
@@ -103,11 +106,13 @@ constexpr std::string_view kChildAllow[] = {
 
 }  // namespace
 
-// A child makes only IPv4/IPv6 sockets (UDP and TCP on port 53); no netlink, packet or Unix
-// socket can be opened from the spawner or a child (socketpair is separate).
+// A child makes only IPv4/IPv6 sockets (port 53, and its upstream queries); no netlink, packet or
+// Unix socket can be opened from the spawner or a child (socketpair is separate).
 constexpr uint64_t kInetFamilies[] = {AF_INET, AF_INET6};
 const privsep::ArgRule kSpawnerArgs[] = {privsep::kKjIoctls, {"socket", 0, kInetFamilies}};
 const privsep::SeccompProfile kSpawnerProfile{"dns-spawner", kSpawnerAllow, {}, kSpawnerArgs};
-const privsep::SeccompProfile kDnsChildProfile{"dns-child", kChildAllow};
+// The child opens one upstream socket per forwarded query (UDP or TCP to the resolver).
+const privsep::ArgRule kChildArgs[] = {{"socket", 0, kInetFamilies}};
+const privsep::SeccompProfile kDnsChildProfile{"dns-child", kChildAllow, {}, kChildArgs};
 
 }  // namespace cellos::dns

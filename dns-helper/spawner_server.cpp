@@ -26,6 +26,8 @@ namespace {
 constexpr size_t kMaxChildMessage = 64 * 1024;
 constexpr size_t kMaxQueuedRecords = 4096;
 constexpr size_t kMaxBatch = 256;
+constexpr size_t kMaxLearnsInFlight = 64;
+constexpr auto kLearnTimeout = 2 * kj::SECONDS;
 
 // Starts a child in a fresh address space (exec of our own binary): nothing of the spawner's
 // memory — other cells' policies, its RPC state — is visible to the process that will read the
@@ -58,15 +60,17 @@ pid_t spawnChild(const SpawnerConfig& config, int netnsFd, int channelFd) {
 }
 
 // One cell's resolver: owns the child (through its channel) and relays its audit records.
-class DnsProxyServer final : public ipc::DnsProxy::Server {
+class DnsProxyServer final : public ipc::DnsProxy::Server, private kj::TaskSet::ErrorHandler {
  public:
   DnsProxyServer(SpawnerState& state, pid_t pid, kj::AutoCloseFd channel,
-                 ipc::DnsAuditSink::Client audit)
+                 ipc::DnsAuditSink::Client audit, ipc::DnsEgressSink::Client egress)
       : state_(state),
         pid_(pid),
         channel_(kj::mv(channel)),
         observer_(state.io.unixEventPort, channel_, kj::UnixEventPort::FdObserver::OBSERVE_READ),
-        audit_(kj::mv(audit)) {}
+        audit_(kj::mv(audit)),
+        egress_(kj::mv(egress)),
+        learnTasks_(*this) {}
 
   ~DnsProxyServer() noexcept(false) { stopChild(); }
 
@@ -119,7 +123,7 @@ class DnsProxyServer final : public ipc::DnsProxy::Server {
     }
     capnp::ReaderOptions options;
     options.traversalLimitInWords = kMaxChildMessage / sizeof(capnp::word);
-    options.nestingLimit = 4;
+    options.nestingLimit = 8;  // message > learn > addresses > list > data
     try {
       auto words = buffer.slice(0, n / sizeof(capnp::word));
       auto reader = kj::heap<capnp::FlatArrayMessageReader>(words, options);
@@ -142,20 +146,86 @@ class DnsProxyServer final : public ipc::DnsProxy::Server {
   }
 
   // Moves every record waiting in the channel into the bounded queue (overflow is counted).
+  // A message that breaks the reader's limits deeper down ends the relationship like a garbled
+  // one: the child is untrusted, so this must not end the relay or crash the spawner.
   void drainChannel() {
     while (!closed_) {
       auto message = receive();
       if (message.get() == nullptr) break;
-      auto root = message->getRoot<ipc::DnsChildMessage>();
-      if (!root.isQuery()) continue;
-      if (queue_.size() >= kMaxQueuedRecords) {
-        ++dropped_;
-        continue;
+      try {
+        take(message->getRoot<ipc::DnsChildMessage>());
+      } catch (const kj::Exception& e) {
+        spdlog::warn("DNS child {}: malformed message: {}", pid_, e.getDescription().cStr());
+        closed_ = true;
       }
-      capnp::MallocMessageBuilder copy;
-      copy.setRoot(root.getQuery());
-      queue_.push_back(capnp::messageToFlatArray(copy));
     }
+  }
+
+  void take(ipc::DnsChildMessage::Reader root) {
+    if (root.isLearn()) {
+      learn(root.getLearn());
+    } else if (root.isQuery()) {
+      enqueue(root.getQuery());
+    } else if (root.isBatch()) {
+      for (auto record : root.getBatch()) enqueue(record);
+    }
+  }
+
+  void enqueue(ipc::DnsQueryRecord::Reader record) {
+    dropped_ += record.getDroppedBefore();
+    if (queue_.size() >= kMaxQueuedRecords) {
+      ++dropped_;
+      return;
+    }
+    capnp::MallocMessageBuilder copy;
+    copy.setRoot(record);
+    queue_.push_back(capnp::messageToFlatArray(copy));
+  }
+
+  // The child holds an answer until the addresses it names are in the cell's nftables sets:
+  // pass the request to the broker (which has the launcher add them) and tell the child how it
+  // went. At most kMaxLearnsInFlight at once; the child times out on its own, too.
+  void learn(ipc::DnsLearnRequest::Reader request) {
+    uint64_t token = request.getToken();
+    if (learnsInFlight_ >= kMaxLearnsInFlight) {
+      replyLearn(token, false);
+      return;
+    }
+    ++learnsInFlight_;
+    auto call = egress_.learnRequest();
+    call.setAddresses(request.getAddresses());
+    auto timeout =
+        state_.io.provider->getTimer().afterDelay(kLearnTimeout).then([]() -> kj::Promise<void> {
+          return KJ_EXCEPTION(FAILED, "learn timed out");
+        });
+    learnTasks_.add(call.send()
+                        .ignoreResult()
+                        .exclusiveJoin(kj::mv(timeout))
+                        .then([this, token]() { replyLearn(token, true); },
+                              [this, token](kj::Exception&& e) {
+                                spdlog::warn("DNS child {}: learning addresses failed: {}", pid_,
+                                             e.getDescription().cStr());
+                                replyLearn(token, false);
+                              })
+                        .then([this]() { --learnsInFlight_; }));
+  }
+
+  void replyLearn(uint64_t token, bool ok) {
+    if (stopped_) return;
+    capnp::MallocMessageBuilder message;
+    auto root = message.initRoot<ipc::DnsSpawnerMessage>();
+    if (ok) {
+      root.setLearned(token);
+    } else {
+      root.setLearnFailed(token);
+    }
+    auto words = capnp::messageToFlatArray(message);
+    // Non-blocking: a child that does not read its channel times the query out itself.
+    ::send(channel_, words.asBytes().begin(), words.asBytes().size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  }
+
+  void taskFailed(kj::Exception&& exception) override {
+    spdlog::warn("DNS child {}: {}", pid_, exception.getDescription().cStr());
   }
 
   void notifyIfFlushed() {
@@ -211,6 +281,9 @@ class DnsProxyServer final : public ipc::DnsProxy::Server {
   kj::AutoCloseFd channel_;
   kj::UnixEventPort::FdObserver observer_;
   ipc::DnsAuditSink::Client audit_;
+  ipc::DnsEgressSink::Client egress_;
+  kj::TaskSet learnTasks_;
+  size_t learnsInFlight_ = 0;
   std::vector<kj::Array<capnp::word>> queue_;
   uint64_t dropped_ = 0;
   bool sending_ = false;
@@ -245,6 +318,10 @@ kj::Promise<void> DnsHelperServer::startProxy(StartProxyContext context) {
     config.setUid(state_.config.childUid);
     config.setGid(state_.config.childGid);
     config.setMemoryLimitBytes(state_.config.childMemoryBytes);
+    auto ranges = config.initGuardedRanges(unsigned(state_.config.guardedRanges.size()));
+    for (size_t i = 0; i < state_.config.guardedRanges.size(); ++i) {
+      ranges.set(unsigned(i), state_.config.guardedRanges[i]);
+    }
     auto words = capnp::messageToFlatArray(configMessage);
     KJ_REQUIRE(words.asBytes().size() <= kMaxChildMessage, "DNS policy too large");
 
@@ -264,7 +341,8 @@ kj::Promise<void> DnsHelperServer::startProxy(StartProxyContext context) {
     KJ_SYSCALL(send(ours, words.asBytes().begin(), words.asBytes().size(), MSG_NOSIGNAL),
                "sending the DNS child its configuration");
 
-    auto proxy = kj::heap<DnsProxyServer>(state_, pid, kj::mv(ours), params.getAudit());
+    auto proxy =
+        kj::heap<DnsProxyServer>(state_, pid, kj::mv(ours), params.getAudit(), params.getEgress());
     auto ready = proxy->waitReady();
     auto timeout =
         state_.io.provider->getTimer().afterDelay(10 * kj::SECONDS).then([]() -> kj::Promise<void> {

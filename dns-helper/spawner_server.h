@@ -7,12 +7,16 @@
 
 #include <kj/async-io.h>
 
+#include <string>
+#include <vector>
+
 namespace cellos::dns {
 
 struct SpawnerConfig {
   int selfExeFd;                // O_PATH fd of our own binary, for fexecve of children
   uint32_t childUid, childGid;  // cellos-dns
   uint64_t childMemoryBytes = 64ull << 20;
+  std::vector<std::string> guardedRanges;  // operator's extra rebinding-guard ranges (CIDR)
 };
 
 class SpawnerState : private kj::TaskSet::ErrorHandler {

@@ -9,6 +9,32 @@ struct DnsPolicy {
   hostnameAllowlist @1 :List(Text);
   allowedQueryTypes @2 :List(UInt16);
   bindAddress @3 :Text;               # inside the cell's namespace, e.g. "127.0.0.1"
+  resolvers @4 :List(DnsResolver);    # the document's resolvers; the child forwards to the first
+  upstreamTimeoutMs @5 :UInt32;       # 0 = the child's default; silence → SERVFAIL after this
+  cellSubnet @6 :Text;                # the cell's own range ("10.213.0.0/30"): rebinding guard
+  egressHosts @7 :List(DnsEgressHost);  # `host` egress rules: answers for them are learned
+}
+
+struct DnsResolver {
+  resolverId @0 :Text;
+  address @1 :Text;                   # IP literal, no brackets
+  port @2 :UInt16;
+  protocol @3 :Text;                  # "do53-udp" | "do53-tcp"
+}
+
+struct DnsEgressHost {
+  ruleIndex @0 :UInt32;               # index into spec.authority.egressRules (names its nft sets)
+  host @1 :Text;                      # a hostname or "*.suffix"
+}
+
+struct DnsLearnedAddresses {
+  # Addresses a permitted answer gave for a name a `host` egress rule covers: the launcher adds
+  # them to that rule's nftables sets (egress_<ruleIndex>_v4 / _v6) before the answer is released.
+  ruleIndex @0 :UInt32;
+  qname @1 :Text;
+  ipv4 @2 :List(Data);                # 4 bytes each
+  ipv6 @3 :List(Data);                # 16 bytes each
+  timeoutSeconds @4 :UInt32;          # the records' TTL, bounded by the child
 }
 
 struct DnsQueryRecord {
@@ -21,6 +47,7 @@ struct DnsQueryRecord {
   resolverId @6 :Text;
   latencyMicros @7 :UInt64;
   unixMicros @8 :UInt64;              # when the query arrived
+  droppedBefore @9 :UInt64;           # records the child could not hand over since its last one
 }
 
 interface DnsAuditSink {
@@ -28,9 +55,15 @@ interface DnsAuditSink {
   # `dropped` counts records the helper could not deliver because its bounded queue was full.
 }
 
+interface DnsEgressSink {
+  learn @0 (addresses :DnsLearnedAddresses) -> ();
+  # Resolves once the addresses are in the cell's nftables sets; the child holds the answer
+  # until then (and answers SERVFAIL when this fails or takes longer than its timeout).
+}
+
 interface DnsHelper {
-  startProxy @0 (netns :Common.NetworkNamespace, policy :DnsPolicy, audit :DnsAuditSink)
-      -> (proxy :DnsProxy);
+  startProxy @0 (netns :Common.NetworkNamespace, policy :DnsPolicy, audit :DnsAuditSink,
+                 egress :DnsEgressSink) -> (proxy :DnsProxy);
   # Starts the cell's resolver: a child that enters `netns`, binds, drops every privilege and
   # only then reads packets. Resolves once the child is serving.
 }
@@ -48,6 +81,21 @@ struct DnsChildMessage {
     ready @0 :UInt32;                 # the child's pid; it is bound and unprivileged
     query @1 :DnsQueryRecord;
     failed @2 :Text;                  # setup failed before serving
+    learn @3 :DnsLearnRequest;        # add addresses to the cell's egress sets, then reply
+    batch @4 :List(DnsQueryRecord);   # audit records, in order (query: one at a time, unused)
+  }
+}
+
+struct DnsLearnRequest {
+  token @0 :UInt64;                   # echoed in the reply
+  addresses @1 :DnsLearnedAddresses;
+}
+
+struct DnsSpawnerMessage {
+  # What the spawner sends a child after its configuration.
+  union {
+    learned @0 :UInt64;               # token of a learn request that succeeded
+    learnFailed @1 :UInt64;           # token of a learn request that failed
   }
 }
 
@@ -57,4 +105,5 @@ struct DnsChildConfig {
   uid @1 :UInt32;                     # cellos-dns
   gid @2 :UInt32;
   memoryLimitBytes @3 :UInt64;
+  guardedRanges @4 :List(Text);       # operator's extra rebinding-guard ranges (CIDR)
 }

@@ -105,6 +105,11 @@ interface Cell {
   # Before start: puts each secret of the bundle into the cell's /run/secrets tmpfs (mode 0400,
   # owned by the workload's id). With delivery "env" the cell's init moves them into the
   # workload's environment and unmounts the tmpfs before the workload runs.
+
+  allowEgress @6 (addresses :EgressAddresses) -> ();
+  # DNS-learned egress: adds addresses the cell's resolver gave for a `host` egress rule's name
+  # to that rule's nftables sets (egress_<ruleIndex>_v4/_v6), each expiring after
+  # timeoutSeconds. Resolves once they are in: only then is the answer released to the cell.
 }
 
 interface SecretBundleFile {
@@ -128,6 +133,13 @@ interface ArtifactFile {
   # (Capability::Client::getFd()): a regular file, already checked by the VM launcher.
 }
 
+struct EgressAddresses {
+  ruleIndex @0 :UInt32;                # a `host` rule of the cell's egressRules
+  ipv4 @1 :List(Data);                 # 4 bytes each
+  ipv6 @2 :List(Data);                 # 16 bytes each
+  timeoutSeconds @3 :UInt32;
+}
+
 # --- Inside cellos-vmm-agent: the RPC half asks its launcher half (forked before seccomp,
 # --- holding the capabilities cell construction needs) over a private socketpair.
 
@@ -138,7 +150,13 @@ struct LauncherRequest {
     inspect @2 :Text;            # cell id: read its CellReport (after its workload ended)
     openArtifact @3 :ArtifactRequest;
     deliverSecrets @4 :SecretDelivery;  # the launcher wipes the message once handled
+    allowEgress @5 :AllowEgressRequest;
   }
+}
+
+struct AllowEgressRequest {
+  cellId @0 :Text;
+  addresses @1 :EgressAddresses;
 }
 
 struct DestroyRequest {
@@ -155,6 +173,7 @@ struct LauncherReply {
     inspected @4 :CellReport;
     artifact @5 :ArtifactOpened;  # fd attached when `refused` is empty
     secretsDelivered @6 :List(Text);  # the names written
+    egressAllowed @7 :Void;
   }
 }
 

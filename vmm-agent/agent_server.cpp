@@ -226,6 +226,29 @@ kj::Promise<std::vector<std::string>> LauncherLink::deliverSecrets(
   });
 }
 
+kj::Promise<void> LauncherLink::allowEgress(const std::string& cellId,
+                                            ipc::EgressAddresses::Reader addresses) {
+  auto message = kj::heap<capnp::MallocMessageBuilder>();
+  auto request = message->initRoot<ipc::LauncherRequest>().initAllowEgress();
+  request.setCellId(cellId);
+  request.setAddresses(addresses);
+  return serialized<bool>([this, message = kj::mv(message)]() mutable {
+           auto promise = exchange(*message, nullptr);
+           return promise
+               .then([](kj::Own<capnp::MessageReader> reader) {
+                 auto reply = reader->getRoot<ipc::LauncherReply>();
+                 if (reply.isFailed()) {
+                   return kj::Promise<bool>(
+                       KJ_EXCEPTION(FAILED, "allowing egress failed", reply.getFailed()));
+                 }
+                 KJ_REQUIRE(reply.isEgressAllowed(), "unexpected launcher reply");
+                 return kj::Promise<bool>(true);
+               })
+               .attach(kj::mv(message));
+         })
+      .ignoreResult();
+}
+
 void AgentState::taskFailed(kj::Exception&& exception) {
   spdlog::error("background task failed: {}", exception.getDescription().cStr());
 }
@@ -487,6 +510,11 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
             for (size_t i = 0; i < names.size(); ++i) list.set(i, names[i]);
           });
     });
+  }
+
+  kj::Promise<void> allowEgress(AllowEgressContext context) override {
+    KJ_REQUIRE(!destroyed_, "cell destroyed");
+    return state_.launcher.allowEgress(cellId_, context.getParams().getAddresses());
   }
 
   kj::Promise<void> destroy(DestroyContext context) override {

@@ -63,6 +63,7 @@ class LauncherLink {
   // wiped once the exchange is over. Resolves to the names written.
   kj::Promise<std::vector<std::string>> deliverSecrets(const std::string& cellId,
                                                        ipc::SecretBundle::Reader bundle);
+  kj::Promise<void> allowEgress(const std::string& cellId, ipc::EgressAddresses::Reader addresses);
 
  private:
   // Runs `request` after every earlier one has finished, so replies cannot interleave.

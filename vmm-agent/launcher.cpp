@@ -460,6 +460,27 @@ void wipeRequest(capnp::MessageReader& reader) {
   }
 }
 
+// DNS-learned egress: the cell's resolver saw these addresses for a name its `host` rule
+// covers; they go into that rule's sets in the cell's namespace before the answer is released.
+void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Reader request) {
+  std::string cellId = request.getCellId();
+  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
+  auto live = launcher.cells.find(cellId);
+  KJ_REQUIRE(live != launcher.cells.end(), "no live cell", cellId);
+  auto addresses = request.getAddresses();
+  KJ_REQUIRE(addresses.getIpv4().size() + addresses.getIpv6().size() <= 256,
+             "too many addresses in one request");
+  std::vector<std::vector<uint8_t>> v4, v6;
+  for (auto a : addresses.getIpv4()) v4.emplace_back(a.begin(), a.end());
+  for (auto a : addresses.getIpv6()) v6.emplace_back(a.begin(), a.end());
+  std::string commands = core::nftLearnedElements(live->second.plan, addresses.getRuleIndex(), v4,
+                                                  v6, addresses.getTimeoutSeconds());
+  if (!commands.empty()) addCellElements(launcher.uplink, live->second.netns.fd, commands);
+  capnp::MallocMessageBuilder reply;
+  reply.initRoot<ipc::LauncherReply>().setEgressAllowed();
+  sendReply(sock, reply, {});
+}
+
 [[noreturn]] void runLauncher(int sock, const LauncherConfig& config) {
   // If the agent dies, so do we (and, through PDEATHSIG in each cell's init, so do the cells).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -508,6 +529,9 @@ void wipeRequest(capnp::MessageReader& reader) {
             throw;
           }
           wipeRequest(*KJ_ASSERT_NONNULL(reader));
+          break;
+        case ipc::LauncherRequest::ALLOW_EGRESS:
+          handleAllowEgress(sock, launcher, request.getAllowEgress());
           break;
       }
     } catch (const std::exception& e) {

@@ -214,6 +214,10 @@ void applyCellRuleset(const UplinkNamespace& uplink, int cellNetnsFd, const core
   inNetworkNamespace(cellNetnsFd, uplink.homeFd, [&]() { runNft(ruleset, false); });
 }
 
+void addCellElements(const UplinkNamespace& uplink, int cellNetnsFd, const std::string& commands) {
+  inNetworkNamespace(cellNetnsFd, uplink.homeFd, [&]() { runNft(commands, false); });
+}
+
 std::vector<core::NftCounter> readCellCounters(const UplinkNamespace& uplink, int cellNetnsFd) {
   std::string json;
   inNetworkNamespace(cellNetnsFd, uplink.homeFd, [&]() {

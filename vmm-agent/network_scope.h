@@ -40,6 +40,10 @@ void createCellLink(const UplinkNamespace& uplink, int cellNetnsFd,
 // libnftables' message on failure.
 void applyCellRuleset(const UplinkNamespace& uplink, int cellNetnsFd, const core::NftPlan& plan);
 
+// Runs element commands (core::nftLearnedElements) in the cell's namespace, one transaction.
+// Throws with libnftables' message on failure.
+void addCellElements(const UplinkNamespace& uplink, int cellNetnsFd, const std::string& commands);
+
 // The counters of every rule in the cell's namespace. Throws when the table cannot be listed.
 std::vector<core::NftCounter> readCellCounters(const UplinkNamespace& uplink, int cellNetnsFd);
 

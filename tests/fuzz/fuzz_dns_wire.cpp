@@ -7,7 +7,9 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "core/dns_policy.h"
 #include "core/dns_wire.h"
 #include "core/hostname.h"
 
@@ -48,6 +50,10 @@ void checkQuery(std::span<const uint8_t> bytes) {
   require(second != nullptr);
   require(second->question.name == query->question.name);
 
+  // The EDNS size the forwarder reads sits inside the packet; 0 without an OPT record.
+  uint16_t edns = ednsUdpSize(*query, bytes);
+  require(edns == 0 || query->questionEnd + 5 <= bytes.size());
+
   std::vector<uint8_t> copy(bytes.begin(), bytes.end());
   setPacketId(copy, static_cast<uint16_t>(query->id ^ 0xffff));
   auto renumbered = parseQuery(copy);
@@ -65,8 +71,22 @@ void checkResponse(std::span<const uint8_t> bytes) {
       require(cnameTarget(record).has_value());
     }
   }
-  require(ipv4Answers(*response).size() <= response->answers.size());
-  require(ipv6Answers(*response).size() <= response->answers.size());
+  auto v4 = ipv4Answers(*response);
+  auto v6 = ipv6Answers(*response);
+  require(v4.size() <= response->answers.size());
+  require(v6.size() <= response->answers.size());
+  // The rebinding guard judges every address the forwarder would relay; loopback is always in.
+  static const std::vector<DnsAddressRange> configured = {*parseAddressRange("10.0.0.0/8")};
+  for (const auto& a : v4) {
+    bool guarded = rebindingGuarded(a, configured);
+    if (a[0] == 127 || a[0] == 10) require(guarded);
+  }
+  for (const auto& a : v6) (void)rebindingGuarded(a, configured);
+}
+
+void checkAddressRange(std::string_view text) {
+  auto range = parseAddressRange(text);
+  if (range) require(range->prefix <= 128);
 }
 
 void checkHostname(std::string_view text) {
@@ -96,5 +116,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   checkQuery(bytes);
   checkResponse(bytes);
   checkHostname(std::string_view(reinterpret_cast<const char*>(data), size));
+  checkAddressRange(std::string_view(reinterpret_cast<const char*>(data), size));
   return 0;
 }

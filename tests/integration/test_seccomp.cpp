@@ -52,10 +52,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -202,7 +204,6 @@ const std::vector<Process>& processes() {
         "add_key",
         "request_key",
         "bpf",
-        "socket_inet",
         "socket_unix",
         "socket_netlink",
         "socket_packet",
@@ -252,7 +253,6 @@ const std::vector<Process>& processes() {
         "add_key",
         "request_key",
         "bpf",
-        "socket_inet",
         "socket_unix",
         "socket_netlink",
         "socket_packet",
@@ -275,7 +275,8 @@ const std::vector<Process>& processes() {
        {"chroot", "ptrace", "process_vm_readv", "mount", "fsopen", "unshare_newuser", "keyctl",
         "add_key", "request_key", "bpf", "socket_unix", "socket_netlink", "socket_packet", "open",
         "kexec_load", "init_module", "perf_event_open", "ioctl_TIOCSTI"}},
-      // No ioctl at all: even the kj requests kill.
+      // No ioctl at all: even the kj requests kill. Its upstream queries need AF_INET/AF_INET6
+      // sockets; every other family kills.
       {"dns_child",
        &dns::kDnsChildProfile,
        {"execve",
@@ -291,7 +292,6 @@ const std::vector<Process>& processes() {
         "add_key",
         "request_key",
         "bpf",
-        "socket_inet",
         "socket_unix",
         "socket_netlink",
         "socket_packet",
@@ -912,6 +912,7 @@ TEST(SeccompHappyPath, DnsChildAnswersUnderStackedProfiles) {
 // drops to nobody, installs its own profile, and serves UDP and TCP until its channel closes.
 struct CellNetwork {
   kj::AutoCloseFd netns, udp, tcp;
+  kj::AutoCloseFd upstream, spoofer;  // a fake resolver and an off-path sender, both UDP
   std::string error;
 };
 
@@ -935,6 +936,8 @@ CellNetwork makeCellNetwork() {
     cell.netns = kj::AutoCloseFd(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
     cell.udp = kj::AutoCloseFd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     cell.tcp = kj::AutoCloseFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    cell.upstream = kj::AutoCloseFd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    cell.spoofer = kj::AutoCloseFd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   }).join();
   if (cell.error.empty() && (cell.netns.get() < 0 || cell.udp.get() < 0 || cell.tcp.get() < 0)) {
     cell.error = "cannot open the namespace or its sockets";
@@ -942,18 +945,63 @@ CellNetwork makeCellNetwork() {
   return cell;
 }
 
-std::optional<ipc::DnsQueryRecord::Reader> nextRecord(int channel,
-                                                      kj::Own<capnp::MessageReader>& holder,
-                                                      std::vector<capnp::word>& buffer) {
-  pollfd p{channel, POLLIN, 0};
-  if (poll(&p, 1, 10'000) != 1) return std::nullopt;
-  ssize_t n = recv(channel, buffer.data(), buffer.size() * sizeof(capnp::word), 0);
-  if (n <= 0 || n % sizeof(capnp::word) != 0) return std::nullopt;
-  holder = kj::heap<capnp::FlatArrayMessageReader>(
-      kj::arrayPtr(buffer.data(), size_t(n) / sizeof(capnp::word)));
-  auto message = holder->getRoot<ipc::DnsChildMessage>();
-  if (!message.isQuery()) return std::nullopt;
-  return message.getQuery();
+// The child's audit records as text, whether they come one to a datagram or in batches.
+struct AuditText {
+  std::string qname, transport, decision, reason;
+};
+
+class AuditReader {
+ public:
+  explicit AuditReader(int channel) : channel_(channel) {}
+  std::optional<AuditText> next() {
+    while (pending_.empty()) {
+      pollfd p{channel_, POLLIN, 0};
+      if (poll(&p, 1, 10'000) != 1) return std::nullopt;
+      std::vector<capnp::word> buffer(64 * 1024 / sizeof(capnp::word));
+      ssize_t n = recv(channel_, buffer.data(), buffer.size() * sizeof(capnp::word), 0);
+      if (n <= 0 || n % sizeof(capnp::word) != 0) return std::nullopt;
+      capnp::FlatArrayMessageReader reader(
+          kj::arrayPtr(buffer.data(), size_t(n) / sizeof(capnp::word)));
+      auto message = reader.getRoot<ipc::DnsChildMessage>();
+      if (message.isQuery()) {
+        add(message.getQuery());
+      } else if (message.isBatch()) {
+        for (auto record : message.getBatch()) add(record);
+      } else {
+        return std::nullopt;
+      }
+    }
+    AuditText out = pending_.front();
+    pending_.pop_front();
+    return out;
+  }
+
+ private:
+  void add(ipc::DnsQueryRecord::Reader r) {
+    pending_.push_back({r.getQname(), r.getTransport(), r.getDecision(), r.getReasonCode()});
+  }
+  int channel_;
+  std::deque<AuditText> pending_;
+};
+
+// An answer to `query` (a packet as the fake resolver received it): its id and question, one
+// A record for the question name (a pointer to it) with `address`.
+std::vector<uint8_t> answerTo(std::span<const uint8_t> query, uint16_t id,
+                              std::array<uint8_t, 4> address) {
+  auto parsed = core::parseQuery(query);
+  if (!std::holds_alternative<core::DnsQuery>(parsed)) return {};
+  std::vector<uint8_t> out(query.begin(),
+                           query.begin() + long(std::get<core::DnsQuery>(parsed).questionEnd));
+  out[0] = uint8_t(id >> 8);
+  out[1] = uint8_t(id);
+  out[2] = 0x81;             // QR, RD
+  out[3] = 0x80;             // RA, NOERROR
+  out[6] = 0, out[7] = 1;    // ancount 1
+  out[10] = 0, out[11] = 0;  // arcount 0
+  const uint8_t record[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4};
+  out.insert(out.end(), std::begin(record), std::end(record));
+  out.insert(out.end(), address.begin(), address.end());
+  return out;
 }
 
 TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
@@ -1008,6 +1056,19 @@ TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
   policy.setCellId("seccomp-test");
   policy.initHostnameAllowlist(1).set(0, "allowed.example");
   policy.setBindAddress("127.0.0.1");
+  // The fake resolver on the namespace's loopback; silence means SERVFAIL after 300 ms.
+  sockaddr_in upstreamAddress = loopback(5300), spooferAddress = loopback(5301);
+  ASSERT_EQ(
+      bind(cell.upstream, reinterpret_cast<sockaddr*>(&upstreamAddress), sizeof(upstreamAddress)),
+      0);
+  ASSERT_EQ(
+      bind(cell.spoofer, reinterpret_cast<sockaddr*>(&spooferAddress), sizeof(spooferAddress)), 0);
+  auto resolver = policy.initResolvers(1)[0];
+  resolver.setResolverId("fake");
+  resolver.setAddress("127.0.0.1");
+  resolver.setPort(5300);
+  resolver.setProtocol("do53-udp");
+  policy.setUpstreamTimeoutMs(300);
   config.setUid(65534);
   config.setGid(65534);
   config.setMemoryLimitBytes(512ull << 20);
@@ -1030,7 +1091,7 @@ TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
   }
   EXPECT_EQ(privsep::seccompMode(pid), 2);
 
-  // UDP: a refused name and a permitted one (SERVFAIL: forwarding is not in this version).
+  // UDP: a refused name, never forwarded; a permitted one, forwarded.
   sockaddr_in port53 = loopback(53);
   ASSERT_EQ(connect(cell.udp, reinterpret_cast<sockaddr*>(&port53), sizeof(port53)), 0);
   auto refused = core::buildQuery(0x1001, "forbidden.example", core::kDnsTypeA);
@@ -1041,10 +1102,54 @@ TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
   EXPECT_EQ(response->rcode, core::DnsRcode::kRefused);
   auto permitted = core::buildQuery(0x1002, "allowed.example", core::kDnsTypeA);
   ASSERT_EQ(send(cell.udp, permitted.data(), permitted.size(), 0), ssize_t(permitted.size()));
+  {
+    // What the resolver sees: the same question under the child's own id, from its own port.
+    pollfd p{cell.upstream, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10'000), 1) << "the child did not forward the permitted query";
+    uint8_t forwarded[4096];
+    sockaddr_in from{};
+    socklen_t fromLength = sizeof(from);
+    ssize_t n = recvfrom(cell.upstream, forwarded, sizeof(forwarded), 0,
+                         reinterpret_cast<sockaddr*>(&from), &fromLength);
+    ASSERT_GT(n, 0);
+    std::span<const uint8_t> query(forwarded, size_t(n));
+    auto parsed = core::parseQuery(query);
+    ASSERT_TRUE(std::holds_alternative<core::DnsQuery>(parsed));
+    EXPECT_EQ(std::get<core::DnsQuery>(parsed).question.name, "allowed.example");
+    uint16_t id = std::get<core::DnsQuery>(parsed).id;
+    auto* to = reinterpret_cast<sockaddr*>(&from);
+    // Ignored: the right answer from another port, a wrong id, a wrong name.
+    auto spoofed = answerTo(query, id, {192, 0, 2, 66});
+    ASSERT_GT(sendto(cell.spoofer, spoofed.data(), spoofed.size(), 0, to, fromLength), 0);
+    auto wrongId = answerTo(query, uint16_t(id ^ 1), {192, 0, 2, 67});
+    ASSERT_GT(sendto(cell.upstream, wrongId.data(), wrongId.size(), 0, to, fromLength), 0);
+    auto other = core::buildQuery(id, "other.example", core::kDnsTypeA);
+    auto wrongName = answerTo(other, id, {192, 0, 2, 68});
+    ASSERT_GT(sendto(cell.upstream, wrongName.data(), wrongName.size(), 0, to, fromLength), 0);
+    auto right = answerTo(query, id, {192, 0, 2, 1});
+    ASSERT_GT(sendto(cell.upstream, right.data(), right.size(), 0, to, fromLength), 0);
+  }
   response = receiveResponse(cell.udp);
   ASSERT_TRUE(response.has_value()) << "no UDP response";
-  EXPECT_EQ(response->id, 0x1002);
+  EXPECT_EQ(response->id, 0x1002) << "not mapped back to the client's id";
+  EXPECT_EQ(response->rcode, core::DnsRcode::kNoError);
+  auto addresses = core::ipv4Answers(*response);
+  ASSERT_EQ(addresses.size(), 1u);
+  EXPECT_EQ(addresses[0], (std::array<uint8_t, 4>{192, 0, 2, 1}));
+  EXPECT_FALSE(receiveResponse(cell.udp, 200).has_value()) << "a second answer was relayed";
+
+  // A resolver that stays silent: SERVFAIL after the configured timeout.
+  auto silent = core::buildQuery(0x1004, "allowed.example", core::kDnsTypeA);
+  ASSERT_EQ(send(cell.udp, silent.data(), silent.size(), 0), ssize_t(silent.size()));
+  response = receiveResponse(cell.udp);
+  ASSERT_TRUE(response.has_value()) << "no UDP response";
+  EXPECT_EQ(response->id, 0x1004);
   EXPECT_EQ(response->rcode, core::DnsRcode::kServFail);
+  {
+    uint8_t unanswered[4096];
+    ASSERT_GT(recv(cell.upstream, unanswered, sizeof(unanswered), MSG_DONTWAIT), 0)
+        << "the timed-out query never reached the resolver";
+  }
 
   // TCP (RFC 1035 4.2.2 length prefix): accept4, recv, sendmsg under the child's profile.
   ASSERT_EQ(connect(cell.tcp, reinterpret_cast<sockaddr*>(&port53), sizeof(port53)), 0);
@@ -1066,6 +1171,46 @@ TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
   EXPECT_EQ(std::get<core::DnsResponse>(tcpParsed).id, 0x1003);
   EXPECT_EQ(std::get<core::DnsResponse>(tcpParsed).rcode, core::DnsRcode::kRefused);
 
+  // A permitted query, then the client shuts down its sending side: the forwarded answer still
+  // reaches it (RFC 7766), and then the child closes the connection.
+  auto tcpPermitted = core::buildQuery(0x1005, "allowed.example", core::kDnsTypeA);
+  framed = {uint8_t(tcpPermitted.size() >> 8), uint8_t(tcpPermitted.size())};
+  framed.insert(framed.end(), tcpPermitted.begin(), tcpPermitted.end());
+  ASSERT_EQ(send(cell.tcp, framed.data(), framed.size(), MSG_NOSIGNAL), ssize_t(framed.size()));
+  ASSERT_EQ(shutdown(cell.tcp, SHUT_WR), 0);
+  {
+    pollfd p{cell.upstream, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10'000), 1) << "the child did not forward the TCP query";
+    uint8_t forwarded[4096];
+    sockaddr_in from{};
+    socklen_t fromLength = sizeof(from);
+    ssize_t n = recvfrom(cell.upstream, forwarded, sizeof(forwarded), 0,
+                         reinterpret_cast<sockaddr*>(&from), &fromLength);
+    ASSERT_GT(n, 0);
+    std::span<const uint8_t> query(forwarded, size_t(n));
+    auto parsed = core::parseQuery(query);
+    ASSERT_TRUE(std::holds_alternative<core::DnsQuery>(parsed));
+    auto right = answerTo(query, std::get<core::DnsQuery>(parsed).id, {192, 0, 2, 5});
+    ASSERT_GT(sendto(cell.upstream, right.data(), right.size(), 0,
+                     reinterpret_cast<sockaddr*>(&from), fromLength),
+              0);
+  }
+  stream.clear();
+  for (;;) {
+    pollfd p{cell.tcp, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10'000), 1) << "no TCP response after the half-close";
+    uint8_t chunk[4096];
+    ssize_t n = recv(cell.tcp, chunk, sizeof(chunk), 0);
+    ASSERT_GE(n, 0);
+    if (n == 0) break;  // the child closed once it had answered
+    stream.insert(stream.end(), chunk, chunk + n);
+  }
+  ASSERT_GE(stream.size(), 2u) << "the connection closed without the answer";
+  tcpParsed = core::parseResponse(std::span<const uint8_t>(stream).subspan(2));
+  ASSERT_TRUE(std::holds_alternative<core::DnsResponse>(tcpParsed));
+  EXPECT_EQ(std::get<core::DnsResponse>(tcpParsed).id, 0x1005);
+  EXPECT_EQ(core::ipv4Answers(std::get<core::DnsResponse>(tcpParsed)).size(), 1u);
+
   // The audit records the child sent its spawner, one per query, in order.
   struct Expected {
     const char* qname;
@@ -1075,17 +1220,19 @@ TEST(SeccompHappyPath, RealDnsChildServesUnderStackedProfiles) {
   };
   const Expected expected[] = {
       {"forbidden.example", "udp", "refused", "not_in_allowlist"},
-      {"allowed.example", "udp", "permitted", "upstream_failure"},
+      {"allowed.example", "udp", "permitted", "allowlist_match"},
+      {"allowed.example", "udp", "permitted", "upstream_timeout"},
       {"forbidden.example", "tcp", "refused", "not_in_allowlist"},
+      {"allowed.example", "tcp", "permitted", "allowlist_match"},
   };
+  AuditReader audit(channel);
   for (const Expected& e : expected) {
-    kj::Own<capnp::MessageReader> holder;
-    auto record = nextRecord(channel, holder, buffer);
+    auto record = audit.next();
     ASSERT_TRUE(record.has_value()) << "missing record for " << e.qname << "/" << e.transport;
-    EXPECT_EQ(std::string(record->getQname().cStr()), e.qname);
-    EXPECT_EQ(std::string(record->getTransport().cStr()), e.transport);
-    EXPECT_EQ(std::string(record->getDecision().cStr()), e.decision);
-    EXPECT_EQ(std::string(record->getReasonCode().cStr()), e.reason);
+    EXPECT_EQ(record->qname, e.qname);
+    EXPECT_EQ(record->transport, e.transport);
+    EXPECT_EQ(record->decision, e.decision);
+    EXPECT_EQ(record->reason, e.reason);
   }
 
   // Closing the channel is the spawner's "stop": the child leaves with 0, not SIGSYS.

@@ -130,6 +130,12 @@ TEST(DnsParseQuery, DigQueryWithEdnsCookie) {
   EXPECT_EQ(query.questionEnd, 29u);
 }
 
+TEST(DnsEdnsUdpSize, ReadsTheOptRecordsClassOrZeroWithoutOne) {
+  EXPECT_EQ(ednsUdpSize(mustParseQuery(kDigQuery), kDigQuery), 1232);
+  Bytes plain = buildQuery(9, "example.com", kDnsTypeA);
+  EXPECT_EQ(ednsUdpSize(mustParseQuery(plain), plain), 0);
+}
+
 TEST(DnsParseQuery, LowerCasesMixedCaseName) {
   // dig +dns0x20-style mixed case: "ApI.GitHub.COM" AAAA.
   Bytes packet = header(7, kDnsFlagRd, 1);

@@ -1,8 +1,13 @@
+#include "core/dns_policy.h"
 #include "core/hostname.h"
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+
+#include <array>
 #include <string>
+#include <vector>
 
 namespace cellos::core {
 namespace {
@@ -122,6 +127,57 @@ TEST(AnyHostnameMatches, ChecksEveryPattern) {
   EXPECT_FALSE(anyHostnameMatches(allowlist, "pkg.dev"));
   EXPECT_FALSE(anyHostnameMatches(allowlist, "github.com"));
   EXPECT_FALSE(anyHostnameMatches({}, "api.github.com"));
+}
+
+TEST(AddressRange, ParsesBothFamiliesAndRefusesHostBitsAndJunk) {
+  auto v4 = parseAddressRange("10.0.0.0/8");
+  ASSERT_TRUE(v4);
+  EXPECT_EQ(v4->prefix, 104u) << "IPv4 is held as IPv4-mapped IPv6";
+  auto host = parseAddressRange("192.0.2.1");
+  ASSERT_TRUE(host);
+  EXPECT_EQ(host->prefix, 128u);
+  auto v6 = parseAddressRange("fd00::/8");
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->prefix, 8u);
+  for (const char* bad : {"10.0.0.1/8", "10.0.0.0/33", "fd00::1/8", "::/129", "example.com",
+                          "10.0.0.0/", "10.0.0.0/x", "", "/8", "10.0.0.0/0008"}) {
+    EXPECT_FALSE(parseAddressRange(bad)) << bad;
+  }
+}
+
+TEST(RebindingGuard, RefusesLoopbackLinkLocalAndConfiguredRangesOnly) {
+  std::vector<DnsAddressRange> configured = {*parseAddressRange("10.213.0.4/30"),
+                                             *parseAddressRange("fd00::/8")};
+  auto v4 = [&](uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+    std::array<uint8_t, 4> bytes = {a, b, c, d};
+    return rebindingGuarded(bytes, configured);
+  };
+  auto v6 = [&](const char* text) {
+    std::array<uint8_t, 16> bytes{};
+    EXPECT_EQ(inet_pton(AF_INET6, text, bytes.data()), 1) << text;
+    return rebindingGuarded(bytes, configured);
+  };
+  EXPECT_TRUE(v4(127, 0, 0, 1));
+  EXPECT_TRUE(v4(127, 255, 1, 2));
+  EXPECT_TRUE(v4(169, 254, 169, 254)) << "cloud metadata";
+  EXPECT_TRUE(v4(0, 0, 0, 0));
+  EXPECT_TRUE(v4(224, 0, 0, 251));
+  EXPECT_TRUE(v4(10, 213, 0, 5)) << "the cell's own subnet";
+  EXPECT_TRUE(v4(10, 213, 0, 7));
+  EXPECT_FALSE(v4(10, 213, 0, 8)) << "the next cell's /30 is not configured here";
+  EXPECT_FALSE(v4(10, 214, 0, 1));
+  EXPECT_FALSE(v4(93, 184, 216, 34));
+  EXPECT_TRUE(v6("::1"));
+  EXPECT_TRUE(v6("::"));
+  EXPECT_TRUE(v6("fe80::1"));
+  EXPECT_TRUE(v6("ff02::1"));
+  EXPECT_TRUE(v6("fd12::1")) << "configured";
+  EXPECT_TRUE(v6("::ffff:127.0.0.1")) << "IPv4-mapped loopback in an AAAA record";
+  EXPECT_TRUE(v6("::ffff:10.213.0.6"));
+  EXPECT_FALSE(v6("2001:db8::1"));
+  EXPECT_TRUE(rebindingGuarded(std::vector<uint8_t>{1, 2, 3}, configured)) << "not an address";
+  EXPECT_FALSE(rebindingGuarded(std::array<uint8_t, 4>{10, 213, 0, 5}, {}))
+      << "without the cell's subnet configured";
 }
 
 }  // namespace

@@ -118,6 +118,33 @@ TEST(NftRules, RulesetDeclaresSetsChainsCountersAndComments) {
   EXPECT_EQ(counters, 12u);
 }
 
+TEST(NftLearnedElements, AddsDeduplicatedAddressesWithTimeoutRefreshingOldOnes) {
+  std::vector<std::vector<uint8_t>> v4 = {{10, 214, 0, 1}, {192, 0, 2, 7}, {10, 214, 0, 1}};
+  std::vector<std::vector<uint8_t>> v6 = {
+      {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}};
+  std::string text = nftLearnedElements(samplePlan(), 1, v4, v6, 300);
+  EXPECT_EQ(text,
+            "add element inet cellos egress_1_v4 { 10.214.0.1, 192.0.2.7 }\n"
+            "delete element inet cellos egress_1_v4 { 10.214.0.1, 192.0.2.7 }\n"
+            "add element inet cellos egress_1_v4 { 10.214.0.1 timeout 300s, 192.0.2.7 timeout "
+            "300s }\n"
+            "add element inet cellos egress_1_v6 { 2001:db8::1 }\n"
+            "delete element inet cellos egress_1_v6 { 2001:db8::1 }\n"
+            "add element inet cellos egress_1_v6 { 2001:db8::1 timeout 300s }\n");
+  EXPECT_EQ(nftLearnedElements(samplePlan(), 1, {}, {}, 300), "");
+}
+
+TEST(NftLearnedElements, RefusesCidrRulesBadAddressesAndTimeouts) {
+  std::vector<std::vector<uint8_t>> v4 = {{10, 214, 0, 1}};
+  EXPECT_THROW(nftLearnedElements(samplePlan(), 0, v4, {}, 60), std::invalid_argument)
+      << "egress[0] is a cidr rule";
+  EXPECT_THROW(nftLearnedElements(samplePlan(), 9, v4, {}, 60), std::invalid_argument);
+  EXPECT_THROW(nftLearnedElements(samplePlan(), 1, {{10, 0, 0}}, {}, 60), std::invalid_argument);
+  EXPECT_THROW(nftLearnedElements(samplePlan(), 1, {}, {{1, 2, 3, 4}}, 60), std::invalid_argument);
+  EXPECT_THROW(nftLearnedElements(samplePlan(), 1, v4, {}, 0), std::invalid_argument);
+  EXPECT_THROW(nftLearnedElements(samplePlan(), 1, v4, {}, 86401), std::invalid_argument);
+}
+
 TEST(NftRules, RefusesAnythingThatIsNotAnAddressPortOrProtocol) {
   auto withEgress = [](NftEgress e) {
     NftPlan plan;
