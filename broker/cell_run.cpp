@@ -25,17 +25,6 @@ uint64_t monotonicMicros() {
       .count();
 }
 
-// The sealed memfd of a run's secret values, as a capability: the fd rides along (getFd()) to
-// the VM launcher, and the broker's last reference goes with this object.
-class SecretBundleFileServer final : public ipc::SecretBundleFile::Server {
- public:
-  explicit SecretBundleFileServer(kj::AutoCloseFd fd) : fd_(kj::mv(fd)) {}
-  kj::Maybe<int> getFd() override { return fd_.get(); }
-
- private:
-  kj::AutoCloseFd fd_;
-};
-
 // Receives the DNS child's audit records (relayed by the DNS spawner) and turns each into a
 // dns_query event of this run.
 class DnsAuditSinkServer final : public ipc::DnsAuditSink::Server {
@@ -314,7 +303,8 @@ kj::Promise<void> CellRun::deliverSecrets() {
   }();  // `values` is wiped here
   auto request = cell_->deliverSecretsRequest();
   secretsSent_ = true;
-  request.setBundle(kj::heap<SecretBundleFileServer>(kj::mv(bundle)));
+  // The sealed memfd rides to the VM launcher; the broker's last reference closes with it.
+  request.setBundle(kj::heap<ipc::FdCapability<ipc::SecretBundleFile>>(kj::mv(bundle)));
   return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent deliverSecrets",
                           request.send())
       .then([this, delivery](capnp::Response<ipc::Cell::DeliverSecretsResults> response) {

@@ -132,6 +132,20 @@ class RpcListener {
   ErrorHandler errorHandler_{*this};
 };
 
+// A capability that is a file descriptor and nothing else: the fd rides along with it
+// (Capability::Server::getFd(), sent by SCM_RIGHTS on a link whose peer accepts fds), and closes
+// with the last reference. For interfaces without methods: a sealed secret bundle, an exported
+// artifact.
+template <typename Interface>
+class FdCapability final : public Interface::Server {
+ public:
+  explicit FdCapability(kj::AutoCloseFd fd) : fd_(kj::mv(fd)) {}
+  kj::Maybe<int> getFd() override { return fd_.get(); }
+
+ private:
+  kj::AutoCloseFd fd_;
+};
+
 // Bounds a call: a peer that does not answer within `timeout` makes the promise reject with a
 // message naming `what`, so a stuck helper cannot hang the broker.
 template <typename T>

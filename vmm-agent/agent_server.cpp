@@ -1,6 +1,7 @@
 #include "vmm-agent/agent_server.h"
 
 #include "core/cell_id.h"
+#include "ipc/socket.h"
 
 #include <capnp/serialize-async.h>
 #include <capnp/serialize.h>
@@ -272,17 +273,6 @@ class NetworkNamespaceServer final : public ipc::NetworkNamespace::Server {
   kj::AutoCloseFd fd_;
 };
 
-// An exported artifact as a capability: the read-only fd the launcher opened rides along
-// (getFd()), so the broker reads the file without ever naming a path in the cell.
-class ArtifactFileServer final : public ipc::ArtifactFile::Server {
- public:
-  explicit ArtifactFileServer(kj::AutoCloseFd fd) : fd_(kj::mv(fd)) {}
-  kj::Maybe<int> getFd() override { return fd_.get(); }
-
- private:
-  kj::AutoCloseFd fd_;
-};
-
 struct OutputCounter {
   uint64_t relayed = 0;
   uint64_t total = 0;
@@ -461,7 +451,9 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
           results.setBytes(opened.bytes);
           results.setRefused(opened.refused);
           if (opened.fd.get() >= 0) {
-            results.setFile(kj::heap<ArtifactFileServer>(kj::mv(opened.fd)));
+            // The read-only fd the launcher opened: the broker reads the file without ever
+            // naming a path in the cell.
+            results.setFile(kj::heap<ipc::FdCapability<ipc::ArtifactFile>>(kj::mv(opened.fd)));
           }
         });
   }
