@@ -3,6 +3,7 @@
 #include "core/cell_id.h"
 #include "privsep/daemon.h"
 #include "vmm-agent/cgroup.h"
+#include "vmm-agent/secret_files.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -134,7 +136,7 @@ struct SupervisorPlan {
 };
 
 struct SupervisorFds {
-  int start, status, out, err;
+  int start, status, out, err, ready;
 };
 
 // Forks and execs `argv` with stdin /dev/null and the given stdout/stderr; returns its pid.
@@ -236,7 +238,11 @@ std::string topComponent(const std::string& path) {
 // supervisor (/proc/<initPid>/root<workingDirectory>, or setns into its mount namespace) as for
 // a linux cell's init, never a host directory of that name. A working directory under a
 // top-level entry runsc needs (/usr, /etc, /run ...) gets no such view.
-void buildSupervisorRoot(const SupervisorPlan& plan, const std::string& workingDirectory) {
+// With secrets, a tmpfs for them at kGvisorSecretsSource, owned by the workload's host id.
+void buildSupervisorRoot(const SupervisorPlan& plan, const nlohmann::json& config) {
+  const std::string workingDirectory = config["process"].value("cwd", "");
+  const std::string delivery =
+      config.value("annotations", nlohmann::json::object()).value(kGvisorSecretsAnnotation, "");
   const std::string root = plan.paths.supervisorRoot;
   if (mkdir(root.c_str(), 0700) < 0 && errno != EEXIST) throwErrno("mkdir(" + root + ")");
   if (mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") < 0) {
@@ -253,7 +259,9 @@ void buildSupervisorRoot(const SupervisorPlan& plan, const std::string& workingD
   std::vector<std::string> names;
   while (dirent* entry = readdir(dir)) {
     std::string name = entry->d_name;
-    if (name != "." && name != ".." && !(view && name == work)) names.push_back(name);
+    bool ours = "/" + name == kGvisorSecretsSource || "/" + name == kGvisorPrivateBundle ||
+                "/" + name == kGvisorPrivateState;
+    if (name != "." && name != ".." && !ours && !(view && name == work)) names.push_back(name);
   }
   closedir(dir);
   for (const std::string& name : names) {
@@ -280,17 +288,83 @@ void buildSupervisorRoot(const SupervisorPlan& plan, const std::string& workingD
       throwErrno("mount(" + plan.paths.work + ", " + at + ", MS_BIND)");
     }
   }
+  if (!delivery.empty()) {
+    mountSecretsTmpfs(root + kGvisorSecretsSource, config["process"]["user"]["uid"].get<uid_t>());
+  }
   if (chdir(root.c_str()) < 0) throwErrno("chdir(" + root + ")");
   if (syscall(SYS_pivot_root, ".", ".") < 0) throwErrno("pivot_root(., .) in " + root);
   if (umount2(".", MNT_DETACH) < 0) throwErrno("umount2(old root, MNT_DETACH)");
   if (chdir("/") < 0) throwErrno("chdir(/)");
 }
 
+// Env delivery: the secret files become "NAME=value" entries of process.env (after the
+// document's), written as kGvisorPrivateBundle/config.json on the supervisor's own tmpfs root;
+// the secrets tmpfs is unmounted (takeSecretEnvironment). The values never enter the JSON
+// library: config.json is the document's config with a placeholder entry (a random marker),
+// into which the values are spliced (escaped) in one buffer reserved to its final size, so
+// every copy this process made is one it wipes. The one left is the private bundle (and, once runsc
+// has read it, runsc's private state and the sandbox), all gone with the supervisor.
+void writeSecretBundle(nlohmann::json config) {
+  std::vector<std::string> secretEnv = takeSecretEnvironment(kGvisorSecretsSource);
+  std::string text;
+  try {
+    for (const char* dir : {kGvisorPrivateBundle, kGvisorPrivateState}) {
+      if (mkdir(dir, 0700) < 0) throwErrno(std::string("mkdir(") + dir + ")");
+    }
+    // A name no document can guess (it is not NAME=value either), so it marks only the slot.
+    unsigned char nonce[16];
+    if (getrandom(nonce, sizeof nonce, 0) != static_cast<ssize_t>(sizeof nonce)) {
+      throwErrno("getrandom");
+    }
+    static const char hex[] = "0123456789abcdef";
+    std::string marker = "cellos-secret-environment-";
+    for (unsigned char b : nonce) {
+      marker.push_back(hex[b >> 4]);
+      marker.push_back(hex[b & 15]);
+    }
+    const std::string placeholder = "\"" + marker + "\"";
+    std::string shape;
+    if (!secretEnv.empty()) config["process"]["env"].push_back(marker);
+    shape = config.dump(2) + "\n";
+    size_t at = secretEnv.empty() ? shape.size() : shape.find(placeholder);
+    if (at == std::string::npos) throw std::runtime_error("config.json has no environment");
+    size_t size = shape.size();
+    for (const std::string& var : secretEnv) size += 6 * var.size() + 16;
+    text.reserve(size);
+    text.append(shape, 0, at);
+    for (size_t i = 0; i < secretEnv.size(); ++i) {
+      if (i > 0) text.append(", ");
+      text.push_back('"');
+      for (unsigned char c : secretEnv[i]) {
+        if (c == '"' || c == '\\') {
+          text.push_back('\\');
+          text.push_back(static_cast<char>(c));
+        } else if (c < 0x20 || c == 0x7f) {
+          text.append("\\u00");
+          text.push_back(hex[c >> 4]);
+          text.push_back(hex[c & 15]);
+        } else {
+          text.push_back(static_cast<char>(c));  // UTF-8 as it is
+        }
+      }
+      text.push_back('"');
+    }
+    if (at < shape.size()) text.append(shape, at + placeholder.size(), std::string::npos);
+    writeWholeFile(std::string(kGvisorPrivateBundle) + "/config.json", text, 0600);
+  } catch (...) {
+    wipeStrings(secretEnv);
+    if (!text.empty()) explicit_bzero(text.data(), text.size());
+    throw;
+  }
+  wipeStrings(secretEnv);
+  explicit_bzero(text.data(), text.size());
+}
+
 [[noreturn]] void runSupervisor(const SupervisorPlan& plan, SupervisorFds fds) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   prctl(PR_SET_NAME, "cellos-gvisor");
   signal(SIGCHLD, SIG_DFL);
-  privsep::closeStrayFds({fds.start, fds.status, fds.out, fds.err});
+  privsep::closeStrayFds({fds.start, fds.status, fds.out, fds.err, fds.ready});
 
   // A mount namespace of our own, private, with the /proc of our pid namespace: runsc reads
   // /proc/<pid> of the processes it starts, by the pids it sees.
@@ -301,7 +375,7 @@ void buildSupervisorRoot(const SupervisorPlan& plan, const std::string& workingD
   try {
     std::ifstream in(plan.paths.bundle + "/config.json");
     config = nlohmann::json::parse(in);
-    buildSupervisorRoot(plan, config["process"].value("cwd", ""));
+    buildSupervisorRoot(plan, config);
   } catch (const std::exception& e) {
     supervisorSay(fds.err, (std::string("supervisor root: ") + e.what()).c_str());
     _exit(kCellAbortedExitCode);
@@ -333,6 +407,12 @@ void buildSupervisorRoot(const SupervisorPlan& plan, const std::string& workingD
   for (int sig : kForwardedSignals) sigaction(sig, &action, nullptr);
   sigaction(SIGCHLD, &action, nullptr);
 
+  // Ready: the spawner replies only now, so /proc/<our pid>/root is the cell's view when the
+  // launcher opens the working directory and the secrets directory through it.
+  ssize_t r = write(fds.ready, "r", 1);
+  (void)r;
+  close(fds.ready);
+
   char go = 0;
   ssize_t n;
   do {
@@ -360,16 +440,37 @@ void buildSupervisorRoot(const SupervisorPlan& plan, const std::string& workingD
     _exit(kCellAbortedExitCode);
   }
 
+  // The launcher has written the secrets by now (secret_files.h): read-only files for the
+  // sandbox, or the workload's environment in a private bundle the host never sees.
+  std::string bundleDir = plan.paths.bundle, stateDir = plan.paths.state;
+  try {
+    const std::string delivery =
+        config.value("annotations", nlohmann::json::object()).value(kGvisorSecretsAnnotation, "");
+    if (delivery == "file") {
+      if (mount(nullptr, kGvisorSecretsSource, nullptr,
+                MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) < 0) {
+        throwErrno(std::string("remount(") + kGvisorSecretsSource + ", MS_RDONLY)");
+      }
+    } else if (delivery == "env") {
+      writeSecretBundle(config);
+      bundleDir = kGvisorPrivateBundle;
+      stateDir = kGvisorPrivateState;
+    }
+  } catch (const std::exception& e) {
+    supervisorSay(fds.err, (std::string("secrets: ") + e.what()).c_str());
+    _exit(kCellAbortedExitCode);
+  }
+
   const GvisorConfig& c = plan.config;
-  std::vector<std::string> global = {c.runsc, "--root", plan.paths.state, "--network=host",
+  std::vector<std::string> global = {c.runsc, "--root", stateDir, "--network=host",
                                      "--platform=" + c.platform};
   auto with = [&](std::vector<std::string> tail) {
     std::vector<std::string> argv = global;
     argv.insert(argv.end(), tail.begin(), tail.end());
     return argv;
   };
-  pid_t runsc = spawnRunsc(with({"run", "--bundle", plan.paths.bundle, plan.cellId}), fds.out,
-                           fds.err, original);
+  pid_t runsc =
+      spawnRunsc(with({"run", "--bundle", bundleDir, plan.cellId}), fds.out, fds.err, original);
   if (runsc < 0) supervisorFail(fds.err, "fork(runsc run)");
   close(fds.out);
   close(fds.err);
@@ -395,11 +496,13 @@ void buildSupervisorRoot(const SupervisorPlan& plan, const std::string& workingD
   }
   // `runsc run` deletes the container it ran; a run that failed half-way may leave its state.
   std::error_code ec;
-  if (!std::filesystem::is_empty(plan.paths.state, ec) && !ec) {
+  if (!std::filesystem::is_empty(stateDir, ec) && !ec) {
     pid_t del = spawnRunsc(with({"delete", "--force", plan.cellId}), -1, -1, original);
     int ignored;
     if (del > 0) waitpid(del, &ignored, 0);
   }
+  // The private bundle may hold the secrets in its environment: gone before the status is.
+  if (bundleDir != plan.paths.bundle) std::filesystem::remove_all(bundleDir, ec);
   int status = gvisorWaitStatus(runscStatus);
   ssize_t w = write(fds.status, &status, sizeof status);
   (void)w;
@@ -417,7 +520,7 @@ LaunchedCell spawnSupervisor(const GvisorConfig& config, const std::string& runD
     throw std::runtime_error("cell " + cellId + " has no bundle at " + plan.paths.bundle);
   }
   Pipe out = makePipe("stdout"), err = makePipe("stderr"), start = makePipe("start"),
-       status = makePipe("status");
+       status = makePipe("status"), ready = makePipe("ready");
   for (int readEnd : {out.read.get(), err.read.get()}) {
     if (fcntl(readEnd, F_SETFL, O_NONBLOCK) < 0) throwErrno("fcntl(F_SETFL, O_NONBLOCK)");
   }
@@ -427,7 +530,8 @@ LaunchedCell spawnSupervisor(const GvisorConfig& config, const std::string& runD
   if (pid < 0) throwErrno("clone(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWNET|CLONE_NEWUTS|CLONE_NEWIPC)");
   if (pid == 0) {
     try {
-      runSupervisor(plan, {start.read.get(), status.write.get(), out.write.get(), err.write.get()});
+      runSupervisor(plan, {start.read.get(), status.write.get(), out.write.get(), err.write.get(),
+                           ready.write.get()});
     } catch (...) {
     }
     _exit(kCellAbortedExitCode);
@@ -436,6 +540,11 @@ LaunchedCell spawnSupervisor(const GvisorConfig& config, const std::string& runD
   status.write.reset();
   out.write.reset();
   err.write.reset();
+  ready.write.reset();
+  // Until the supervisor is ready (or gone: a failure is reported on its stderr and status).
+  char byte;
+  while (read(ready.read.get(), &byte, 1) < 0 && errno == EINTR) {
+  }
   Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (pidfd.get() < 0) {
     kill(static_cast<pid_t>(pid), SIGKILL);
@@ -565,6 +674,10 @@ std::string gvisorOciConfig(const CellLaunch& launch, const GvisorPaths& paths,
     throw std::invalid_argument("workingDirectory must be absolute");
   }
   if (launch.ids.hostBase == 0) throw std::invalid_argument("a cell never runs as host root");
+  if (!launch.secretDelivery.empty() && launch.secretDelivery != "env" &&
+      launch.secretDelivery != "file") {
+    throw std::invalid_argument("secret delivery must be env or file");
+  }
   using nlohmann::json;
   json env = json::array();
   for (const auto& [name, value] : launch.env) env.push_back(name + "=" + value);
@@ -617,6 +730,12 @@ std::string gvisorOciConfig(const CellLaunch& launch, const GvisorPaths& paths,
                     {"type", "bind"},
                     {"source", paths.work},
                     {"options", {"rbind", "rw", "nosuid", "nodev"}}});
+  if (launch.secretDelivery == "file") {
+    mounts.push_back({{"destination", kSecretsDirectory},
+                      {"type", "bind"},
+                      {"source", kGvisorSecretsSource},
+                      {"options", {"rbind", "ro", "nosuid", "nodev", "noexec"}}});
+  }
   json resources = json::object();
   if (launch.memoryMaxBytes) resources["memory"] = {{"limit", *launch.memoryMaxBytes}};
   if (launch.cpuMax) {
@@ -633,6 +752,9 @@ std::string gvisorOciConfig(const CellLaunch& launch, const GvisorPaths& paths,
                     {{{"type", "pid"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}}}},
                    {"cgroupsPath", "/cellos/" + launch.cellId},
                    {"resources", resources}}}};
+  if (!launch.secretDelivery.empty()) {
+    config["annotations"] = {{kGvisorSecretsAnnotation, launch.secretDelivery}};
+  }
   return config.dump(2) + "\n";
 }
 
@@ -661,6 +783,7 @@ void writeGvisorBundle(const CellLaunch& launch) {
     if (mkdir(at.c_str(), 0755) < 0 && errno != EEXIST) throwErrno("mkdir(" + at + ")");
   }
   makeDirectories(paths.rootfs + launch.workingDirectory, 0755);
+  if (launch.secretDelivery == "file") makeDirectories(paths.rootfs + kSecretsDirectory, 0755);
 
   // The working directory lives on the host, so what the workload leaves there can be read
   // (exported) from outside after the run; only the cell's host id may enter it.

@@ -34,6 +34,19 @@
 
 namespace cellos::vmm {
 
+// Secrets of a gvisor cell (secret_files.h). The supervisor mounts the cell's secrets tmpfs at
+// kGvisorSecretsSource in its own root (a path no host process sees but through
+// /proc/<supervisor>/root), where the launcher writes the files before the start byte. With
+// delivery "file" it is remounted read-only and bound read-only at kSecretsDirectory in the
+// sandbox; with "env" the supervisor reads the files into process.env of a private copy of the
+// bundle (kGvisorPrivateBundle, with runsc's state at kGvisorPrivateState: runsc keeps the spec
+// in its state) and unmounts the tmpfs before it runs runsc. The delivery reaches the supervisor
+// as the config.json annotation kGvisorSecretsAnnotation.
+inline constexpr const char* kGvisorSecretsSource = "/cellos-secrets";
+inline constexpr const char* kGvisorPrivateBundle = "/cellos-bundle";
+inline constexpr const char* kGvisorPrivateState = "/cellos-runsc";
+inline constexpr const char* kGvisorSecretsAnnotation = "dev.cellos.secret-delivery";
+
 struct GvisorConfig {
   std::string runsc = "/usr/bin/runsc";
   std::string platform = "ptrace";  // runsc --platform: ptrace | kvm (Debian's 0.0~20221219)
@@ -74,7 +87,9 @@ GvisorRootView gvisorRootView(const std::string& imageRoot);
 // /tmp, the working directory, resolv.conf, the hostname, new pid/ipc/uts/mount namespaces (no
 // network namespace: runsc --network=host uses the supervisor's, the cell's own), cgroupsPath
 // /cellos/<cellId> (the launcher created it with the limits; runsc joins a cgroup that exists
-// and leaves its configuration alone) and the memory/cpu limits it holds. Pure; throws
+// and leaves its configuration alone) and the memory/cpu limits it holds. With secrets, the
+// annotation kGvisorSecretsAnnotation and, for delivery "file", a read-only bind of
+// kGvisorSecretsSource at /run/secrets. Pure; throws
 // std::invalid_argument for a bad launch.
 std::string gvisorOciConfig(const CellLaunch& launch, const GvisorPaths& paths,
                             const GvisorRootView& root);
@@ -99,7 +114,8 @@ std::vector<std::string> removeGvisorLeftovers(const std::string& cellId,
 pid_t startGvisorSpawner(const GvisorConfig& config, const std::string& runDir, int& launcherEnd);
 
 // Asks the spawner at `spawnerFd` for the supervisor of cell launch.cellId (whose bundle exists)
-// and returns its ends, as launchCell() does. The supervisor does nothing until the start byte.
+// and returns its ends, as launchCell() does, once the supervisor has built its root (so
+// /proc/<initPid>/root is the cell's view). The supervisor does nothing until the start byte.
 // The caller moves initPid into the cell's cgroup before writing it. Throws std::runtime_error
 // with the spawner's reason.
 LaunchedCell spawnGvisorCell(int spawnerFd, const std::string& cellId);

@@ -109,7 +109,7 @@ struct LiveCell {
   // cell's mount namespace, are gone.
   std::string workingDirectory;
   OwnedFd workdir;
-  // The cell's /run/secrets tmpfs (O_PATH), when the cell was built for secrets; -1 otherwise.
+  // The cell's secrets tmpfs (O_PATH), when the cell was built for secrets; -1 otherwise.
   OwnedFd secrets;
   uint32_t workloadId = 0;  // host id of the workload: owner of the secret files
 };
@@ -267,8 +267,9 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
     workdir = OwnedFd(openWorkingDirectory(workdirPath));
     KJ_REQUIRE(workdir.fd >= 0, "open(O_PATH)", workdirPath, strerror(errno));
     if (!launch.secretDelivery.empty()) {
-      std::string secretsPath =
-          "/proc/" + std::to_string(cell.initPid) + "/root" + kSecretsDirectory;
+      // The linux cell's /run/secrets tmpfs; the gvisor cell's, in its supervisor's root.
+      std::string secretsPath = "/proc/" + std::to_string(cell.initPid) + "/root" +
+                                (backend == "gvisor" ? kGvisorSecretsSource : kSecretsDirectory);
       secrets = OwnedFd(openWorkingDirectory(secretsPath));
       KJ_REQUIRE(secrets.fd >= 0, "open(O_PATH)", secretsPath, strerror(errno));
     }

@@ -122,6 +122,40 @@ TEST(GvisorBundle, LimitsBecomeResourcesAndPidsMaxBecomesNproc) {
   for (const auto& r : unlimited["process"]["rlimits"]) EXPECT_NE(r["type"], "RLIMIT_NPROC");
 }
 
+// Secrets: file delivery binds the supervisor's secrets tmpfs read-only at /run/secrets; env
+// delivery binds nothing (the values go into a private bundle at start); the supervisor learns
+// the delivery from the annotation, and a cell without secrets has neither.
+TEST(GvisorBundle, SecretsAreABindForFileDeliveryAndOnlyAnAnnotationForEnv) {
+  CellLaunch file = sampleLaunch();
+  file.secretDelivery = "file";
+  json config = configOf(file);
+  json secrets = mountAt(config, "/run/secrets");
+  ASSERT_TRUE(secrets.is_object());
+  EXPECT_EQ(secrets["type"], "bind");
+  EXPECT_EQ(secrets["source"], kGvisorSecretsSource);
+  for (const char* option : {"ro", "nosuid", "nodev", "noexec"}) {
+    EXPECT_NE(std::find(secrets["options"].begin(), secrets["options"].end(), option),
+              secrets["options"].end())
+        << option;
+  }
+  EXPECT_EQ(config["annotations"][kGvisorSecretsAnnotation], "file");
+
+  CellLaunch env = sampleLaunch();
+  env.secretDelivery = "env";
+  config = configOf(env);
+  EXPECT_TRUE(mountAt(config, "/run/secrets").is_null());
+  EXPECT_EQ(config["annotations"][kGvisorSecretsAnnotation], "env");
+  EXPECT_EQ(config["process"]["env"], json({"LANG=C.UTF-8", "SPACED=x y=z", "EMPTY="}));
+
+  config = configOf(sampleLaunch());
+  EXPECT_TRUE(mountAt(config, "/run/secrets").is_null());
+  EXPECT_FALSE(config.contains("annotations"));
+
+  CellLaunch bad = sampleLaunch();
+  bad.secretDelivery = "argv";
+  EXPECT_THROW(configOf(bad), std::invalid_argument);
+}
+
 TEST(GvisorBundle, BadLaunchesAreRefused) {
   CellLaunch relative = sampleLaunch();
   relative.argv = {"sh"};
