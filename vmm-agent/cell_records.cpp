@@ -1,4 +1,5 @@
 #include "vmm-agent/cell_records.h"
+#include "vmm-agent/sys_util.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,10 +15,6 @@ namespace cellos::vmm {
 namespace {
 
 constexpr const char* kSuffix = ".json";
-
-[[noreturn]] void throwErrno(const std::string& call) {
-  throw std::system_error(errno, std::generic_category(), call);
-}
 
 nlohmann::json toJson(const CellRecord& r) {
   return {{"cellId", r.cellId},

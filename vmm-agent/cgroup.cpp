@@ -1,4 +1,5 @@
 #include "vmm-agent/cgroup.h"
+#include "vmm-agent/sys_util.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -29,10 +30,6 @@ int pidfdSendSignal(int pidfd, int sig) {
 }
 
 constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
-
-[[noreturn]] void throwErrno(const std::string& call) {
-  throw std::system_error(errno, std::generic_category(), call);
-}
 
 // Reads a small kernel file (cgroupfs, procfs) whole. ENOENT is reported to the caller as
 // `false` so "this leaf is gone" is a value, not an exception.

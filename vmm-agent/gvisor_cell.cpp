@@ -4,6 +4,7 @@
 #include "privsep/daemon.h"
 #include "vmm-agent/cgroup.h"
 #include "vmm-agent/secret_files.h"
+#include "vmm-agent/sys_util.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -35,46 +36,6 @@ namespace cellos::vmm {
 namespace {
 
 constexpr size_t kSupervisorFdCount = 6;  // pidfd, netns, stdout, stderr, start, status
-
-[[noreturn]] void throwErrno(const std::string& what) {
-  throw std::system_error(errno, std::generic_category(), what);
-}
-
-// An fd closed when it goes out of scope unless released.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(o.release()) {}
-  Fd& operator=(Fd&& o) noexcept {
-    reset(o.release());
-    return *this;
-  }
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-struct Pipe {
-  Fd read, write;
-};
-
-Pipe makePipe(const char* what) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) < 0) throwErrno(std::string("pipe2(") + what + ")");
-  return Pipe{Fd(fds[0]), Fd(fds[1])};
-}
 
 bool isDirectory(const std::string& path) {
   struct stat st {};

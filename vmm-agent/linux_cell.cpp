@@ -71,6 +71,7 @@
 #include <thread>
 
 #include "vmm-agent/cgroup.h"
+#include "vmm-agent/sys_util.h"
 #include "vmm-agent/workload_filter.h"
 
 namespace cellos::vmm {
@@ -87,10 +88,6 @@ int pidfdSendSignal(int pidfd, int sig) {
 
 // ---------------------------------------------------------------------------------------------
 // Errors and small wrappers
-
-[[noreturn]] void throwErrno(const std::string& call) {
-  throw std::system_error(errno, std::generic_category(), call);
-}
 
 std::string mountFlagsText(unsigned long flags) {
   static const std::pair<unsigned long, const char*> kNames[] = {
@@ -137,46 +134,6 @@ void makeDirectory(const std::string& path, mode_t mode) {
     snprintf(octal, sizeof octal, "%04o", mode);
     throwErrno("mkdir(" + path + ", " + octal + ")");
   }
-}
-
-// An owned file descriptor for the launcher side, so every early throw closes what it opened.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(other.release()) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = other.release();
-    }
-    return *this;
-  }
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-struct Pipe {
-  Fd read, write;
-};
-
-// Every pipe starts close-on-exec: an fd is inherited only where it is deliberately dup2'd.
-Pipe makePipe(const char* purpose) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) < 0) throwErrno(std::string("pipe2(") + purpose + ", O_CLOEXEC)");
-  return Pipe{Fd(fds[0]), Fd(fds[1])};
 }
 
 std::string describeWaitStatus(int status) {

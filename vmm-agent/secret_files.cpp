@@ -1,4 +1,5 @@
 #include "vmm-agent/secret_files.h"
+#include "vmm-agent/sys_util.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -15,13 +16,7 @@
 
 namespace cellos::vmm {
 
-namespace {
-
-[[noreturn]] void throwErrno(const std::string& call) {
-  throw std::system_error(errno, std::generic_category(), call);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 bool isSecretName(std::string_view name) {
   if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;

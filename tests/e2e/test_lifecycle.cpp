@@ -427,6 +427,10 @@ struct PhaseFailure {
   bool cellCreated;                     // whether the VM launcher built a cell to destroy
 };
 
+void PrintTo(const PhaseFailure& f, std::ostream* os) {
+  *os << f.phase;
+}
+
 class PhaseFailures : public Lifecycle, public ::testing::WithParamInterface<PhaseFailure> {};
 
 // Whatever phase fails, teardown still runs: the cell is destroyed with no residue, the revoke
