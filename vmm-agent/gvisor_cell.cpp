@@ -522,23 +522,10 @@ LaunchedCell spawnSupervisor(const GvisorConfig& config, const std::string& runD
                       status.read.release()};
 }
 
-void sendWithFds(int sock, const std::string& text, const std::vector<int>& fds) {
-  iovec iov{const_cast<char*>(text.data()), text.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  std::vector<char> control;
-  if (!fds.empty()) {
-    control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+void sendReply(int sock, const std::string& text, const std::vector<int>& fds) {
+  if (sendWithFds(sock, text.data(), text.size(), fds) < 0) {
+    throwErrno("sendmsg(gvisor spawner reply)");
   }
-  if (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) throwErrno("sendmsg(gvisor spawner reply)");
 }
 
 [[noreturn]] void runSpawner(int sock, const GvisorConfig& config, const std::string& runDir) {
@@ -567,7 +554,7 @@ void sendWithFds(int sock, const std::string& text, const std::vector<int>& fds)
       reply = std::string("error ") + e.what();
     }
     try {
-      sendWithFds(sock, reply, fds);
+      sendReply(sock, reply, fds);
     } catch (const std::exception&) {
       _exit(0);
     }
@@ -606,19 +593,7 @@ GvisorRootView gvisorRootView(const std::string& imageRoot) {
     }
     return view;
   }
-  DIR* dir = opendir(imageRoot.c_str());
-  if (dir == nullptr) throwErrno("opendir(" + imageRoot + ")");
-  std::vector<std::string> names;
-  while (dirent* entry = readdir(dir)) {
-    std::string name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    bool skipped = false;
-    for (const char* own : kImageSkippedEntries) skipped = skipped || name == own;
-    if (!skipped) names.push_back(name);
-  }
-  closedir(dir);
-  std::sort(names.begin(), names.end());
-  for (const auto& name : names) add(imageRoot + "/" + name, name);
+  for (const auto& name : imageEntries(imageRoot)) add(imageRoot + "/" + name, name);
   if (view.binds.empty() && view.symlinks.empty()) {
     throw std::runtime_error("image " + imageRoot + " has nothing a cell could run");
   }

@@ -15,6 +15,7 @@
 #include "vmm-agent/seccomp_profile.h"
 #include "vmm-agent/secret_files.h"
 #include "vmm-agent/slot_lease.h"
+#include "vmm-agent/sys_util.h"
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
@@ -46,23 +47,10 @@ void sendReply(int sock, capnp::MessageBuilder& message, const std::vector<int>&
   size_t offset = 0;
   bool first = true;
   while (offset < bytes.size()) {
-    iovec iov{const_cast<kj::byte*>(bytes.begin()) + offset, bytes.size() - offset};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    std::vector<char> control;
-    if (first && !fds.empty()) {
-      control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
-      msg.msg_control = control.data();
-      msg.msg_controllen = control.size();
-      cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-      cmsg->cmsg_level = SOL_SOCKET;
-      cmsg->cmsg_type = SCM_RIGHTS;
-      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
-    }
     ssize_t n;
-    KJ_SYSCALL(n = sendmsg(sock, &msg, MSG_NOSIGNAL), "launcher reply");
+    KJ_SYSCALL(n = sendWithFds(sock, bytes.begin() + offset, bytes.size() - offset,
+                               first ? fds : std::vector<int>{}),
+               "launcher reply");
     offset += n;
     first = false;
   }

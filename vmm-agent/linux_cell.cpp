@@ -405,19 +405,7 @@ void bindFileReadOnly(const std::string& source, const std::string& target) {
 // cell gets fresh (proc, dev, tmp) or never gets (sys). Sockets, fifos and device nodes at the
 // top level are left out.
 void bindImageView(const std::string& newRoot, const std::string& imageRoot) {
-  DIR* dir = opendir(imageRoot.c_str());
-  if (dir == nullptr) throwErrno("opendir(" + imageRoot + ")");
-  std::vector<std::string> names;
-  while (dirent* entry = readdir(dir)) {
-    std::string name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    bool skipped = false;
-    for (const char* own : kImageSkippedEntries) skipped = skipped || name == own;
-    if (!skipped) names.push_back(name);
-  }
-  closedir(dir);
-  std::sort(names.begin(), names.end());
-  for (const std::string& name : names) {
+  for (const std::string& name : imageEntries(imageRoot)) {
     std::string source = imageRoot + "/" + name;
     std::string target = newRoot + "/" + name;
     struct stat st {};
@@ -1172,6 +1160,22 @@ void abandonLaunch(pid_t pid, int pidfd, CellCgroup& cgroup) noexcept {
 }
 
 }  // namespace
+
+std::vector<std::string> imageEntries(const std::string& imageRoot) {
+  DIR* dir = opendir(imageRoot.c_str());
+  if (dir == nullptr) throwErrno("opendir(" + imageRoot + ")");
+  std::vector<std::string> names;
+  while (dirent* entry = readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    bool skipped = false;
+    for (const char* own : kImageSkippedEntries) skipped = skipped || name == own;
+    if (!skipped) names.push_back(name);
+  }
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 LaunchedCell launchCell(const CellLaunch& launch) {
   validateLaunch(launch);

@@ -84,6 +84,10 @@ struct LaunchedCell {
 // these names are replaced by the cell's own /proc, /dev and /tmp, and /sys stays absent.
 inline constexpr const char* kImageSkippedEntries[] = {"proc", "dev", "sys", "tmp"};
 
+// The top-level entries of a registered image a cell's root takes, sorted: every name but "."
+// and ".." and kImageSkippedEntries. Throws std::system_error when the image cannot be read.
+std::vector<std::string> imageEntries(const std::string& imageRoot);
+
 // Exit code of a cell init told to abort (startFd closed without the start byte) or unable to
 // fork the workload; also the workload's exit code when it failed between fork and execve.
 // Exec failures give 126 (EACCES, ENOEXEC) or 127 (any other errno), with

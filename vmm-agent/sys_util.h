@@ -3,11 +3,14 @@
 // failed call as an exception naming it, an fd that closes itself, and close-on-exec pipes.
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace cellos::vmm {
 
@@ -54,6 +57,27 @@ inline Pipe makePipe(const char* purpose) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) < 0) throwErrno(std::string("pipe2(") + purpose + ", O_CLOEXEC)");
   return Pipe{Fd(fds[0]), Fd(fds[1])};
+}
+
+// One sendmsg(2) of `size` bytes with `fds` attached (SCM_RIGHTS) when there are any, and
+// MSG_NOSIGNAL: what sendmsg returns (bytes sent, or -1 with errno).
+inline ssize_t sendWithFds(int sock, const void* data, size_t size, const std::vector<int>& fds) {
+  iovec iov{const_cast<void*>(data), size};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control;
+  if (!fds.empty()) {
+    control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  }
+  return sendmsg(sock, &msg, MSG_NOSIGNAL);
 }
 
 }  // namespace cellos::vmm
