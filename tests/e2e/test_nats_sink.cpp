@@ -296,11 +296,15 @@ TEST_F(NatsSink, AnEventTheStreamRefusesGoesToTheDeadLetterDirectory) {
 // broker: the field is replaced before signing, in the log and in the stream alike.
 TEST_F(NatsSink, CellosRunPublishesItsEventsAfterTheRunAndAnOutageLosesNothing) {
   std::string hello = std::string(CELLOS_TEST_SOURCE_DIR) + "/examples/hello.yaml";
-  std::string run = binary("cellos") + " run --state-dir=" + dir_ +
-                    " --redact=argv --nats-url=" + nats_->url() + " --nats-timeout=2 " + hello +
-                    " 2>&1";
+  // Down: a short timeout is the point. Up: a long one, since a just-started server's JetStream
+  // may take a moment before it stores anything (the drain retries until then).
+  auto run = [&](int timeoutSeconds) {
+    return runShell(binary("cellos") + " run --state-dir=" + dir_ +
+                    " --redact=argv --nats-url=" + nats_->url() +
+                    " --nats-timeout=" + std::to_string(timeoutSeconds) + " " + hello + " 2>&1");
+  };
 
-  auto down = runShell(run);
+  auto down = run(2);
   EXPECT_EQ(down.status, 0) << down.out;  // the cell's own status
   EXPECT_NE(down.out.find("Hello from cell hello"), std::string::npos) << down.out;
   EXPECT_NE(down.out.find("events NOT all published"), std::string::npos) << down.out;
@@ -308,7 +312,7 @@ TEST_F(NatsSink, CellosRunPublishesItsEventsAfterTheRunAndAnOutageLosesNothing) 
   ASSERT_GT(firstRun, 5u);
 
   ASSERT_TRUE(nats_->start());
-  auto up = runShell(run);
+  auto up = run(60);
   EXPECT_EQ(up.status, 0) << up.out;
   EXPECT_NE(up.out.find("events published to " + nats_->url()), std::string::npos) << up.out;
 
