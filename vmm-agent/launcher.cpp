@@ -110,8 +110,9 @@ struct Launcher {
 };
 
 // Host pids a gvisor cell may hold beyond its pidsMax: runsc, the Sentry's and the gofer's
-// threads, the ptrace stubs. The document's pidsMax itself is enforced inside the sandbox
-// (RLIMIT_NPROC, see gvisorOciConfig); this is only the host's backstop.
+// threads, the ptrace platform's traced helper processes. The document's pidsMax itself is
+// enforced inside the sandbox (RLIMIT_NPROC, see gvisorOciConfig); this is only the host's
+// backstop.
 constexpr uint64_t kGvisorHostPidsAllowance = 512;
 
 // A gvisor cell: its bundle, its cgroup with the limits, and its supervisor (in the cgroup
