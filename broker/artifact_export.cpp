@@ -1,5 +1,7 @@
 #include "broker/artifact_export.h"
 
+#include "core/encoding.h"
+
 #include "broker/jsonl_log.h"
 
 #include <fcntl.h>
@@ -29,16 +31,6 @@ void makeDirectory(int rootFd, const std::string& relative) {
   if (mkdirat(rootFd, relative.c_str(), 0750) < 0 && errno != EEXIST) {
     fail("mkdir " + relative, errno);
   }
-}
-
-std::string hex(const unsigned char* bytes, size_t size) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < size; ++i) {
-    out.push_back(digits[bytes[i] >> 4]);
-    out.push_back(digits[bytes[i] & 15]);
-  }
-  return out;
 }
 
 // One copy in progress: the temporary file, the running digest, and the cleanup that removes
@@ -140,7 +132,10 @@ kj::Promise<ExportedArtifact> ArtifactExporter::copy(int fd, const std::string& 
         fail("rename to " + copy->finalPath, errno);
       }
       copy->committed = true;
-      return ExportedArtifact{root_ + "/" + copy->finalPath, hex(digest, size), copy->bytes};
+      return ExportedArtifact{
+          root_ + "/" + copy->finalPath,
+          core::hexEncode(std::string_view(reinterpret_cast<const char*>(digest), size)),
+          copy->bytes};
     });
   });
 }

@@ -252,4 +252,11 @@ std::vector<std::string> readLines(const std::string& path) {
   return lines;
 }
 
+std::string missingBackend(const std::string& backend) {
+  if (backend == "gvisor" && access("/usr/bin/runsc", X_OK) != 0) {
+    return "needs runsc (scripts/setup installs it)";
+  }
+  return "";
+}
+
 }  // namespace cellos::testing

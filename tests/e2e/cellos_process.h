@@ -56,6 +56,9 @@ std::string statusField(pid_t pid, const std::string& field);
 // The executable's base name (from /proc/<pid>/exe), empty if gone.
 std::string exeName(pid_t pid);
 
+// Why a cell of `backend` cannot run on this host (gvisor without runsc), or "" when it can.
+std::string missingBackend(const std::string& backend);
+
 // What of any cell could still be on the host: processes of cellos binaries, cgroup
 // directories under cellos/, runtime directories, mounts naming cellos. Empty means clean.
 std::vector<std::string> hostResidue();

@@ -27,9 +27,7 @@ class CellBackends : public CellE2E, public ::testing::WithParamInterface<std::s
   void SetUp() override {
     CellE2E::SetUp();
     if (IsSkipped()) return;
-    if (backend() == "gvisor" && access("/usr/bin/runsc", X_OK) != 0) {
-      GTEST_SKIP() << "needs runsc (scripts/setup installs it)";
-    }
+    if (auto why = missingBackend(backend()); !why.empty()) GTEST_SKIP() << why;
   }
   const std::string& backend() const { return GetParam(); }
   // cellDocument() with this suite's backend named in the document.
@@ -529,8 +527,7 @@ TEST_P(CellBackends, EgressReachesTheTestHostOnlyWhereARuleAllows) {
 class HostDefaultBackend : public CellE2E {};
 
 TEST_F(HostDefaultBackend, ADocumentNamingNoBackendRunsOnThePolicysDefault) {
-  if (access("/usr/bin/runsc", X_OK) != 0)
-    GTEST_SKIP() << "needs runsc (scripts/setup installs it)";
+  if (auto why = missingBackend("gvisor"); !why.empty()) GTEST_SKIP() << why;
   std::string policy = writeDocument("policy.yaml", "defaultBackend: gvisor\n");
   std::string cell = cellDocument("defaulted", {"/bin/uname", "-r"});
   auto result = run("defaulted.yaml", cell, {"--policy", policy});

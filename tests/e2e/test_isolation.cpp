@@ -17,9 +17,7 @@ class CellIsolation : public CellE2E, public ::testing::WithParamInterface<std::
   void SetUp() override {
     CellE2E::SetUp();
     if (IsSkipped()) return;
-    if (GetParam() == "gvisor" && access("/usr/bin/runsc", X_OK) != 0) {
-      GTEST_SKIP() << "needs runsc (scripts/setup installs it)";
-    }
+    if (auto why = missingBackend(GetParam()); !why.empty()) GTEST_SKIP() << why;
   }
 };
 

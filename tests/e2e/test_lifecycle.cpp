@@ -6,6 +6,7 @@
 
 #include "broker/cli/embedded.h"
 #include "core/digest.h"
+#include "core/encoding.h"
 #include "tests/e2e/cellos_process.h"
 
 #include <gtest/gtest.h>
@@ -29,16 +30,6 @@ namespace cellos::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string hexOf(const std::string& raw) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
 
 class Lifecycle : public ::testing::Test {
  protected:
@@ -93,9 +84,7 @@ class Lifecycle : public ::testing::Test {
   // Skips a gvisor test on a host without runsc.
   void useBackend(const std::string& backend) {
     backend_ = backend;
-    if (backend == "gvisor" && access("/usr/bin/runsc", X_OK) != 0) {
-      GTEST_SKIP() << "needs runsc (scripts/setup installs it)";
-    }
+    if (auto why = missingBackend(backend); !why.empty()) GTEST_SKIP() << why;
   }
 
   std::string stateDir_;
@@ -148,7 +137,7 @@ TEST_P(Exports, ExportCopiesTheHonestArtifactAndRefusesEveryBreakAttempt) {
   EXPECT_EQ(data["artifactName"], "report");
   EXPECT_EQ(data["targetKind"], "LocalPath");
   EXPECT_EQ(data["bytes"], 12);
-  EXPECT_EQ(data["sha256"], hexOf(core::sha256("junit-report")));
+  EXPECT_EQ(data["sha256"], core::hexEncode(core::sha256("junit-report")));
   std::string target = stateDir_ + "/exports/export-tricks/" + runId + "/report";
   EXPECT_EQ(data["destination"], target);
   EXPECT_EQ(readFile(target), "junit-report");
@@ -218,8 +207,9 @@ TEST_P(Exports, ExportedArtifactsOfASucceedingRunAllComplete) {
   auto completed = ofType(all, ".export.v2.completed");
   ASSERT_EQ(completed.size(), 2u);
   EXPECT_EQ(completed[0]["data"]["bytes"], 3000000);
-  EXPECT_EQ(completed[0]["data"]["sha256"], hexOf(core::sha256(std::string(3000000, '\0'))));
-  EXPECT_EQ(completed[1]["data"]["sha256"], hexOf(core::sha256("x\n")));
+  EXPECT_EQ(completed[0]["data"]["sha256"],
+            core::hexEncode(core::sha256(std::string(3000000, '\0'))));
+  EXPECT_EQ(completed[1]["data"]["sha256"], core::hexEncode(core::sha256("x\n")));
   auto destroyed = ofType(all, ".lifecycle.v1.destroyed");
   ASSERT_EQ(destroyed.size(), 1u);
   EXPECT_EQ(destroyed[0]["data"]["outcome"], "succeeded");
@@ -234,7 +224,7 @@ TEST_P(Exports, ExportedArtifactsOfASucceedingRunAllComplete) {
 std::string randomHex(size_t bytes) {
   std::string raw(bytes, '\0');
   std::ifstream("/dev/urandom", std::ios::binary).read(raw.data(), raw.size());
-  return hexOf(raw);
+  return core::hexEncode(raw);
 }
 
 // Every file below `root` whose content contains `needle` (bounded per file).
@@ -349,7 +339,7 @@ TEST_P(Secrets, ADeliveredValueReachesTheWorkloadAndNothingElse) {
   system_->stop();
   captured.reset();
 
-  std::string digest = hexOf(core::sha256(value));
+  std::string digest = core::hexEncode(core::sha256(value));
   EXPECT_EQ(run.out().find(digest), 0u) << run.out();
   if (delivery == "file") {
     // Mode 0400, owned by the workload's own uid (the cell's root on linux, the cell's host id
@@ -415,7 +405,7 @@ TEST_F(Lifecycle, ASecretFromTheBrokersEnvironmentIsDelivered) {
       "/run/secrets/db.password']\n";
   auto result = submitWait(document("envsource", yaml));
   EXPECT_EQ(result.status, 0) << result.err;
-  EXPECT_EQ(result.out.substr(0, 64), hexOf(core::sha256(value)));
+  EXPECT_EQ(result.out.substr(0, 64), core::hexEncode(core::sha256(value)));
 }
 
 // ---- a failure in each phase
