@@ -102,3 +102,19 @@ void addCommonOptions(CLI::App& app, CommonOptions& options, const std::string& 
 }
 
 }  // namespace cellos::privsep
+
+#ifdef CELLOS_SANITIZER_RUNTIME
+// Sanitizer builds only (test builds): the defaults every daemon's ASan/UBSan runtime starts
+// with, whatever environment it was started in (`cellos run` starts daemons with an empty
+// one). A daemon runs under its seccomp profile, so the runtime can neither stop the world for
+// leak checking (clone, ptrace) nor start llvm-symbolizer (fork, exec): reports are written
+// unsymbolized (`llvm-symbolizer --obj=<binary>` names the frames), and a report ends the
+// process with status 1, which the tests see as an unclean exit. This object is linked only
+// into programs that call runDaemon(): it is not pulled out of the archive otherwise.
+extern "C" const char* __asan_default_options() {
+  return "detect_leaks=0:symbolize=0:color=never:abort_on_error=0:halt_on_error=1";
+}
+extern "C" const char* __ubsan_default_options() {
+  return "symbolize=0:color=never:print_stacktrace=1:halt_on_error=1";
+}
+#endif

@@ -55,6 +55,15 @@ extern const std::span<const ErrnoRule> kMallocFallbacks;
 // build must not run with a filter nobody reviewed).
 void installSeccomp(const SeccompProfile& profile);
 
+// Sanitizer builds only (CELLOS_SANITIZE=ON, never shipped): the calls the ASan/UBSan runtime
+// makes after a daemon's filter is in place, when it reports an error (print the report, read
+// /proc/self/maps to name the modules, unwind on an alternate stack) or grows its allocator.
+// The build-time compiler adds them to every profile's allow list, and describeProfile() lists
+// them, so a sanitizer build's filters are compiled and checked like any other; without them a
+// heap corruption found by ASan would end in SIGSYS before its report was written. Empty in a
+// normal build.
+std::span<const std::string_view> sanitizerRuntimeCalls();
+
 // The number of distinct syscalls the profile allows (recorded in docs/security.md).
 size_t allowedSyscallCount(const SeccompProfile& profile);
 

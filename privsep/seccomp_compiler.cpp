@@ -80,6 +80,15 @@ CompiledProfile compileProfile(const SeccompProfile& profile) {
             profile, "allow-if " + std::string(rule.syscall));
     }
   }
+  // Sanitizer builds only: the runtime's own calls (privsep::sanitizerRuntimeCalls), except
+  // where the profile answers a call with an errno (a rule of another action would conflict).
+  for (std::string_view name : sanitizerRuntimeCalls()) {
+    bool answered = false;
+    for (const ErrnoRule& rule : profile.deny) answered |= rule.syscall == name;
+    if (answered) continue;
+    check(seccomp_rule_add(filter.ctx, SCMP_ACT_ALLOW, resolve(profile, name), 0), profile,
+          "allow " + std::string(name) + " (sanitizer runtime)");
+  }
   for (const ErrnoRule& rule : profile.deny) {
     check(
         seccomp_rule_add(filter.ctx, SCMP_ACT_ERRNO(rule.error), resolve(profile, rule.syscall), 0),

@@ -23,6 +23,30 @@ constexpr ErrnoRule kMallocFallbackRules[] = {{"mremap", ENOMEM}, {"madvise", EN
 }  // namespace
 const std::span<const ErrnoRule> kMallocFallbacks = kMallocFallbackRules;
 
+namespace {
+#ifdef CELLOS_SANITIZER_RUNTIME
+// What compiler-rt's sanitizer runtime calls after start-up: reporting (write, the maps file,
+// readlink of /proc/self/exe, getpid/gettid for the report header, sched_yield while another
+// thread reports; a pipe2 pair to probe whether memory is readable before it dereferences it,
+// as UBSan's checks and the unwinder do), unwinding (sigaltstack, rt_sigaction, rt_sigprocmask),
+// its allocator (mmap/munmap/mprotect), and dying (exit_group). madvise stays answered by errno
+// where a profile says so: the runtime ignores its result.
+constexpr std::string_view kSanitizerRuntime[] = {
+    "write",         "writev",      "read",         "pread64",        "openat",   "open",
+    "close",         "fstat",       "newfstatat",   "lseek",          "readlink", "readlinkat",
+    "getpid",        "gettid",      "getppid",      "sched_yield",    "mmap",     "munmap",
+    "mprotect",      "sigaltstack", "rt_sigaction", "rt_sigprocmask", "prctl",    "futex",
+    "clock_gettime", "getrlimit",   "prlimit64",    "uname",          "pipe2",    "pipe",
+    "exit",          "exit_group"};
+#else
+constexpr std::span<const std::string_view> kSanitizerRuntime{};
+#endif
+}  // namespace
+
+std::span<const std::string_view> sanitizerRuntimeCalls() {
+  return kSanitizerRuntime;
+}
+
 size_t allowedSyscallCount(const SeccompProfile& profile) {
   std::set<std::string_view> names(profile.allow.begin(), profile.allow.end());
   for (const ArgRule& rule : profile.allowIf) names.insert(rule.syscall);
@@ -40,6 +64,9 @@ std::string describeProfile(const SeccompProfile& profile) {
   }
   for (const ErrnoRule& rule : profile.deny) {
     text += "errno " + std::string(rule.syscall) + " " + std::to_string(rule.error) + "\n";
+  }
+  for (std::string_view name : sanitizerRuntimeCalls()) {
+    text += "allow " + std::string(name) + " (sanitizer runtime)\n";
   }
   return text;
 }
