@@ -32,6 +32,16 @@ uint64_t monotonicMicros() {
       .count();
 }
 
+// `count` units as a kj::Duration, capped at the longest one a timer can wait for instead of
+// wrapping: the broker validates every document's durations, but the agent does not trust the
+// broker's arithmetic (a wrapped ttl killed a cell at once).
+kj::Duration saturatingDuration(uint64_t count, kj::Duration unit) {
+  constexpr int64_t kMaxNanos = int64_t(100) * 365 * 24 * 3600 * 1'000'000'000;  // 100 years
+  int64_t unitNanos = unit / kj::NANOSECONDS;
+  if (count >= uint64_t(kMaxNanos / unitNanos)) return kMaxNanos * kj::NANOSECONDS;
+  return int64_t(count) * unit;
+}
+
 capnp::ReaderOptions launcherReaderOptions() {
   capnp::ReaderOptions options;
   options.traversalLimitInWords = 1 << 16;
@@ -43,11 +53,23 @@ capnp::ReaderOptions launcherReaderOptions() {
 
 template <typename T>
 kj::Promise<T> LauncherLink::serialized(kj::Function<kj::Promise<T>()> request) {
-  auto paf = kj::newPromiseAndFulfiller<void>();
+  auto turn = kj::newPromiseAndFulfiller<void>();
   auto previous = kj::mv(tail_);
-  tail_ = kj::mv(paf.promise);
-  return previous.then(kj::mv(request))
-      .attach(kj::defer([fulfiller = kj::mv(paf.fulfiller)]() mutable { fulfiller->fulfill(); }));
+  tail_ = kj::mv(turn.promise);
+  auto answer = kj::newPromiseAndFulfiller<T>();
+  auto* fulfiller = answer.fulfiller.get();
+  // Fulfilling an answer nobody waits for any more is a no-op.
+  exchanges_.add(
+      previous.then(kj::mv(request))
+          .then([fulfiller](T&& value) { fulfiller->fulfill(kj::mv(value)); },
+                [fulfiller](kj::Exception&& e) { fulfiller->reject(kj::mv(e)); })
+          .attach(kj::mv(answer.fulfiller),
+                  kj::defer([next = kj::mv(turn.fulfiller)]() mutable { next->fulfill(); })));
+  return kj::mv(answer.promise);
+}
+
+void LauncherLink::taskFailed(kj::Exception&& exception) {
+  spdlog::error("launcher exchange failed: {}", exception.getDescription().cStr());
 }
 
 kj::Promise<kj::Own<capnp::MessageReader>> LauncherLink::exchange(
@@ -254,6 +276,21 @@ void AgentState::taskFailed(kj::Exception&& exception) {
   spdlog::error("background task failed: {}", exception.getDescription().cStr());
 }
 
+kj::Promise<void> AgentState::shutDown(kj::Duration limit) {
+  // Copy first: abandon() does not erase, but a teardown that completes at once could.
+  std::vector<CellAbandoner*> alive;
+  for (auto& [id, cell] : cells) alive.push_back(cell);
+  for (CellAbandoner* cell : alive) cell->abandon();
+  return tasks.onEmpty()
+      .exclusiveJoin(io.provider->getTimer().afterDelay(limit).then([this]() {
+        spdlog::error(
+            "cell teardown did not finish in time ({} cells); leaving it to the next "
+            "start",
+            liveCells.size());
+      }))
+      .then([this]() { closed_ = true; });
+}
+
 namespace {
 
 // The cell's network namespace as a capability: the fd rides along with it (getFd()), so the
@@ -290,8 +327,9 @@ struct CellDeadlines {
 
 class CellServer final : public ipc::Cell::Server, public CellAbandoner {
  public:
-  CellServer(AgentState& state, std::string cellId, LaunchedFds fds, CellDeadlines deadlines)
-      : state_(state),
+  CellServer(kj::Own<AgentState> state, std::string cellId, LaunchedFds fds,
+             CellDeadlines deadlines)
+      : state_(kj::mv(state)),
         cellId_(std::move(cellId)),
         initPid_(fds.initPid),
         pidFd_(kj::mv(fds.pidFd)),
@@ -300,13 +338,13 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
         startFd_(kj::mv(fds.startFd)),
         statusFd_(kj::mv(fds.statusFd)),
         deadlines_(deadlines) {
-    state_.cells[cellId_] = this;
+    state_->cells[cellId_] = this;
     auto paf = kj::newPromiseAndFulfiller<void>();
     finished_ = paf.promise.fork();
     finishedFulfiller_ = kj::mv(paf.fulfiller);
     if (deadlines_.ttlSeconds > 0) {
-      ttl_ = state_.io.provider->getTimer()
-                 .afterDelay(deadlines_.ttlSeconds * kj::SECONDS)
+      ttl_ = state_->io.provider->getTimer()
+                 .afterDelay(saturatingDuration(deadlines_.ttlSeconds, kj::SECONDS))
                  .then([this]() {
                    spdlog::info("cell {}: ttl of {} s reached; killing", cellId_,
                                 deadlines_.ttlSeconds);
@@ -318,12 +356,19 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
   }
 
   ~CellServer() noexcept(false) {
-    state_.cells.erase(cellId_);
-    // The broker dropped the cell (or disconnected): destroy it in the background.
-    if (!destroyed_) {
-      spdlog::info("cell {}: released without destroy; tearing down", cellId_);
-      state_.tasks.add(teardown().ignoreResult());
+    state_->cells.erase(cellId_);
+    if (destroyed_) return;
+    if (state_->closed()) {
+      // Released by the RPC system after the agent stopped (see AgentState): no new work in an
+      // event loop that is going away. The cell's processes die now; its cgroup, interfaces and
+      // record are the next start's reaper's.
+      spdlog::warn("cell {}: released after shutdown; killed, the next start reaps it", cellId_);
+      signalInit(SIGKILL);
+      return;
     }
+    // The broker dropped the cell (or disconnected): destroy it in the background.
+    spdlog::info("cell {}: released without destroy; tearing down", cellId_);
+    teardown();
   }
 
   // The connection that created the cell is gone: tear it down now, even if a call in flight
@@ -331,7 +376,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
   void abandon() override {
     if (destroyed_) return;
     spdlog::info("cell {}: its broker connection closed; tearing down", cellId_);
-    state_.tasks.add(teardown().ignoreResult());
+    teardown();
   }
 
   kj::Promise<void> start(StartContext context) override {
@@ -344,7 +389,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
     KJ_SYSCALL(write(startFd_, &go, 1), "start cell", cellId_);
     startFd_ = nullptr;
 
-    auto& lowLevel = *state_.io.lowLevelProvider;
+    auto& lowLevel = *state_->io.lowLevelProvider;
     auto relayOut = relay(lowLevel.wrapInputFd(kj::mv(stdoutFd_)), output,
                           ipc::OutputStream::STDOUT, stdoutCount_);
     auto relayErr = relay(lowLevel.wrapInputFd(kj::mv(stderrFd_)), output,
@@ -358,18 +403,21 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
                           });
     kj::Promise<void> timeout = kj::NEVER_DONE;
     if (deadlines_.timeoutMs > 0) {
-      auto& timer = state_.io.provider->getTimer();
-      timeout = timer.afterDelay(deadlines_.timeoutMs * kj::MILLISECONDS).then([this, &timer]() {
-        spdlog::info("cell {}: timeout after {} ms; SIGTERM, SIGKILL in {} s", cellId_,
-                     deadlines_.timeoutMs, deadlines_.graceSeconds);
-        timedOut_ = true;
-        // The cell's init passes SIGTERM on to every other process of the cell.
-        signalInit(SIGTERM);
-        return timer.afterDelay(deadlines_.graceSeconds * kj::SECONDS).then([this]() {
-          spdlog::info("cell {}: grace period over; killing", cellId_);
-          signalInit(SIGKILL);
-        });
-      });
+      auto& timer = state_->io.provider->getTimer();
+      timeout =
+          timer.afterDelay(saturatingDuration(deadlines_.timeoutMs, kj::MILLISECONDS))
+              .then([this, &timer]() {
+                spdlog::info("cell {}: timeout after {} ms; SIGTERM, SIGKILL in {} s", cellId_,
+                             deadlines_.timeoutMs, deadlines_.graceSeconds);
+                timedOut_ = true;
+                // The cell's init passes SIGTERM on to every other process of the cell.
+                signalInit(SIGTERM);
+                return timer.afterDelay(saturatingDuration(deadlines_.graceSeconds, kj::SECONDS))
+                    .then([this]() {
+                      spdlog::info("cell {}: grace period over; killing", cellId_);
+                      signalInit(SIGKILL);
+                    });
+              });
     }
     auto all = kj::joinPromises(kj::arr(kj::mv(relayOut), kj::mv(relayErr), kj::mv(statusRead)))
                    .exclusiveJoin(
@@ -379,7 +427,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
     // left: OOM kills, cpu time, the nftables counters.
     running_ = kj::mv(all)
                    .then([this]() {
-                     return state_.launcher.inspect(cellId_).then(
+                     return state_->launcher.inspect(cellId_).then(
                          [this](CellReportData report) { report_ = kj::mv(report); },
                          [this](kj::Exception&& e) {
                            spdlog::warn("cell {}: cannot read its report: {}", cellId_,
@@ -445,7 +493,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
     // While the workload runs it could still change what the path names.
     KJ_REQUIRE(!started_ || ended_, "the cell's workload is still running");
     auto params = context.getParams();
-    return state_.launcher.openArtifact(cellId_, params.getPath(), params.getMaxBytes())
+    return state_->launcher.openArtifact(cellId_, params.getPath(), params.getMaxBytes())
         .then([context](ArtifactFd opened) mutable {
           auto results = context.getResults();
           results.setBytes(opened.bytes);
@@ -495,7 +543,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
       auto parsed = reader.getRoot<ipc::SecretBundle>();
       std::string delivery = parsed.getDelivery();
       KJ_REQUIRE(delivery == "env" || delivery == "file", "unknown secret delivery", delivery);
-      return state_.launcher.deliverSecrets(cellId_, parsed)
+      return state_->launcher.deliverSecrets(cellId_, parsed)
           .attach(kj::mv(buffer))
           .then([context](std::vector<std::string> names) mutable {
             auto list = context.getResults().initNames(names.size());
@@ -506,7 +554,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
 
   kj::Promise<void> allowEgress(AllowEgressContext context) override {
     KJ_REQUIRE(!destroyed_, "cell destroyed");
-    return state_.launcher.allowEgress(cellId_, context.getParams().getAddresses());
+    return state_->launcher.allowEgress(cellId_, context.getParams().getAddresses());
   }
 
   kj::Promise<void> destroy(DestroyContext context) override {
@@ -524,24 +572,39 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
     }
   }
 
+  // Destroys the cell, once: every caller (destroy(), the broker going away, the capability
+  // being released) gets the same result. The work runs to its end in the state's task set,
+  // whoever still waits for it: a destroy() call cancelled half-way by its broker's death must
+  // not leave the cell counted as alive.
   kj::Promise<std::vector<std::string>> teardown() {
-    if (destroyed_) return std::vector<std::string>{};
+    KJ_IF_MAYBE (running, teardown_) {
+      return running->addBranch();
+    }
     destroyed_ = true;
     startFd_ = nullptr;  // a cell that never started aborts instead of running
     signalInit(SIGKILL);
     pidFd_ = nullptr;
     std::string cellId = cellId_;
-    AgentState& state = state_;
-    return state_.launcher.destroy(cellId_, initPid_)
-        .then([cellId, &state](std::vector<std::string> residue) {
-          state.liveCells.erase(cellId);
-          if (residue.empty()) {
-            spdlog::info("cell {}: destroyed, no residue", cellId);
-          } else {
-            for (auto& r : residue) spdlog::error("cell {}: residue: {}", cellId, r);
-          }
-          return residue;
-        });
+    // The promise outlives this capability, not the state: it is one of state->tasks, and
+    // every other branch is held by this capability or by a destroy() call on it, which holds
+    // the capability. (A reference here would let a finishing task free the TaskSet that is
+    // running it.)
+    AgentState* state = state_.get();
+    auto done = state_->launcher.destroy(cellId_, initPid_)
+                    .then([cellId, state](std::vector<std::string> residue) {
+                      state->liveCells.erase(cellId);
+                      if (residue.empty()) {
+                        spdlog::info("cell {}: destroyed, no residue", cellId);
+                      } else {
+                        for (auto& r : residue) spdlog::error("cell {}: residue: {}", cellId, r);
+                      }
+                      return residue;
+                    })
+                    .fork();
+    state_->tasks.add(done.addBranch().ignoreResult());
+    auto branch = done.addBranch();
+    teardown_ = kj::mv(done);
+    return branch;
   }
 
   kj::Promise<void> relay(kj::Own<kj::AsyncInputStream> input, ipc::OutputSink::Client sink,
@@ -553,8 +616,8 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
       if (n == 0) return kj::READY_NOW;
       counter.total += n;
       size_t forward = 0;
-      if (counter.relayed < state_.maxOutputBytes) {
-        forward = std::min<uint64_t>(n, state_.maxOutputBytes - counter.relayed);
+      if (counter.relayed < state_->maxOutputBytes) {
+        forward = std::min<uint64_t>(n, state_->maxOutputBytes - counter.relayed);
       }
       if (forward < n) counter.truncated = true;
       kj::Promise<void> sent = kj::READY_NOW;
@@ -571,7 +634,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
     });
   }
 
-  AgentState& state_;
+  kj::Own<AgentState> state_;
   std::string cellId_;
   int initPid_;
   kj::AutoCloseFd pidFd_, stdoutFd_, stderrFd_, startFd_, statusFd_;
@@ -586,18 +649,28 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
   uint64_t startMicros_ = 0, endMicros_ = 0;
   OutputCounter stdoutCount_, stderrCount_;
   kj::ForkedPromise<void> finished_ = nullptr;
+  kj::Maybe<kj::ForkedPromise<std::vector<std::string>>> teardown_;
   kj::Own<kj::PromiseFulfiller<void>> finishedFulfiller_;
   // The relay, timeout and ttl; declared last so they are cancelled before the members they use go.
   kj::Promise<void> running_ = kj::READY_NOW;
   kj::Promise<void> ttl_ = kj::READY_NOW;
 };
 
+// A launched cell as capabilities: copyable, so one launch can be awaited by the call that asked
+// for it and by the agent's own task that makes sure it finishes.
+struct CreatedCell {
+  ipc::Cell::Client cell = nullptr;
+  ipc::NetworkNamespace::Client netns = nullptr;
+  CellNetworkInfo network;
+  std::vector<std::pair<std::string, uint64_t>> timings;
+};
+
 }  // namespace
 
 VmmAgentServer::~VmmAgentServer() noexcept(false) {
   for (const auto& id : cellIds_) {
-    auto it = state_.cells.find(id);
-    if (it != state_.cells.end()) it->second->abandon();
+    auto it = state_->cells.find(id);
+    if (it != state_->cells.end()) it->second->abandon();
   }
 }
 
@@ -610,35 +683,55 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
   KJ_REQUIRE(backend == "linux" || backend == "gvisor", "backend not available on this agent",
              backend);
   KJ_REQUIRE(request.getArgv().size() > 0, "argv must not be empty");
-  KJ_REQUIRE(!state_.liveCells.count(cellId), "a cell with this id is already running", cellId);
-  state_.liveCells.insert(cellId);
+  KJ_REQUIRE(!state_->liveCells.count(cellId), "a cell with this id is already running", cellId);
+  state_->liveCells.insert(cellId);
   CellDeadlines deadlines{request.getTimeoutMs(), request.getGracefulShutdownSeconds(),
                           request.getTtlSeconds()};
-  return state_.launcher.launch(request).then(
-      [this, cellId, backend, deadlines, context](LaunchedFds fds) mutable {
-        spdlog::info("cell {}: created ({}), init pid {}, address {}", cellId, backend, fds.initPid,
-                     fds.network.cellAddress);
-        auto results = context.getResults();
-        auto network = results.initNetwork();
-        network.setUplinkInterface(fds.network.uplinkInterface);
-        network.setUplinkAddress(fds.network.uplinkAddress);
-        network.setCellAddress(fds.network.cellAddress);
-        network.setNftApplied(fds.network.nftApplied);
-        network.setNftRuleCount(fds.network.nftRuleCount);
-        auto timings = results.initTimings(fds.timings.size());
-        for (size_t i = 0; i < fds.timings.size(); ++i) {
-          timings[i].setName(fds.timings[i].first);
-          timings[i].setMicros(fds.timings[i].second);
-        }
-        auto netns = kj::heap<NetworkNamespaceServer>(cellId, kj::mv(fds.netnsFd));
-        results.setNetns(kj::mv(netns));
-        results.setCell(kj::heap<CellServer>(state_, cellId, kj::mv(fds), deadlines));
-        cellIds_.push_back(cellId);
-      },
-      [this, cellId](kj::Exception&& e) {
-        state_.liveCells.erase(cellId);
-        kj::throwFatalException(kj::mv(e));
-      });
+  // Launching runs to its end whatever happens to this call: if the broker dies half-way, the
+  // cell it asked for still becomes a capability, which nobody then holds, and releasing it
+  // tears the cell down (~CellServer). Cancelling instead would leave a built cell that no
+  // capability owns.
+  AgentState* state = state_.get();  // outlived by the task below, which is one of its tasks
+  auto created =
+      state_->launcher.launch(request)
+          .then(
+              [state, cellId, backend, deadlines](LaunchedFds fds) {
+                spdlog::info("cell {}: created ({}), init pid {}, address {}", cellId, backend,
+                             fds.initPid, fds.network.cellAddress);
+                CreatedCell out;
+                out.network = fds.network;
+                out.timings = fds.timings;
+                out.netns = kj::heap<NetworkNamespaceServer>(cellId, kj::mv(fds.netnsFd));
+                out.cell = kj::heap<CellServer>(kj::addRef(*state), cellId, kj::mv(fds), deadlines);
+                return out;
+              },
+              [state, cellId](kj::Exception&& e) -> CreatedCell {
+                state->liveCells.erase(cellId);
+                kj::throwFatalException(kj::mv(e));
+              })
+          .fork();
+  state_->tasks.add(created.addBranch().ignoreResult().catch_([](kj::Exception&&) {
+    // The caller's branch reports the failure.
+  }));
+  return created.addBranch().then([this, cellId, context](CreatedCell cell) mutable {
+    auto results = context.getResults();
+    auto network = results.initNetwork();
+    network.setUplinkInterface(cell.network.uplinkInterface);
+    network.setUplinkAddress(cell.network.uplinkAddress);
+    network.setCellAddress(cell.network.cellAddress);
+    network.setNftApplied(cell.network.nftApplied);
+    network.setNftRuleCount(cell.network.nftRuleCount);
+    auto timings = results.initTimings(cell.timings.size());
+    for (size_t i = 0; i < cell.timings.size(); ++i) {
+      timings[i].setName(cell.timings[i].first);
+      timings[i].setMicros(cell.timings[i].second);
+    }
+    results.setNetns(kj::mv(cell.netns));
+    results.setCell(kj::mv(cell.cell));
+    // The call holds this server, so the connection is still there: its cells are ours to
+    // abandon when it goes.
+    cellIds_.push_back(cellId);
+  });
 }
 
 }  // namespace cellos::vmm

@@ -50,10 +50,15 @@ struct ArtifactFd {
   std::string refused;
 };
 
-// Talks to the launcher half over the private socketpair, one request at a time.
-class LauncherLink {
+// Talks to the launcher half over the private socketpair, one request at a time. Each exchange
+// (write a request, read its reply) runs to its end in the link's own task set, whatever
+// happens to the caller: a caller that goes away mid-call (its broker died) only loses the
+// answer. Cancelling an exchange half-way would leave the launcher's reply unread on the
+// socket, and the next request would read it as its own.
+class LauncherLink : private kj::TaskSet::ErrorHandler {
  public:
-  explicit LauncherLink(kj::Own<kj::AsyncCapabilityStream> stream) : stream_(kj::mv(stream)) {}
+  explicit LauncherLink(kj::Own<kj::AsyncCapabilityStream> stream)
+      : stream_(kj::mv(stream)), exchanges_(*this) {}
   kj::Promise<LaunchedFds> launch(ipc::CellRequest::Reader request);
   kj::Promise<std::vector<std::string>> destroy(const std::string& cellId, int initPid);
   kj::Promise<CellReportData> inspect(const std::string& cellId);
@@ -72,11 +77,13 @@ class LauncherLink {
   kj::Promise<kj::Own<capnp::MessageReader>> exchange(capnp::MessageBuilder& request,
                                                       kj::ArrayPtr<kj::AutoCloseFd> fdSpace);
 
+  void taskFailed(kj::Exception&& exception) override;
+
   kj::Own<kj::AsyncCapabilityStream> stream_;
   kj::Promise<void> tail_ = kj::READY_NOW;
+  kj::TaskSet exchanges_;  // declared after stream_: cancelled before it goes
 };
 
-// State shared by every connection: the launcher, the cells that exist, background teardown.
 // A cell that can be torn down in the background, from outside its capability's lifetime.
 class CellAbandoner {
  public:
@@ -86,7 +93,16 @@ class CellAbandoner {
   ~CellAbandoner() = default;
 };
 
-class AgentState : private kj::TaskSet::ErrorHandler {
+// State shared by every connection: the launcher, the cells that exist, background teardown.
+//
+// Reference-counted, and every capability that touches it (each VmmAgentServer, each Cell)
+// holds a reference: Cap'n Proto decides when a capability is released, not we. A call that
+// was in flight when the broker died can keep its Cell alive inside the RPC system's own
+// detached promises until the event loop itself is destroyed, after serve() has returned; a
+// plain reference to state on serve()'s stack was then written through after it was gone (a
+// double free in a root process, at a moment the unprivileged broker chose). Now the state
+// lives exactly as long as the last capability that can reach it.
+class AgentState final : public kj::Refcounted, private kj::TaskSet::ErrorHandler {
  public:
   AgentState(kj::AsyncIoContext& io, kj::Own<kj::AsyncCapabilityStream> launcher)
       : io(io), launcher(kj::mv(launcher)), tasks(*this) {}
@@ -94,14 +110,25 @@ class AgentState : private kj::TaskSet::ErrorHandler {
   LauncherLink launcher;
   std::set<std::string> liveCells;
   // Cells whose capability is still held somewhere, by id; a cell removes itself when it goes.
-  std::map<std::string, class CellAbandoner*> cells;
+  std::map<std::string, CellAbandoner*> cells;
   kj::TaskSet tasks;
 
   // Output beyond this many bytes per stream is drained but not relayed.
   uint64_t maxOutputBytes = 64ull << 20;
 
+  // The agent stops serving: every cell still alive is torn down, whoever holds its capability,
+  // and the teardowns get up to `limit` to finish. Resolves when they have (or the limit
+  // passed); the state is closed from then on.
+  kj::Promise<void> shutDown(kj::Duration limit);
+
+  // True once shutDown() has resolved: the event loop is about to go, so a cell released after
+  // this must not start work in it (it kills its init and leaves the rest to the next start's
+  // reaper).
+  bool closed() const { return closed_; }
+
  private:
   void taskFailed(kj::Exception&& exception) override;
+  bool closed_ = false;
 };
 
 // One per broker connection. When the connection goes away (the broker exited or was killed),
@@ -109,12 +136,12 @@ class AgentState : private kj::TaskSet::ErrorHandler {
 // that was in flight (a pending wait()) must not keep an orphaned cell alive.
 class VmmAgentServer final : public ipc::VmmAgent::Server {
  public:
-  explicit VmmAgentServer(AgentState& state) : state_(state) {}
+  explicit VmmAgentServer(kj::Own<AgentState> state) : state_(kj::mv(state)) {}
   ~VmmAgentServer() noexcept(false);
   kj::Promise<void> createCell(CreateCellContext context) override;
 
  private:
-  AgentState& state_;
+  kj::Own<AgentState> state_;
   std::vector<std::string> cellIds_;  // created through this connection
 };
 

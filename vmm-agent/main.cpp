@@ -149,7 +149,7 @@ int serve(const Options& options) {
 
   privsep::captureShutdownSignals();
   auto io = kj::setupAsyncIo();
-  vmm::AgentState state(
+  auto state = kj::refcounted<vmm::AgentState>(
       io, io.lowLevelProvider->wrapUnixSocketFd(kj::AutoCloseFd(launcherFd),
                                                 kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC));
   privsep::installSeccomp(vmm::kAgentProfile);
@@ -162,7 +162,7 @@ int serve(const Options& options) {
   auto listener = kj::heap<ipc::RpcListener>(
       io, kj::mv(listenFd), "vmm.sock", policy, ipc::LinkOptions{.maxFdsPerMessage = 1},
       [&](const ipc::PeerCredentials&) -> capnp::Capability::Client {
-        return kj::heap<vmm::VmmAgentServer>(state);
+        return kj::heap<vmm::VmmAgentServer>(kj::addRef(*state));
       });
   privsep::signalReady(options.common.readyFd);
   spdlog::info("serving on {}", options.common.socketPath);
@@ -171,15 +171,13 @@ int serve(const Options& options) {
                    .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort))
                    .wait(io.waitScope);
   spdlog::info("shutting down on signal {}", signal);
-  // Dropping the listener drops every connection and with it every Cell capability; each
-  // cell's destructor queues its teardown. Run those to completion (bounded) so no cell
-  // outlives the agent; whatever does not finish is reaped by the next start.
+  // Dropping the listener drops every connection; then every cell still alive is torn down,
+  // whoever holds its capability, and the teardowns run to completion (bounded) so no cell
+  // outlives the agent; whatever does not finish is reaped by the next start. A capability the
+  // RPC system releases later still holds the state (it is reference-counted) and finds it
+  // closed.
   listener = nullptr;
-  state.tasks.onEmpty()
-      .exclusiveJoin(io.provider->getTimer().afterDelay(10 * kj::SECONDS).then([]() {
-        spdlog::error("cell teardown did not finish within 10 s; leaving it to the next start");
-      }))
-      .wait(io.waitScope);
+  state->shutDown(10 * kj::SECONDS).wait(io.waitScope);
   return 0;
 }
 
