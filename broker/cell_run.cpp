@@ -157,6 +157,18 @@ void CellRun::injectFault(const std::string& phaseName) {
                     kj::str("injected fault in phase ", phaseName, " (--test-fault-phase)")));
 }
 
+template <typename T>
+kj::Promise<T> CellRun::holdIn(const char* phaseName, kj::Promise<T> call) {
+  if (context_.holdPhase != phaseName) return call;
+  spdlog::warn("cell {} run {}: holding in phase {} (--test-hold-phase)", cellId(), runId(),
+               phaseName);
+  if constexpr (std::is_void_v<T>) {
+    return call.then([]() -> kj::Promise<void> { return kj::NEVER_DONE; });
+  } else {
+    return call.then([](T&&) -> kj::Promise<T> { return kj::NEVER_DONE; });
+  }
+}
+
 // The phases teardown runs itself (destroy, revoke) cannot be skipped: their fault is recorded
 // after the real work is done.
 void CellRun::recordInjectedFault(const std::string& phaseName) {
@@ -227,7 +239,7 @@ kj::Promise<void> CellRun::createCell() {
     endpoints[i].setProtocol(resolvers[i].protocol);
   }
   return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent createCell",
-                          request.send())
+                          holdIn("network_scope", request.send()))
       .then([this](capnp::Response<ipc::VmmAgent::CreateCellResults> response) {
         cell_ = response.getCell();
         netns_ = response.getNetns();
@@ -306,7 +318,7 @@ kj::Promise<void> CellRun::deliverSecrets() {
   // The sealed memfd rides to the VM launcher; the broker's last reference closes with it.
   request.setBundle(kj::heap<ipc::FdCapability<ipc::SecretBundleFile>>(kj::mv(bundle)));
   return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent deliverSecrets",
-                          request.send())
+                          holdIn("secrets", request.send()))
       .then([this, delivery](capnp::Response<ipc::Cell::DeliverSecretsResults> response) {
         for (auto name : response.getNames()) materialized_.emplace_back(name.cStr());
         return emit("identity", 1, "materialized",
@@ -323,7 +335,7 @@ kj::Promise<void> CellRun::runCommand() {
                           start.send())
       .then([this](auto) {
         // No timeout on wait: the agent enforces the cell's own timeout and ttl.
-        return cell_->waitRequest().send();
+        return holdIn("run", cell_->waitRequest().send());
       })
       .then([this](capnp::Response<ipc::Cell::WaitResults> response) {
         auto status = response.getStatus();
@@ -412,7 +424,7 @@ kj::Promise<ExportedArtifact> CellRun::copyArtifact(size_t index) {
   request.setPath(artifact.path);
   request.setMaxBytes(context_.exporter->maxBytes());
   return ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent openArtifact",
-                          request.send())
+                          holdIn("export", request.send()))
       .then([this, index](capnp::Response<ipc::Cell::OpenArtifactResults> response) {
         if (response.getRefused().size() > 0) {
           kj::throwFatalException(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
@@ -463,7 +475,7 @@ kj::Promise<void> CellRun::teardown() {
   if (cell_) {
     destroyed =
         ipc::withTimeout(context_.timer, context_.helperCallTimeout, "vmm-agent destroy",
-                         cell_->destroyRequest().send())
+                         holdIn("destroy", cell_->destroyRequest().send()))
             .then(
                 [this](capnp::Response<ipc::Cell::DestroyResults> response) {
                   for (auto r : response.getResidue()) residue_.emplace_back(r.cStr());
@@ -503,14 +515,14 @@ kj::Promise<void> CellRun::teardown() {
         uint64_t start = monotonicMicros();
         kj::Promise<void> revoked = kj::READY_NOW;
         if (secretsSent_) {
-          revoked =
-              emit("identity", 1, "revoked", {{"secretNames", document_.spec.authority.secretRefs}})
-                  .catch_([this](kj::Exception&& e) {
-                    if (outcome_.failedPhase.empty()) {
-                      outcome_.failedPhase = "revoke";
-                      outcome_.error = e.getDescription().cStr();
-                    }
-                  });
+          revoked = holdIn("revoke", emit("identity", 1, "revoked",
+                                          {{"secretNames", document_.spec.authority.secretRefs}}))
+                        .catch_([this](kj::Exception&& e) {
+                          if (outcome_.failedPhase.empty()) {
+                            outcome_.failedPhase = "revoke";
+                            outcome_.error = e.getDescription().cStr();
+                          }
+                        });
         }
         return revoked.then([this, start]() {
           timings_.emplace_back("revoke", monotonicMicros() - start);
@@ -528,7 +540,7 @@ kj::Promise<RunOutcome> CellRun::execute() {
               nlohmann::json data = {{"backend", spec.placement.backend.value_or("linux")},
                                      {"image", spec.run ? spec.run->image : "host"},
                                      {"specDigest", specDigest_}};
-              return emit("admission", 1, "accepted", kj::mv(data));
+              return holdIn("admission", emit("admission", 1, "accepted", kj::mv(data)));
             })
           .then([this]() {
             return phase("network_scope", [this]() {

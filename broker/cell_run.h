@@ -38,6 +38,10 @@ struct BrokerContext {
   // which teardown runs as for any real failure. Empty unless the broker was started with both
   // --enable-test-faults and --test-fault-phase.
   std::string faultPhase;
+  // Testing seam (docs/operations.md, "Fault injection"): every run stops for good in this
+  // phase, once the phase's call to a helper is on its way, so that a test can kill a daemon
+  // with that call in flight. Empty unless --enable-test-faults and --test-hold-phase.
+  std::string holdPhase;
 };
 
 struct RunOutcome {
@@ -83,6 +87,10 @@ class CellRun {
   kj::Promise<void> teardown();
   nlohmann::json timingsJson() const;
   void injectFault(const std::string& phaseName);
+  // `call`, unless this is the hold phase (BrokerContext::holdPhase): then `call` still goes
+  // out, and the run never continues after it.
+  template <typename T>
+  kj::Promise<T> holdIn(const char* phaseName, kj::Promise<T> call);
   void recordInjectedFault(const std::string& phaseName);
 
   BrokerContext& context_;
@@ -94,7 +102,8 @@ class CellRun {
   std::optional<ipc::Cell::Client> cell_;
   std::optional<ipc::NetworkNamespace::Client> netns_;
   std::optional<ipc::DnsProxy::Client> dnsProxy_;
-  nlohmann::json network_ = nlohmann::json::object();  // what createCell built, for network.v1.scoped
+  nlohmann::json network_ =
+      nlohmann::json::object();  // what createCell built, for network.v1.scoped
   std::vector<std::string> residue_;
   std::vector<std::pair<std::string, uint64_t>> timings_;  // phase -> µs, in order
   std::vector<std::string> materialized_;                  // secret names the cell received

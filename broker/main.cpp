@@ -65,7 +65,8 @@ struct Options {
   std::string exportRoot = "/var/lib/cellos/exports";
   uint64_t exportMaxBytes = 256ull << 20;
   std::string testFaultPhase;     // fault-injection tests only (hidden)
-  bool enableTestFaults = false;  // required for testFaultPhase (hidden)
+  std::string testHoldPhase;      // peer-death tests only (hidden)
+  bool enableTestFaults = false;  // required for testFaultPhase and testHoldPhase (hidden)
   std::string secretSource = "env";
   std::string secretsDir;
 };
@@ -172,6 +173,7 @@ int serve(const Options& options) {
                                 hostPolicy};
   context.exporter = &exporter;
   context.faultPhase = options.testFaultPhase;
+  context.holdPhase = options.testHoldPhase;
   context.secrets = &secrets;
   broker::BrokerState state(context, options.maxConcurrent, &journal);
 
@@ -288,10 +290,22 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(
           {"admission", "network_scope", "secrets", "run", "export", "destroy", "revoke"}))
       ->group("");  // hidden
+  app.add_option("--test-hold-phase", options.testHoldPhase,
+                 "peer-death tests: every run stops for good in this phase, its helper call in "
+                 "flight (needs --enable-test-faults)")
+      ->check(CLI::IsMember(
+          {"admission", "network_scope", "secrets", "run", "export", "destroy", "revoke"}))
+      ->group("");  // hidden
   app.add_flag("--enable-test-faults", options.enableTestFaults,
                "allow --test-fault-phase (a broker for tests, never for real cells)")
       ->group("");  // hidden
   CLI11_PARSE(app, argc, argv);
+  if (!options.testHoldPhase.empty() && !options.enableTestFaults) {
+    fprintf(stderr,
+            "cellos-broker: --test-hold-phase stops every run and is for tests only; it needs "
+            "--enable-test-faults as well\n");
+    return 2;
+  }
   if (!options.testFaultPhase.empty() && !options.enableTestFaults) {
     fprintf(stderr,
             "cellos-broker: --test-fault-phase makes every run fail and is for tests only; "

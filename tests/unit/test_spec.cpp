@@ -15,13 +15,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// tests/data/spec: from CELLOS_SOURCE_DIR when ctest sets it, else relative to this file (test
-// discovery at build time runs without ctest's environment).
+// tests/data/spec: from CELLOS_SOURCE_DIR when set, else the tree this test was built from
+// (not __FILE__: with ccache's base_dir it is a relative path).
 fs::path dataDir() {
   if (const char* source = std::getenv("CELLOS_SOURCE_DIR"); source && *source) {
     return fs::path(source) / "tests" / "data" / "spec";
   }
-  return fs::path(__FILE__).parent_path().parent_path() / "data" / "spec";
+  return fs::path(CELLOS_TEST_SOURCE_DIR) / "tests" / "data" / "spec";
 }
 
 std::string readFile(const fs::path& path) {
