@@ -423,7 +423,8 @@ TEST_P(CellBackends, AVmLauncherKilledMidCellIsReapedByTheNextStart) {
 
 // Whether any cgroup leaf of `cellId` exists.
 bool cgroupExists(const std::string& cellId) {
-  for (const auto& leaf : vmm::CellCgroup::open(cellId).leaves()) {
+  vmm::CellCgroup cgroup = vmm::CellCgroup::open(cellId);
+  for (const auto& leaf : cgroup.leaves()) {
     if (std::filesystem::exists(leaf)) return true;
   }
   return false;

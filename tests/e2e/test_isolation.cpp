@@ -232,6 +232,13 @@ show("mountinfo", "/proc/self/mountinfo")
       }
       EXPECT_GE(count, 1) << key;
     }
+  } else {
+    // Under gVisor pid 1 is the workload itself, in the Sentry's own pid namespace: its own
+    // command line and environment. The Sentry mounts no cgroupfs and reports no cgroup.
+    EXPECT_EQ(got["cmdline"].rfind("/usr/bin/python3|-c|", 0), 0u) << got["cmdline"];
+    EXPECT_EQ(got["comm"], "python3;");
+    EXPECT_EQ(got["environ"], "HOME=/|");
+    EXPECT_EQ(got["cgroup"], "");
   }
 }
 
