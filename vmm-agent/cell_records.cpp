@@ -147,7 +147,16 @@ CellRecordFile CellRecordFile::create(const std::string& claimsDir, const CellRe
   std::string text = toJson(record).dump() + "\n";
   CellRecordFile file;
   file.claimPath_ = cellRecordPath(claimsDir, record.cellId);
-  file.claimFd_ = createLocked(file.claimPath_, text);
+  try {
+    file.claimFd_ = createLocked(file.claimPath_, text);
+  } catch (const std::system_error& e) {
+    if (e.code().value() != EEXIST) throw;
+    throw std::system_error(EEXIST, std::generic_category(),
+                            "cell " + record.cellId + " is claimed on this host (" +
+                                file.claimPath_ +
+                                "): a live cell of another VM launcher, or a leftover the next "
+                                "launcher start reaps");
+  }
   if (!record.stateDir.empty()) {
     file.recordPath_ = cellRecordPath(record.stateDir, record.cellId);
     try {
