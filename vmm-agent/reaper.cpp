@@ -78,6 +78,30 @@ void reapRecorded(const CellRecord& record, const std::string& runDir, const std
            record.cellDir.empty() ? runDir + "/cells/" + record.cellId : record.cellDir);
 }
 
+// Directories under <runDir>/cells without any record (left by a version that kept none), each
+// reaped under its claim.
+void reapUnrecordedDirectories(const std::string& stateDir, const std::string& claimsDir,
+                               const std::string& runDir) {
+  std::string cellsDir = runDir + "/cells";
+  DIR* dir = opendir(cellsDir.c_str());
+  if (dir == nullptr) return;
+  std::vector<std::string> names;
+  while (dirent* entry = readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  closedir(dir);
+  for (const std::string& name : names) {
+    if (!core::isValidCellId(name) || access(cellRecordPath(stateDir, name).c_str(), F_OK) == 0)
+      continue;
+    std::optional<HeldClaim> claim = holdCellClaim(claimsDir, name);
+    if (!claim) continue;  // a live cell of that id elsewhere: not ours to judge
+    spdlog::warn("reaping leftover cell {} (no record)", name);
+    reapCell(name, cellsDir + "/" + name);
+    claim->release();
+  }
+}
+
 }  // namespace
 
 void reapOrphanedCells(const std::string& stateDir, const std::string& poolDir,
@@ -124,24 +148,9 @@ void reapOrphanedCells(const std::string& stateDir, const std::string& poolDir,
     if (claim) claim->release();
   }
   // Directories without any record (left by a version that kept none).
-  std::string cellsDir = runDir + "/cells";
-  DIR* dir = opendir(cellsDir.c_str());
-  if (dir == nullptr) return;
-  std::vector<std::string> names;
-  while (dirent* entry = readdir(dir)) {
-    std::string name = entry->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  closedir(dir);
-  for (const std::string& name : names) {
-    if (!core::isValidCellId(name) || access(cellRecordPath(stateDir, name).c_str(), F_OK) == 0)
-      continue;
-    std::optional<HeldClaim> claim = holdCellClaim(claimsDir, name);
-    if (!claim) continue;  // a live cell of that id elsewhere: not ours to judge
-    spdlog::warn("reaping leftover cell {} (no record)", name);
-    reapCell(name, cellsDir + "/" + name);
-    claim->release();
-  }
+  reapUnrecordedDirectories(stateDir, claimsDir, runDir);
+  // The slot leases killed launchers held: free since they died, but their files stay.
+  removeStaleLeases(poolDir);
 }
 
 }  // namespace cellos::vmm

@@ -14,7 +14,8 @@ namespace cellos::vmm {
 // so whatever state directory its launcher used) or its record in `stateDir`
 // is held by no live launcher. A cell whose claim a live launcher holds is never touched, even
 // when a stale record of ours names its id. Then every directory under <runDir>/cells that has no
-// record at all. Logs what it cannot clean; never throws.
+// record at all, and the lease files in `poolDir` nobody holds. Logs what it cannot clean; never
+// throws.
 void reapOrphanedCells(const std::string& stateDir, const std::string& poolDir,
                        const std::string& runDir, int homeNetnsFd);
 

@@ -8,7 +8,9 @@
 #include "tests/e2e/uplink_host.h"
 #include "vmm-agent/cgroup.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 
 #include <algorithm>
 #include <chrono>
@@ -436,6 +438,21 @@ std::string claimOf(const std::string& cellId) {
   return "/run/cellos/leases/cells/" + cellId + ".json";
 }
 
+// Lease files in the pool directory that nobody holds: what a killed launcher left and no later
+// start removed.
+std::vector<std::string> unheldLeases() {
+  std::vector<std::string> unheld;
+  std::error_code ec;
+  for (auto& entry : std::filesystem::directory_iterator("/run/cellos/leases", ec)) {
+    if (!entry.is_regular_file()) continue;
+    int fd = open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) unheld.push_back(entry.path().filename().string());
+    close(fd);
+  }
+  return unheld;
+}
+
 TEST_P(CellBackends, AKilledLaunchersCellIsReapedByALauncherOfAnotherStateDirButALiveOneIsNot) {
   // A run whose VM launcher is killed mid-cell (state directory: this test's).
   CellosProcess killed(
@@ -486,6 +503,9 @@ TEST_P(CellBackends, AKilledLaunchersCellIsReapedByALauncherOfAnotherStateDirBut
   EXPECT_EQ(live.wait(30s), 128 + SIGKILL) << live.err();
   std::filesystem::remove_all(liveState);
   std::filesystem::remove_all(otherState);
+  std::string unheld;
+  for (const auto& name : unheldLeases()) unheld += name + " ";
+  EXPECT_EQ(unheld, "") << "lease files nobody holds";
   // TearDown: nothing of either cell is left.
 }
 

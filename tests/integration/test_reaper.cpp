@@ -11,12 +11,14 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "vmm-agent/cell_records.h"
 #include "vmm-agent/cgroup.h"
 #include "vmm-agent/linux_cell.h"
 #include "vmm-agent/reaper.h"
+#include "vmm-agent/slot_lease.h"
 
 namespace cellos::vmm {
 namespace {
@@ -169,6 +171,38 @@ TEST_F(CellClaims, AStaleRecordOfOursNeverReapsALiveCellWithTheSameIdElsewhere) 
   EXPECT_FALSE(std::filesystem::exists(cellRecordPath(ourState_, cell))) << "the stale record goes";
   EXPECT_TRUE(std::filesystem::exists(cellRecordPath(claimsDir_, cell)));
   EXPECT_TRUE(std::filesystem::exists(cellRecordPath(otherState_, cell)));
+}
+
+TEST_F(CellClaims, LeasesOfKilledLaunchersAreRemovedAndLiveOnesKept) {
+  // A killed launcher's leases: files nobody holds any more.
+  for (const char* stale : {"addr-10.99.0.0-16.3", "uid-1879048192-65536-1024.7"}) {
+    std::ofstream(poolDir_ + "/" + stale);
+  }
+  std::ofstream(poolDir_ + "/notes.txt") << "not a lease: never removed\n";
+  // A live launcher's lease.
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t live = fork();
+  ASSERT_GE(live, 0);
+  if (live == 0) {
+    close(ready[0]);
+    static SlotLease lease = SlotLease::acquire(poolDir_, "addr-10.99.0.0-16", 1);
+    if (write(ready[1], "x", 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  char byte;
+  ASSERT_EQ(read(ready[0], &byte, 1), 1);
+  close(ready[0]);
+  reap();
+  EXPECT_FALSE(std::filesystem::exists(poolDir_ + "/addr-10.99.0.0-16.3"));
+  EXPECT_FALSE(std::filesystem::exists(poolDir_ + "/uid-1879048192-65536-1024.7"));
+  EXPECT_TRUE(std::filesystem::exists(poolDir_ + "/addr-10.99.0.0-16.0")) << "a live lease went";
+  EXPECT_TRUE(std::filesystem::exists(poolDir_ + "/notes.txt"));
+  EXPECT_FALSE(SlotLease::tryAcquire(poolDir_, "addr-10.99.0.0-16", 0).has_value())
+      << "the live launcher lost its slot";
+  kill(live, SIGKILL);
+  waitpid(live, nullptr, 0);
 }
 
 }  // namespace
