@@ -511,7 +511,8 @@ TEST_P(CellBackends, AKilledLaunchersCellIsReapedByALauncherOfAnotherStateDirBut
 
 // What a `cellos run` killed by SIGKILL leaves (it cannot clean up): its runtime directory. Its
 // daemons die with it (parent-death signal) and their teardown takes the cell; the next
-// `cellos run` removes the directory, and its VM launcher reaps any cell left (the claims).
+// `cellos run` removes the directory, and its VM launcher reaps any cell left (the claims). A
+// run alive meanwhile keeps its directory and its cell.
 TEST_P(CellBackends, ARunKilledBySigkillLeavesNothingTheNextRunDoesNotClean) {
   auto runtimeDirs = []() {
     std::set<std::string> dirs;
@@ -523,16 +524,31 @@ TEST_P(CellBackends, ARunKilledBySigkillLeavesNothingTheNextRunDoesNotClean) {
     }
     return dirs;
   };
+  auto startedSince = [&](const std::set<std::string>& before) {
+    std::vector<std::string> added;
+    for (const std::string& dir : runtimeDirs()) {
+      if (!before.count(dir)) added.push_back(dir);
+    }
+    return added;
+  };
+  // A run that stays alive throughout (its own state directory: a signer locks its chain).
+  std::string liveState = makeTempDir();
   std::set<std::string> before = runtimeDirs();
+  writeFile(liveState + "/live.yaml", doc("live-run", sh("echo started; exec sleep 1000")));
+  CellosProcess live({"run", liveState + "/live.yaml", "--state-dir", liveState, "--events",
+                      liveState + "/events.jsonl"});
+  ASSERT_TRUE(live.waitForStdout("started\n", 30s)) << live.err();
+  std::vector<std::string> theirs = startedSince(before);
+  ASSERT_EQ(theirs.size(), 1u) << "the live run's runtime directory";
+
+  // The run that is killed.
+  before = runtimeDirs();
   CellosProcess cellos(runArgs(
       writeDocument("killed.yaml", doc("killed-run", sh("echo started; exec sleep 1000")))));
   ASSERT_TRUE(cellos.waitForStdout("started\n", 30s)) << cellos.err();
   std::vector<pid_t> daemons = childrenOf(cellos.pid());
   ASSERT_EQ(daemons.size(), 4u) << "signer, VM agent, DNS helper, broker";
-  std::vector<std::string> mine;
-  for (const std::string& dir : runtimeDirs()) {
-    if (!before.count(dir)) mine.push_back(dir);
-  }
+  std::vector<std::string> mine = startedSince(before);
   ASSERT_EQ(mine.size(), 1u) << "this run's runtime directory";
   cellos.signal(SIGKILL);
   EXPECT_EQ(cellos.wait(30s), 128 + SIGKILL);
@@ -550,13 +566,22 @@ TEST_P(CellBackends, ARunKilledBySigkillLeavesNothingTheNextRunDoesNotClean) {
   EXPECT_FALSE(cgroupExists("killed-run")) << "the VM agent's teardown did not take the cell";
   ASSERT_TRUE(std::filesystem::exists(mine[0])) << "nothing was left: the test would prove nothing";
 
+  // The next run removes the killed run's directory, and only that one.
   auto next = run("next.yaml", doc("after-kill", {"/bin/true"}));
   EXPECT_EQ(next.status, 0) << next.err;
   EXPECT_NE(next.err.find("removed " + mine[0] + ", left by a killed run"), std::string::npos)
       << next.err;
   EXPECT_FALSE(std::filesystem::exists(mine[0]));
   EXPECT_FALSE(std::filesystem::exists(claimOf("killed-run")));
-  // TearDown: no process, cgroup, interface, mount or runtime directory of either run remains.
+  EXPECT_TRUE(std::filesystem::exists(theirs[0] + "/broker.sock"))
+      << "the live run's runtime directory was removed";
+  EXPECT_EQ(next.err.find(theirs[0]), std::string::npos) << next.err;
+  EXPECT_TRUE(cgroupExists("live-run")) << "the live run's cell was hit";
+  live.signalGroup(SIGINT);
+  EXPECT_EQ(live.wait(30s), 128 + SIGKILL) << live.err();
+  EXPECT_FALSE(std::filesystem::exists(theirs[0])) << "the live run cleans up after itself";
+  std::filesystem::remove_all(liveState);
+  // TearDown: no process, cgroup, interface, mount or runtime directory of any run remains.
 }
 
 // --- the network scope ---------------------------------------------------------------------------
