@@ -217,12 +217,24 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   // Recorded before anything that would need reaping exists.
   struct stat uplinkId {};
   KJ_SYSCALL(fstat(config.uplinkNetnsFd, &uplinkId));
-  CellRecord record{launch.cellId,          launch.cellDir,  uplinkInterface,
-                    config.uplinkNetnsPath, uplinkId.st_dev, uplinkId.st_ino,
-                    launch.ids.hostBase,    launch.ids.size, core::formatIpv4(addresses.cell)};
+  CellRecord record;
+  record.cellId = launch.cellId;
+  record.cellDir = launch.cellDir;
+  record.stateDir = config.stateDir;
+  record.uplinkInterface = uplinkInterface;
+  record.uplinkNetnsPath = config.uplinkNetnsPath;
+  record.uplinkNetnsDev = uplinkId.st_dev;
+  record.uplinkNetnsIno = uplinkId.st_ino;
+  record.addressPool = config.addresses->leaseName();
+  record.addressSlot = addressLease.slot();
+  record.idBase = launch.ids.hostBase;
+  record.idSize = launch.ids.size;
+  record.cellAddress = core::formatIpv4(addresses.cell);
+  // The host-wide claim (beside the leases) lets any later launcher reap the cell if this one is
+  // killed; it also refuses an id a live cell of another launcher on this host is using.
   CellRecordFile recordFile = [&]() {
     try {
-      return CellRecordFile::create(config.stateDir, record);
+      return CellRecordFile::create(cellClaimsDirectory(config.poolDir), record);
     } catch (...) {
       rmdir(launch.cellDir.c_str());
       throw;

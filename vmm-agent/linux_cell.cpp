@@ -7,8 +7,10 @@
 //   * the launcher (launchCell, destroyCell, residueOf): runs in the caller's process.
 //
 // The order inside the cell init is the security argument, like bubblewrap's:
-//   1. die with the launcher; keep only this cell's fds; wait until the launcher has put us
-//      into the cell's cgroup (so everything below is already counted and limited);
+//   1. die with the launcher; keep only this cell's fds; overwrite the launcher's arguments and
+//      environment (the cell reads them as /proc/1/cmdline); wait until the launcher has put us
+//      into the cell's cgroup (so everything below is already counted and limited), then make
+//      that cgroup the root of a new cgroup namespace (the cell sees "/", not /cellos/<id>);
 //   2. make every mount private (nothing propagates to the host), mount the root tmpfs on
 //      cellDir, bind the read-only host view (or the image's entries) into it, fresh /proc with
 //      its sensitive files masked, minimal /dev, /tmp, and the cell's own /etc/resolv.conf;
@@ -319,6 +321,55 @@ void waitForCgroupJoin(int control) {
   } while (n < 0 && errno == EINTR);
   if (n < 0) throwErrno("recv(control, 'go')");
   if (n == 0 || byte != kGoByte) _exit(kCellAbortedExitCode);
+}
+
+// The init is a clone of the launcher, so /proc/1/cmdline in the cell would read the agent's
+// arguments (its socket, run, state and images directories) and /proc/1/environ its environment
+// (a service's RUNTIME_DIRECTORY, CREDENTIALS_DIRECTORY, ...). Both are read from the init's own
+// memory, between the addresses /proc/self/stat lists as arg_start..arg_end and
+// env_start..env_end: overwriting them in place is the one way that needs no capability
+// (PR_SET_MM_ARG_START and friends need CAP_SYS_RESOURCE) and no second program whose path and
+// plan would have to be passed along (a re-exec). The argument area is then "cellos-init", NULs,
+// and a last byte that is not NUL: the kernel's setproctitle rule (get_mm_cmdline in
+// fs/proc/base.c) then returns exactly the first string, "cellos-init\0". The environment area
+// becomes NULs, and libc's environ goes too. The thread name (comm, /proc/1/status) follows.
+// /proc/1/exe, maps and the like still name the host's binary, but opening them takes ptrace
+// access to the init, which the workload (another host uid, no capability) never has.
+constexpr char kInitName[] = "cellos-init";
+
+void hideLauncherArguments() {
+  std::string stat = readWholeFile("/proc/self/stat");
+  // Fields after the parenthesised name start at field 3; arg_start is field 48 (proc(5)).
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) throw std::runtime_error("/proc/self/stat: no command name");
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  for (int number = 3; number < 48 && fields >> field; ++number) {
+  }
+  unsigned long argStart = 0, argEnd = 0, envStart = 0, envEnd = 0;
+  if (!(fields >> argStart >> argEnd >> envStart >> envEnd) || argStart == 0 ||
+      argEnd <= argStart || envEnd < envStart) {
+    throw std::runtime_error("/proc/self/stat: no argument and environment addresses");
+  }
+  char* args = reinterpret_cast<char*>(argStart);
+  size_t argBytes = argEnd - argStart;
+  memset(args, 0, argBytes);
+  memcpy(args, kInitName, std::min(argBytes - 1, sizeof kInitName - 1));
+  if (argBytes > sizeof kInitName) args[argBytes - 1] = ' ';
+  if (envEnd > envStart) memset(reinterpret_cast<char*>(envStart), 0, envEnd - envStart);
+  clearenv();
+  if (prctl(PR_SET_NAME, kInitName, 0, 0, 0) < 0) throwErrno("prctl(PR_SET_NAME, cellos-init)");
+}
+
+// A cgroup namespace rooted at the cell's own cgroup: /proc/<pid>/cgroup is written relative to
+// the reader's namespace root, so the cell sees "/" (v2: "0::/"; v1: "/" in every hierarchy,
+// those the launcher does not manage included) where it would see /cellos/<id> and the host's
+// slices. It must come after the launcher moved us into the cell's cgroup (the namespace's root
+// is the cgroup its creator is in at that moment), which is why it is not a clone flag. A
+// cgroupfs mount made inside would show only that subtree too, but the cell has no /sys and its
+// workload cannot mount.
+void enterCellCgroupNamespace() {
+  if (unshare(CLONE_NEWCGROUP) < 0) throwErrno("unshare(CLONE_NEWCGROUP)");
 }
 
 // The new mount namespace starts as a copy of the host's, with the host's propagation: where
@@ -841,7 +892,9 @@ int reapUntil(pid_t workload) {
     resetInitSignals();
     umask(022);
     keepOnlyCellFds(fds);
+    hideLauncherArguments();
     waitForCgroupJoin(fds.control);
+    enterCellCgroupNamespace();
 
     // 2. The cell's root, built under cellDir while the host is still visible.
     makeMountsPrivate();

@@ -3,8 +3,9 @@
 // Privilege story, top to bottom:
 //   1. start as root, close inherited fds; check the pools and open the uplink namespace (fail
 //      closed: a configuration mistake is one line, before anything exists);
-//   2. reap what a crashed predecessor left: its records in <state-dir> that no live launcher
-//      holds, and stray <run-dir>/cells directories (idempotent destroy);
+//   2. reap what killed launchers left (ours or any other on this host): the cells whose claim
+//      in <pool-dir>/cells or record in <state-dir> no live launcher holds, and stray
+//      <run-dir>/cells directories (idempotent destroy);
 //   3. bind vmm.sock (owner root, group = the broker's group, 0660);
 //   4. shrink the capability set to the documented one (see kCapabilities) and set
 //      no_new_privs; we stay uid 0 because cgroup and namespace files are root's;
@@ -15,6 +16,7 @@
 #include "privsep/credentials.h"
 #include "privsep/daemon.h"
 #include "vmm-agent/agent_server.h"
+#include "vmm-agent/cell_records.h"
 #include "vmm-agent/launcher.h"
 #include "vmm-agent/reaper.h"
 #include "vmm-agent/seccomp_profile.h"
@@ -120,7 +122,8 @@ int serve(const Options& options) {
   mkdirOwned(options.runDir + "/cells", 0700);
   mkdirOwnedWithParents(options.stateDir, 0700);
   mkdirOwnedWithParents(options.poolDir, 0700);
-  vmm::reapOrphanedCells(options.stateDir, options.runDir, config.homeNetnsFd);
+  mkdirOwned(vmm::cellClaimsDirectory(options.poolDir), 0700);
+  vmm::reapOrphanedCells(options.stateDir, options.poolDir, options.runDir, config.homeNetnsFd);
 
   auto listenFd = ipc::listenUnix({options.common.socketPath, 0660, 0, broker.gid});
 
@@ -201,8 +204,9 @@ int main(int argc, char** argv) {
                  "ones no live launcher holds")
       ->capture_default_str();
   app.add_option("--pool-dir", options.poolDir,
-                 "host-wide leases on address and uid slots (every launcher on a host must use "
-                 "the same directory and pools)")
+                 "host-wide leases on address and uid slots, and claims on cells (every launcher "
+                 "on a host must use the same directory and pools; a start reaps the cells of "
+                 "killed launchers found here)")
       ->capture_default_str();
   app.add_option("--images-dir", options.imagesDir,
                  "registered directory images: run.image NAME is <dir>/NAME (root-owned)")

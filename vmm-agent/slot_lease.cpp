@@ -1,5 +1,6 @@
 #include "vmm-agent/slot_lease.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <stdexcept>
 #include <system_error>
+#include <vector>
 
 namespace cellos::vmm {
 
@@ -69,6 +71,49 @@ void SlotLease::release() {
   unlink(path_.c_str());  // while still locked: see tryAcquire
   close(fd_);
   fd_ = -1;
+}
+
+namespace {
+
+// The names leases have: <pool>.<slot>, the pools being core::AddressPool::leaseName()
+// ("addr-10.213.0.0-16") and core::UidRangePool::describe() ("uid-1879048192-65536-1024"). Only
+// these are ever removed, whatever else an operator keeps in the directory.
+bool isLeaseName(const std::string& name) {
+  if (name.rfind("addr-", 0) != 0 && name.rfind("uid-", 0) != 0) return false;
+  size_t dot = name.rfind('.');
+  if (dot == std::string::npos || dot + 1 == name.size()) return false;
+  for (size_t i = dot + 1; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+  }
+  for (char c : name) {
+    if (!(c >= '0' && c <= '9') && !(c >= 'a' && c <= 'z') && c != '.' && c != '-') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void removeStaleLeases(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* listing = opendir(dir.c_str())) {
+    while (dirent* entry = readdir(listing)) {
+      if (isLeaseName(entry->d_name)) names.emplace_back(entry->d_name);
+    }
+    closedir(listing);
+  }
+  for (const std::string& name : names) {
+    std::string path = dir + "/" + name;
+    int fd = open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) continue;
+    struct stat held {
+    }, named{};
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &held) == 0 && S_ISREG(held.st_mode) &&
+        lstat(path.c_str(), &named) == 0 && held.st_ino == named.st_ino &&
+        held.st_dev == named.st_dev) {
+      unlink(path.c_str());  // while locked, as release() does
+    }
+    close(fd);
+  }
 }
 
 }  // namespace cellos::vmm

@@ -38,4 +38,10 @@ class SlotLease {
   size_t slot_ = 0;
 };
 
+// Removes every lease file in `dir` that nobody holds: what launchers that were killed left (a
+// releasing holder removes its own). Each is locked first and checked to be still the file at
+// its name, so an acquirer that opened it meanwhile notices and takes a new one (tryAcquire).
+// Only files named like leases (<pool>.<slot>) are considered. Never throws.
+void removeStaleLeases(const std::string& dir);
+
 }  // namespace cellos::vmm

@@ -2,8 +2,10 @@
 
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/netlink.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -90,6 +92,22 @@ constexpr unsigned long kCloneNamespaces = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE
                                            CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |
                                            CLONE_NEWNET;
 
+// The socket families a workload may open: local sockets, and the two families its nftables rules
+// judge. AF_NETLINK is allowed for NETLINK_ROUTE only, because glibc asks it what the host has:
+// getaddrinfo(AI_ADDRCONFIG) (the default of most resolvers), getifaddrs and if_nameindex, and
+// `ip addr` / `ip route`. The cell's network namespace belongs to the host's user namespace, so
+// a workload can read its own lo and eth0 there but change nothing. Every other netlink protocol
+// (uevents of the host's devices, audit, netfilter, xfrm, ...) answers EPROTONOSUPPORT, and every
+// other family (AF_VSOCK, which ignores network namespaces and nftables and reaches the
+// hypervisor's side; AF_PACKET; AF_KEY; AF_ALG; AF_BLUETOOTH; AF_XDP; ...) EAFNOSUPPORT, as from a
+// kernel built without it.
+constexpr WorkloadSocketFamily kSocketFamilies[] = {
+    {AF_UNIX, "AF_UNIX"},
+    {AF_INET, "AF_INET"},
+    {AF_INET6, "AF_INET6"},
+};
+constexpr size_t kSocketFamilyCount = sizeof kSocketFamilies / sizeof kSocketFamilies[0];
+
 constexpr sock_filter statement(uint16_t code, uint32_t k) {
   return sock_filter{code, 0, 0, k};
 }
@@ -98,8 +116,9 @@ constexpr sock_filter jump(uint16_t code, uint32_t k, uint8_t ifTrue, uint8_t if
 }
 
 constexpr size_t kDenialCount = sizeof kDenials / sizeof kDenials[0];
-// arch check (3) + number load and foreign-bit check (3) + 2 per denial + clone (4) + allow (1)
-constexpr size_t kProgramLength = 3 + 3 + 2 * kDenialCount + 4 + 1;
+// arch check (3) + number load and foreign-bit check (3) + 2 per denial + clone (5) + socket and
+// socketpair (2 + 1 + 1 per family + 5) + allow (1)
+constexpr size_t kProgramLength = 3 + 3 + 2 * kDenialCount + 5 + 2 + 1 + kSocketFamilyCount + 5 + 1;
 
 // Built at compile time: nothing is allocated or computed between fork and exec.
 constexpr std::array<sock_filter, kProgramLength> buildProgram() {
@@ -122,18 +141,38 @@ constexpr std::array<sock_filter, kProgramLength> buildProgram() {
   }
   // clone(flags, ...): refuse any CLONE_NEW* bit. The flags are the low word of args[0] (every
   // CLONE_NEW* bit is below 2^32), which sits first on a little-endian machine.
-  program[i++] = jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 3);
+  program[i++] = jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 4);
   program[i++] = statement(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args));
   program[i++] = jump(BPF_JMP | BPF_JSET | BPF_K, static_cast<uint32_t>(kCloneNamespaces), 0, 1);
   program[i++] = statement(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM);
+  program[i++] = statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+  // socket(domain, type, protocol) and socketpair(domain, ...): the domain is an int, so the
+  // kernel reads only the low word of args[0] (and of args[2], the protocol), as here. Jumps
+  // count from the next instruction; the block ends in the program's final allow.
+  constexpr uint8_t families = kSocketFamilyCount;
+  program[i++] = jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 1, 0);
+  program[i++] =
+      jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_socketpair, 0, static_cast<uint8_t>(families + 6));
+  program[i++] = statement(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args));
+  for (uint8_t j = 0; j < families; ++j) {
+    program[i++] = jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(kSocketFamilies[j].family),
+                        static_cast<uint8_t>(families + 4 - j), 0);
+  }
+  program[i++] = jump(BPF_JMP | BPF_JEQ | BPF_K, AF_NETLINK, 0, 3);
+  program[i++] = statement(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args) + 2 * 8);
+  program[i++] = jump(BPF_JMP | BPF_JEQ | BPF_K, NETLINK_ROUTE, 2, 0);
+  program[i++] = statement(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPROTONOSUPPORT);
+  program[i++] = statement(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAFNOSUPPORT);
   program[i++] = statement(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
   return program;
 }
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-              "clone flags are read as args[0]'s low word");
+              "clone flags and socket domains are read as their argument's low word");
 
 constexpr std::array<sock_filter, kProgramLength> kProgram = buildProgram();
+static_assert(kProgram.back().code == (BPF_RET | BPF_K) && kProgram.back().k == SECCOMP_RET_ALLOW,
+              "every instruction slot is used");
 
 }  // namespace
 
@@ -143,6 +182,10 @@ std::span<const WorkloadDenial> workloadDenials() {
 
 unsigned long workloadCloneNamespaceMask() {
   return kCloneNamespaces;
+}
+
+std::span<const WorkloadSocketFamily> workloadSocketFamilies() {
+  return kSocketFamilies;
 }
 
 int installWorkloadFilter() {

@@ -6,7 +6,9 @@
 // init mount, pivot_root, clone namespaces and set its hostname. This second filter takes those
 // away from the workload: each call below answers EPERM, clone with a CLONE_NEW* flag answers
 // EPERM, and clone3 answers ENOSYS (its flags sit behind a pointer a filter cannot read; libc
-// then falls back to clone, which the filter can check). Every other call is left to the
+// then falls back to clone, which the filter can check); socket and socketpair answer
+// EAFNOSUPPORT for every family but AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK (whose protocols
+// but NETLINK_ROUTE answer EPROTONOSUPPORT). Every other call is left to the
 // launcher's filter, so the two together are: the launcher's allowlist minus this list, and
 // the stack's default stays kill-process. docs/security.md lists the calls.
 //
@@ -29,6 +31,15 @@ std::span<const WorkloadDenial> workloadDenials();
 
 // The CLONE_NEW* bits that make clone(2) answer EPERM.
 unsigned long workloadCloneNamespaceMask();
+
+struct WorkloadSocketFamily {
+  int family;             // AF_*
+  std::string_view name;  // as in <sys/socket.h>
+};
+
+// The socket families socket(2) and socketpair(2) may create, besides AF_NETLINK with
+// NETLINK_ROUTE; any other family answers EAFNOSUPPORT.
+std::span<const WorkloadSocketFamily> workloadSocketFamilies();
 
 // Installs the filter on the calling thread (no_new_privs must be set). Returns 0, or the
 // errno of the failed seccomp(2) call. Allocates nothing: it runs between fork and exec.

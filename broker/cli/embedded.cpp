@@ -142,11 +142,16 @@ void EmbeddedSystem::start() {
   std::filesystem::create_directories(options_.stateDir);
   chmod(options_.stateDir.c_str(), 0755);
 
+  // What killed runs left goes first; the lock on /run keeps others from reaping ours until we
+  // hold it (broker/cli/runtime_dir.h).
+  HeldLock creating = reapDeadRuntimeDirectories();
   char dirTemplate[] = "/run/cellos-run.XXXXXX";
   if (mkdtemp(dirTemplate) == nullptr) {
     throw std::system_error(errno, std::generic_category(), "mkdtemp /run/cellos-run.XXXXXX");
   }
   runtimeDir_ = dirTemplate;
+  runtimeLock_ = holdRuntimeDirectory(runtimeDir_);
+  creating.reset();
   // root:cellos 0750 — the broker (group cellos) reaches the sockets, nobody else enters.
   chown(runtimeDir_.c_str(), 0, *group);
   chmod(runtimeDir_.c_str(), 0750);
@@ -230,6 +235,7 @@ void EmbeddedSystem::stop() {
     std::error_code ignored;
     std::filesystem::remove_all(runtimeDir_, ignored);
     runtimeDir_.clear();
+    runtimeLock_.reset();
   }
 }
 

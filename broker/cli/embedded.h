@@ -3,6 +3,8 @@
 // under its own user and in its own process group, in a private runtime directory, and stops
 // them again when the cell is done — also after Ctrl-C.
 
+#include "broker/cli/runtime_dir.h"
+
 #include <sys/types.h>
 
 #include <string>
@@ -61,6 +63,7 @@ class EmbeddedSystem {
 
   EmbeddedOptions options_;
   std::string runtimeDir_;
+  HeldLock runtimeLock_;  // held while runtimeDir_ exists: a live run's directory is never reaped
   std::string eventsPath_;
   std::vector<Daemon> daemons_;
 };

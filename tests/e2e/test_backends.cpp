@@ -8,7 +8,9 @@
 #include "tests/e2e/uplink_host.h"
 #include "vmm-agent/cgroup.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 
 #include <algorithm>
 #include <chrono>
@@ -419,6 +421,167 @@ TEST_P(CellBackends, AVmLauncherKilledMidCellIsReapedByTheNextStart) {
   EXPECT_EQ(next.status, 0) << next.err;
   EXPECT_FALSE(std::filesystem::exists(stateDir_ + "/vmm/orphan.json"));
   // TearDown: the residue check finds nothing.
+}
+
+// Whether any cgroup leaf of `cellId` exists.
+bool cgroupExists(const std::string& cellId) {
+  vmm::CellCgroup cgroup = vmm::CellCgroup::open(cellId);
+  for (const auto& leaf : cgroup.leaves()) {
+    if (std::filesystem::exists(leaf)) return true;
+  }
+  return false;
+}
+
+// Every launcher on the host shares the pool directory (the default, as `cellos run` uses it),
+// and in it the claims of the cells each one runs.
+std::string claimOf(const std::string& cellId) {
+  return "/run/cellos/leases/cells/" + cellId + ".json";
+}
+
+// Lease files in the pool directory that nobody holds: what a killed launcher left and no later
+// start removed.
+std::vector<std::string> unheldLeases() {
+  std::vector<std::string> unheld;
+  std::error_code ec;
+  for (auto& entry : std::filesystem::directory_iterator("/run/cellos/leases", ec)) {
+    if (!entry.is_regular_file()) continue;
+    int fd = open(entry.path().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) unheld.push_back(entry.path().filename().string());
+    close(fd);
+  }
+  return unheld;
+}
+
+TEST_P(CellBackends, AKilledLaunchersCellIsReapedByALauncherOfAnotherStateDirButALiveOneIsNot) {
+  // A run whose VM launcher is killed mid-cell (state directory: this test's).
+  CellosProcess killed(
+      runArgs(writeDocument("orphan.yaml", doc("orphan-x", sh("echo started; exec sleep 1000")))));
+  ASSERT_TRUE(killed.waitForStdout("started\n", 30s)) << killed.err();
+  pid_t agent = -1;
+  for (pid_t child : childrenOf(killed.pid())) {
+    if (exeName(child) == "cellos-vmm-agent") agent = child;
+  }
+  ASSERT_GT(agent, 0);
+  ASSERT_EQ(kill(agent, SIGKILL), 0);
+  EXPECT_NE(killed.wait(30s), 0);
+  ASSERT_TRUE(cgroupExists("orphan-x")) << "nothing was left to reap: the test would prove nothing";
+  ASSERT_TRUE(std::filesystem::exists(claimOf("orphan-x")));
+
+  // A run that stays alive meanwhile, with a state directory of its own.
+  std::string liveState = makeTempDir(), otherState = makeTempDir();
+  writeFile(liveState + "/live.yaml", doc("survivor", sh("echo started; exec sleep 1000")));
+  CellosProcess live({"run", liveState + "/live.yaml", "--state-dir", liveState, "--events",
+                      liveState + "/events.jsonl"});
+  ASSERT_TRUE(live.waitForStdout("started\n", 30s)) << live.err();
+  std::vector<pid_t> survivors = vmm::CellCgroup::open("survivor").processes();
+  ASSERT_FALSE(survivors.empty());
+  nlohmann::json liveClaim = nlohmann::json::parse(readFile(claimOf("survivor")));
+  std::string liveVeth = liveClaim["uplinkInterface"];
+  ASSERT_TRUE(std::filesystem::exists("/sys/class/net/" + liveVeth)) << liveVeth;
+
+  // A third run, with yet another state directory: its VM launcher's start reaps the killed
+  // launcher's cell from the host-wide claim, and leaves the live one's alone.
+  writeFile(otherState + "/next.yaml", doc("after-x", {"/bin/true"}));
+  auto next = runCellos({"run", otherState + "/next.yaml", "--state-dir", otherState, "--events",
+                         otherState + "/events.jsonl"});
+  EXPECT_EQ(next.status, 0) << next.err;
+  EXPECT_FALSE(cgroupExists("orphan-x")) << "the killed launcher's cgroups are still there";
+  EXPECT_FALSE(std::filesystem::exists(claimOf("orphan-x")));
+  EXPECT_FALSE(std::filesystem::exists(stateDir_ + "/vmm/orphan-x.json"))
+      << "the killed launcher's own record goes with its claim";
+
+  // Every process it had is still there (under gVisor the Sentry may have started more).
+  std::vector<pid_t> still = vmm::CellCgroup::open("survivor").processes();
+  EXPECT_TRUE(std::includes(still.begin(), still.end(), survivors.begin(), survivors.end()))
+      << "the live cell was hit";
+  EXPECT_TRUE(std::filesystem::exists(claimOf("survivor")));
+  EXPECT_TRUE(std::filesystem::exists(liveState + "/vmm/survivor.json"));
+  EXPECT_TRUE(std::filesystem::exists("/sys/class/net/" + liveVeth))
+      << "the live cell's veth was removed";
+  live.signalGroup(SIGINT);
+  EXPECT_EQ(live.wait(30s), 128 + SIGKILL) << live.err();
+  std::filesystem::remove_all(liveState);
+  std::filesystem::remove_all(otherState);
+  std::string unheld;
+  for (const auto& name : unheldLeases()) unheld += name + " ";
+  EXPECT_EQ(unheld, "") << "lease files nobody holds";
+  // TearDown: nothing of either cell is left.
+}
+
+// What a `cellos run` killed by SIGKILL leaves (it cannot clean up): its runtime directory. Its
+// daemons die with it (parent-death signal) and their teardown takes the cell; the next
+// `cellos run` removes the directory, and its VM launcher reaps any cell left (the claims). A
+// run alive meanwhile keeps its directory and its cell.
+TEST_P(CellBackends, ARunKilledBySigkillLeavesNothingTheNextRunDoesNotClean) {
+  auto runtimeDirs = []() {
+    std::set<std::string> dirs;
+    std::error_code ec;
+    for (auto& entry : std::filesystem::directory_iterator("/run", ec)) {
+      if (entry.path().filename().string().rfind("cellos-run.", 0) == 0) {
+        dirs.insert(entry.path().string());
+      }
+    }
+    return dirs;
+  };
+  auto startedSince = [&](const std::set<std::string>& before) {
+    std::vector<std::string> added;
+    for (const std::string& dir : runtimeDirs()) {
+      if (!before.count(dir)) added.push_back(dir);
+    }
+    return added;
+  };
+  // A run that stays alive throughout (its own state directory: a signer locks its chain).
+  std::string liveState = makeTempDir();
+  std::set<std::string> before = runtimeDirs();
+  writeFile(liveState + "/live.yaml", doc("live-run", sh("echo started; exec sleep 1000")));
+  CellosProcess live({"run", liveState + "/live.yaml", "--state-dir", liveState, "--events",
+                      liveState + "/events.jsonl"});
+  ASSERT_TRUE(live.waitForStdout("started\n", 30s)) << live.err();
+  std::vector<std::string> theirs = startedSince(before);
+  ASSERT_EQ(theirs.size(), 1u) << "the live run's runtime directory";
+
+  // The run that is killed.
+  before = runtimeDirs();
+  CellosProcess cellos(runArgs(
+      writeDocument("killed.yaml", doc("killed-run", sh("echo started; exec sleep 1000")))));
+  ASSERT_TRUE(cellos.waitForStdout("started\n", 30s)) << cellos.err();
+  std::vector<pid_t> daemons = childrenOf(cellos.pid());
+  ASSERT_EQ(daemons.size(), 4u) << "signer, VM agent, DNS helper, broker";
+  std::vector<std::string> mine = startedSince(before);
+  ASSERT_EQ(mine.size(), 1u) << "this run's runtime directory";
+  cellos.signal(SIGKILL);
+  EXPECT_EQ(cellos.wait(30s), 128 + SIGKILL);
+
+  // The daemons go by themselves, and with them the cell.
+  auto alive = [&]() {
+    int count = 0;
+    for (pid_t pid : daemons) count += exeName(pid).rfind("cellos", 0) == 0;
+    return count;
+  };
+  for (int i = 0; i < 300 && (alive() > 0 || cgroupExists("killed-run")); ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(alive(), 0) << "a daemon outlived its `cellos run`";
+  EXPECT_FALSE(cgroupExists("killed-run")) << "the VM agent's teardown did not take the cell";
+  ASSERT_TRUE(std::filesystem::exists(mine[0])) << "nothing was left: the test would prove nothing";
+
+  // The next run removes the killed run's directory, and only that one.
+  auto next = run("next.yaml", doc("after-kill", {"/bin/true"}));
+  EXPECT_EQ(next.status, 0) << next.err;
+  EXPECT_NE(next.err.find("removed " + mine[0] + ", left by a killed run"), std::string::npos)
+      << next.err;
+  EXPECT_FALSE(std::filesystem::exists(mine[0]));
+  EXPECT_FALSE(std::filesystem::exists(claimOf("killed-run")));
+  EXPECT_TRUE(std::filesystem::exists(theirs[0] + "/broker.sock"))
+      << "the live run's runtime directory was removed";
+  EXPECT_EQ(next.err.find(theirs[0]), std::string::npos) << next.err;
+  EXPECT_TRUE(cgroupExists("live-run")) << "the live run's cell was hit";
+  live.signalGroup(SIGINT);
+  EXPECT_EQ(live.wait(30s), 128 + SIGKILL) << live.err();
+  EXPECT_FALSE(std::filesystem::exists(theirs[0])) << "the live run cleans up after itself";
+  std::filesystem::remove_all(liveState);
+  // TearDown: no process, cgroup, interface, mount or runtime directory of any run remains.
 }
 
 // --- the network scope ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ std::map<std::string, std::string> keyed(const std::string& out) {
 
 std::string breakAttempts() {
   auto nr = [](long n) { return std::to_string(n); };
-  return R"(import ctypes, errno, fcntl, os, subprocess, termios
+  return R"(import ctypes, errno, fcntl, os, socket, subprocess, termios
 libc = ctypes.CDLL(None, use_errno=True)
 def call(name, f):
     ctypes.set_errno(0)
@@ -101,6 +101,18 @@ try:
 except OSError as e:
     print("tiocsti=" + errno.errorcode[e.errno])
 tryopen("write-workspace", "/workspace/ok", os.O_WRONLY | os.O_CREAT)
+def sock(name, family, kind, proto=0):
+    try:
+        socket.socket(family, kind, proto).close()
+        print(name + "=ok")
+    except OSError as e:
+        print(name + "=" + errno.errorcode[e.errno])
+sock("socket-vsock", 40, socket.SOCK_STREAM)
+sock("socket-vsock-dgram", 40, socket.SOCK_DGRAM)
+sock("socket-packet", 17, socket.SOCK_RAW)
+sock("socket-unix", socket.AF_UNIX, socket.SOCK_STREAM)
+sock("socket-inet", socket.AF_INET, socket.SOCK_STREAM)
+sock("socket-inet6", socket.AF_INET6, socket.SOCK_DGRAM)
 sleeper.kill()
 )";
 }
@@ -159,10 +171,75 @@ TEST_P(CellIsolation, BreakAttemptsInsideARealCellAllFail) {
   expected["isatty"] = "000";
   expected["tiocsti"] = "ENOTTY";
   expected["write-workspace"] = "ok";  // the control: its own scratch space is writable
+  // vsock ignores network namespaces and nftables (on a VM host it reaches the hypervisor's
+  // side), a packet socket sees raw frames: refused as by a kernel without them. The families a
+  // cell uses still work.
+  expected["socket-vsock"] = expected["socket-vsock-dgram"] = "EAFNOSUPPORT";
+  expected["socket-packet"] = "EAFNOSUPPORT";
+  expected["socket-unix"] = expected["socket-inet"] = expected["socket-inet6"] = "ok";
   for (const auto& [key, value] : expected) {
     EXPECT_EQ(got[key], value) << key << "\n" << result.out;
   }
   EXPECT_EQ(got.size(), expected.size()) << result.out;
+}
+
+// The cell's pid 1 and its cgroups, as the workload reads them: nothing of the host's paths,
+// the agent's arguments or the host's cgroup tree.
+TEST_P(CellIsolation, PidOneAndTheCgroupsShowNothingOfTheHost) {
+  const char* probe = R"(import os, errno
+def show(name, path, mode="r"):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        print(name + "=" + data.decode(errors="replace").replace("\0", "|").replace("\n", ";"))
+    except OSError as e:
+        print(name + "=" + errno.errorcode[e.errno])
+show("cmdline", "/proc/1/cmdline")
+show("comm", "/proc/1/comm")
+show("environ", "/proc/1/environ")
+try:
+    print("exe=" + os.readlink("/proc/1/exe"))
+except OSError as e:
+    print("exe=" + errno.errorcode[e.errno])
+show("cgroup", "/proc/self/cgroup")
+show("init-cgroup", "/proc/1/cgroup")
+show("mountinfo", "/proc/self/mountinfo")
+)";
+  auto result = run("pid1.yaml", cellDocument("pid-one", {"/usr/bin/python3", "-c", probe}, "",
+                                              "  placement: {backend: " + GetParam() + "}\n"));
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  // None of what the VM agent was started with: its binary, the runtime directory of this run,
+  // the state directory, the images directory under it.
+  for (const std::string& host : {std::string("cellos-vmm-agent"), std::string("/run/cellos-run."),
+                                  stateDir_, stateDir_ + "/images", binDir()}) {
+    EXPECT_EQ(result.out.find(host), std::string::npos) << host << " shows in\n" << result.out;
+  }
+  EXPECT_EQ(result.out.find("/cellos/"), std::string::npos) << "the host's cgroup tree\n"
+                                                            << result.out;
+  auto got = keyed(result.out);
+  if (GetParam() == "linux") {
+    EXPECT_EQ(got["cmdline"], "cellos-init|");
+    EXPECT_EQ(got["comm"], "cellos-init;");
+    // The init is host root: its environment and executable need ptrace access to it.
+    EXPECT_EQ(got["environ"], "EACCES");
+    EXPECT_EQ(got["exe"], "EACCES");
+    // The root of the cell's own cgroup namespace, in every hierarchy.
+    for (const char* key : {"cgroup", "init-cgroup"}) {
+      std::istringstream lines(got[key]);
+      int count = 0;
+      for (std::string line; std::getline(lines, line, ';'); ++count) {
+        EXPECT_EQ(line.substr(line.rfind(':')), ":/") << key << ": " << got[key];
+      }
+      EXPECT_GE(count, 1) << key;
+    }
+  } else {
+    // Under gVisor pid 1 is the workload itself, in the Sentry's own pid namespace: its own
+    // command line and environment. The Sentry mounts no cgroupfs and reports no cgroup.
+    EXPECT_EQ(got["cmdline"].rfind("/usr/bin/python3|-c|", 0), 0u) << got["cmdline"];
+    EXPECT_EQ(got["comm"], "python3;");
+    EXPECT_EQ(got["environ"], "HOME=/|");
+    EXPECT_EQ(got["cgroup"], "");
+  }
 }
 
 }  // namespace

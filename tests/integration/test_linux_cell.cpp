@@ -660,6 +660,98 @@ TEST_F(LinuxCellTest, WorkloadFilterAnswersEpermToNamespaceMountAndKernelCalls) 
   EXPECT_EQ(out[denied.size() + 2], "fork=7") << "an ordinary fork still works";
 }
 
+TEST_F(LinuxCellTest, WorkloadFilterRefusesSocketFamiliesACellHasNoUseFor) {
+  // Each family by number (this build's <sys/socket.h>); what the kernel itself would say for a
+  // family it was built without. NETLINK_ROUTE stays, for glibc's interface queries.
+  const char* probe = R"(import errno, socket
+def sock(name, family, kind, proto=0):
+    try:
+        socket.socket(family, kind, proto).close()
+        print(name + "=ok")
+    except OSError as e:
+        print(name + "=" + errno.errorcode[e.errno])
+def pair(name, family):
+    try:
+        for s in socket.socketpair(family, socket.SOCK_STREAM):
+            s.close()
+        print(name + "=ok")
+    except OSError as e:
+        print(name + "=" + errno.errorcode[e.errno])
+sock("vsock", 40, socket.SOCK_STREAM)
+sock("packet", 17, socket.SOCK_RAW)
+sock("key", 15, socket.SOCK_RAW, 2)
+sock("alg", 38, socket.SOCK_SEQPACKET)
+sock("bluetooth", 31, socket.SOCK_STREAM)
+sock("xdp", 44, socket.SOCK_RAW)
+sock("netlink-uevent", 16, socket.SOCK_DGRAM, 15)
+sock("netlink-audit", 16, socket.SOCK_RAW, 9)
+sock("unix", socket.AF_UNIX, socket.SOCK_STREAM)
+sock("inet", socket.AF_INET, socket.SOCK_DGRAM)
+sock("inet6", socket.AF_INET6, socket.SOCK_STREAM)
+sock("netlink-route", 16, socket.SOCK_RAW, 0)
+pair("socketpair-unix", socket.AF_UNIX)
+pair("socketpair-vsock", 40)
+print("interfaces=" + ",".join(sorted(name for _, name in socket.if_nameindex())))
+)";
+  TestCell& c = newCell();
+  CellLaunch launch = shellLaunch(c, "");
+  launch.argv = {"/usr/bin/python3", "-c", probe};
+  launchInto(c, launch);
+  CellOutcome outcome = startAndCollect(c);
+  expectExited(outcome, 0);
+  EXPECT_EQ(outcome.out,
+            "vsock=EAFNOSUPPORT\npacket=EAFNOSUPPORT\nkey=EAFNOSUPPORT\nalg=EAFNOSUPPORT\n"
+            "bluetooth=EAFNOSUPPORT\nxdp=EAFNOSUPPORT\nnetlink-uevent=EPROTONOSUPPORT\n"
+            "netlink-audit=EPROTONOSUPPORT\nunix=ok\ninet=ok\ninet6=ok\nnetlink-route=ok\n"
+            "socketpair-unix=ok\nsocketpair-vsock=EAFNOSUPPORT\ninterfaces=lo\n")
+      << outcome.err;
+}
+
+TEST_F(LinuxCellTest, TheCellSeesItsCgroupAsTheRootOfItsOwnCgroupNamespace) {
+  TestCell& c = launchShell("cat /proc/self/cgroup; echo ---; cat /proc/1/cgroup");
+  // From the host: the init is in /cellos/<id> (the control: the cell's cgroup is real).
+  std::string hostView = readFileText("/proc/" + std::to_string(c.cell.initPid) + "/cgroup");
+  EXPECT_NE(hostView.find("/cellos/" + c.id), std::string::npos) << hostView;
+  CellOutcome outcome = startAndCollect(c);
+  expectExited(outcome, 0);
+  // Inside: every hierarchy (v1: each controller, those the launcher does not manage too; v2:
+  // the one) is at its namespace's root; nothing names the host's tree.
+  std::vector<std::string> seen = lines(outcome.out);
+  ASSERT_GE(seen.size(), 3u) << outcome.out << outcome.err;
+  for (const std::string& line : seen) {
+    if (line == "---") continue;
+    EXPECT_EQ(line.substr(line.rfind(':')), ":/") << outcome.out;
+  }
+  EXPECT_EQ(outcome.out.find("cellos"), std::string::npos) << outcome.out;
+  EXPECT_EQ(outcome.out.find(".slice"), std::string::npos) << outcome.out;
+}
+
+TEST_F(LinuxCellTest, TheCellsInitShowsNoArgumentOrEnvironmentOfItsLauncher) {
+  // The init is a clone of this process: without the overwrite, /proc/1/cmdline would be this
+  // test binary's command line and /proc/1/environ ctest's environment (CELLOS_BUILD_DIR=...).
+  std::string ownCmdline = readFileText("/proc/self/cmdline");
+  ASSERT_NE(readFileText("/proc/self/environ"), "")
+      << "the control: the launcher has an environment";
+  TestCell& c = launchShell(
+      "cat /proc/1/cmdline; echo; cat /proc/1/comm; grep ^Name: /proc/1/status; "
+      "cat /proc/1/environ >/dev/null 2>&1 || echo environ-refused; "
+      "readlink /proc/1/exe >/dev/null 2>&1 || echo exe-refused");
+  // From the host (root may read all of it), before the workload runs.
+  std::string init = "/proc/" + std::to_string(c.cell.initPid);
+  std::string cmdline = readFileText(init + "/cmdline");
+  EXPECT_EQ(cmdline, std::string("cellos-init\0", 12));
+  std::string environ = readFileText(init + "/environ");
+  EXPECT_EQ(environ.find_first_not_of('\0'), std::string::npos)
+      << "the launcher's environment is still in the init: " << environ;
+  EXPECT_EQ(readFileText(init + "/comm"), "cellos-init\n");
+  CellOutcome outcome = startAndCollect(c);
+  expectExited(outcome, 0);
+  EXPECT_EQ(outcome.out, std::string("cellos-init") + '\0' +
+                             "\ncellos-init\nName:\tcellos-init\nenviron-refused\nexe-refused\n")
+      << outcome.err;
+  EXPECT_EQ(outcome.out.find(ownCmdline.substr(0, ownCmdline.find('\0'))), std::string::npos);
+}
+
 TEST_F(LinuxCellTest, SensitiveProcFilesAreMaskedOrReadOnly) {
   CellOutcome outcome = runShell(
       "for f in kcore keys timer_list sched_debug; do "

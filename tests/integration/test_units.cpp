@@ -46,7 +46,7 @@ struct Threshold {
 
 const Threshold kThresholds[] = {
     {"cellos-event-signer.service", 1.0},    {"cellos-broker.service", 1.5},
-    {"cellos-dns-helper.service", 2.0},      {"cellos-vmm-agent.service", 3.0},
+    {"cellos-dns-helper.service", 2.0},      {"cellos-vmm-agent.service", 3.1},
     {"cellos-event-forwarder.service", 2.0},
 };
 
@@ -218,7 +218,7 @@ TEST(UnitDirectivesOfTheVmLauncher, LeaveCellsWhatTheyAreMadeOf) {
   EXPECT_NE(single(d, "ProtectHostname"), "yes") << "cells set their hostname";
   EXPECT_NE(single(d, "MemoryDenyWriteExecute"), "yes") << "workloads with a JIT need W+X";
   std::string namespaces = single(d, "RestrictNamespaces");
-  for (const char* ns : {"mnt", "pid", "net", "uts", "ipc"}) {
+  for (const char* ns : {"mnt", "pid", "net", "uts", "ipc", "cgroup"}) {
     EXPECT_NE(namespaces.find(ns), std::string::npos) << ns;
   }
   // Cells are built from the launcher's own root: the host's /usr and /etc, read-only.

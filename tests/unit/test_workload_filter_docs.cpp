@@ -4,6 +4,7 @@
 #include "vmm-agent/workload_filter.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <fstream>
@@ -37,6 +38,23 @@ TEST(WorkloadFilterDocs, SecurityPageListsEveryDeniedCallAndTheirCount) {
     EXPECT_NE(section.find("`" + std::string(d.name) + "`"), std::string::npos)
         << d.name << " is denied but not documented";
     EXPECT_TRUE(d.error == EPERM || (d.name == "clone3" && d.error == ENOSYS)) << d.name;
+  }
+}
+
+TEST(WorkloadFilterDocs, SecurityPageNamesTheSocketFamiliesACellMayUse) {
+  std::string section = workloadFilterSection();
+  ASSERT_FALSE(section.empty());
+  auto families = cellos::vmm::workloadSocketFamilies();
+  ASSERT_EQ(families.size(), 3u) << "AF_UNIX, AF_INET, AF_INET6 (and AF_NETLINK for routes)";
+  for (const auto& f : families) {
+    EXPECT_NE(section.find("`" + std::string(f.name) + "`"), std::string::npos)
+        << f.name << " is allowed but not documented";
+    EXPECT_NE(f.family, AF_VSOCK);
+    EXPECT_NE(f.family, AF_PACKET);
+  }
+  for (const char* named : {"`AF_NETLINK`", "`NETLINK_ROUTE`", "EAFNOSUPPORT", "EPROTONOSUPPORT",
+                            "`AF_VSOCK`", "`AF_PACKET`"}) {
+    EXPECT_NE(section.find(named), std::string::npos) << named;
   }
 }
 
