@@ -141,6 +141,10 @@ namespace {
 // Accepted connections handled before the loop lets everything else run: a flood of
 // connections to refuse must not keep the served peers waiting.
 constexpr int kAcceptBatch = 32;
+// Refused connections kept for their peers to read the reason: how many, and how long.
+constexpr size_t kMaxLingering = 32;
+constexpr size_t kMaxLingeringPerUid = 4;
+constexpr kj::Duration kLingerTime = 1 * kj::SECONDS;
 // At most one refusal line per listener this often; the rest are counted into the next.
 constexpr kj::Duration kRefusalLogInterval = 10 * kj::SECONDS;
 
@@ -275,13 +279,41 @@ void RpcListener::admit(kj::AutoCloseFd fd) {
   if (!reason.empty()) {
     ++refusedForLimits_;
     sendAbort(fd, reason);
+    shutdown(fd, SHUT_WR);  // the reason, then the end of the stream
     logRefusal(fmt::format(
         "refused pid {} uid {}: {} open from uid {} (at most {} per uid), {} "
         "in all (at most {})",
         peer.pid, peer.uid, fromUid, peer.uid, limits_.perUid, connections_.size(), limits_.total));
+    linger(kj::mv(fd), peer.uid);
     return;
   }
   serve(kj::mv(fd), peer);
+}
+
+void RpcListener::linger(kj::AutoCloseFd fd, uid_t uid) {
+  // Full: close this uid's oldest if it has its share, else the oldest of all.
+  size_t fromUid = std::count_if(refused_.begin(), refused_.end(),
+                                 [uid](const Refused& r) { return r.uid == uid; });
+  if (fromUid >= kMaxLingeringPerUid) {
+    refused_.erase(std::find_if(refused_.begin(), refused_.end(),
+                                [uid](const Refused& r) { return r.uid == uid; }));
+  } else if (refused_.size() >= kMaxLingering) {
+    refused_.pop_front();
+  }
+  refused_.push_back({kj::mv(fd), uid, io_.provider->getTimer().now() + kLingerTime});
+  if (!refusedSweepPending_) sweepRefused();
+}
+
+// Closes the refused connections whose time is up, and waits for the next one's.
+void RpcListener::sweepRefused() {
+  auto& timer = io_.provider->getTimer();
+  while (!refused_.empty() && refused_.front().until <= timer.now()) refused_.pop_front();
+  if (refused_.empty()) return;
+  refusedSweepPending_ = true;
+  tasks_.add(timer.atTime(refused_.front().until).then([this]() {
+    refusedSweepPending_ = false;
+    sweepRefused();
+  }));
 }
 
 void RpcListener::serve(kj::AutoCloseFd fd, const PeerCredentials& peer) {

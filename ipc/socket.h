@@ -11,6 +11,7 @@
 #include <kj/async-unix.h>
 #include <kj/function.h>
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -136,6 +137,9 @@ class RpcListener {
   size_t connectionCount() const { return connections_.size(); }
   // Connections refused for a limit since the listener started (not those the policy refused).
   uint64_t refusedForLimits() const { return refusedForLimits_; }
+  // Refused connections still open for their peers to read why (at most 32, 4 per uid, for at
+  // most 1 s).
+  size_t lingeringCount() const { return refused_.size(); }
 
  private:
   class Connection;
@@ -161,6 +165,19 @@ class RpcListener {
   uint64_t refusalsNotLogged_ = 0;
   std::string lastRefusalNotLogged_;
   bool refusalSummaryPending_ = false;
+  // Connections refused for a limit, kept open (write side shut) for a moment after our Abort:
+  // closed at once, the peer's first write (it writes before it reads) fails with EPIPE, and it
+  // reports that instead of our reason. Bounded: the oldest is closed when the queue is full.
+  // Bounded per uid too, so that one uid's flood cannot push out another's reason.
+  struct Refused {
+    kj::AutoCloseFd fd;
+    uid_t uid;
+    kj::TimePoint until;
+  };
+  std::deque<Refused> refused_;
+  bool refusedSweepPending_ = false;
+  void linger(kj::AutoCloseFd fd, uid_t uid);
+  void sweepRefused();
   kj::TaskSet tasks_;
   class ErrorHandler : public kj::TaskSet::ErrorHandler {
    public:

@@ -296,11 +296,23 @@ TEST_F(HostService, ABrokerKilledMidCellLeavesNoResidueAndItsSuccessorClosesTheR
   EXPECT_EQ(cellos({"submit", "--wait", document("after", cell("svc-after", "true"))}).status, 0);
 }
 
+RunResult runAsIds(uid_t uid, gid_t gid, std::vector<gid_t> groups, std::vector<std::string> args);
+
 // Runs `cellos` as another user (with its primary and supplementary groups) and returns its
 // exit status and stdout.
 RunResult runAs(const std::string& user, std::vector<std::string> args) {
   passwd* pw = getpwnam(user.c_str());
   if (pw == nullptr) return {-1, "", "no user " + user};
+  std::vector<gid_t> groups(64);
+  int count = groups.size();
+  if (getgrouplist(user.c_str(), pw->pw_gid, groups.data(), &count) < 0) return {-1, "", "groups"};
+  groups.resize(count);
+  return runAsIds(pw->pw_uid, pw->pw_gid, groups, std::move(args));
+}
+
+// Runs `cellos` as `uid` / `gid` with `groups` (no account needed) and returns its exit status
+// and its stdout and stderr together.
+RunResult runAsIds(uid_t uid, gid_t gid, std::vector<gid_t> groups, std::vector<std::string> args) {
   int out[2];
   if (pipe(out) < 0) return {-1, "", "pipe"};
   std::string path = binDir() + "/cellos";
@@ -312,9 +324,8 @@ RunResult runAs(const std::string& user, std::vector<std::string> args) {
   if (pid == 0) {
     dup2(out[1], 1);
     dup2(out[1], 2);
-    if (initgroups(user.c_str(), pw->pw_gid) < 0 ||
-        setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
-        setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
+    if (setgroups(groups.size(), groups.data()) < 0 || setresgid(gid, gid, gid) < 0 ||
+        setresuid(uid, uid, uid) < 0) {
       _exit(126);
     }
     execv(path.c_str(), argv.data());
@@ -387,10 +398,11 @@ char firstAnswer(int fd, int timeoutMs, char* reason, size_t reasonSize) {
 
 // In a child: becomes uid `uid` in group `gid` (a member of group cellos) with its soft fd
 // limit at the hard one, opens `count` connections to `socket`, each asking for the bootstrap,
-// reports; then keeps re-opening the refused ones until `releaseFd` becomes readable (at most
-// 180 s), and reports again.
+// and reports. Then it waits on `controlFd`: one byte starts the second part, re-opening the
+// refused connections one after another until the pipe is closed (at most 180 s); it reports
+// again and exits.
 [[noreturn]] void floodBroker(const std::string& socket, uid_t uid, gid_t gid, unsigned count,
-                              int reportFd, int releaseFd) {
+                              int reportFd, int controlFd) {
   FloodCounts counts;
   rlimit files{};
   getrlimit(RLIMIT_NOFILE, &files);
@@ -439,9 +451,11 @@ char firstAnswer(int fd, int timeoutMs, char* reason, size_t reasonSize) {
   }
   (void)!write(reportFd, &counts, sizeof(counts));
   // The flood goes on while the other user's run does: refused connections come back.
+  pollfd control{controlFd, POLLIN, 0};
+  char go = 0;
+  if (poll(&control, 1, 180000) != 1 || read(controlFd, &go, 1) != 1) refused.clear();
   auto deadline = std::chrono::steady_clock::now() + 180s;
-  pollfd release{releaseFd, POLLIN, 0};
-  for (size_t i = 0; poll(&release, 1, 0) == 0 && std::chrono::steady_clock::now() < deadline;
+  for (size_t i = 0; poll(&control, 1, 0) == 0 && std::chrono::steady_clock::now() < deadline;
        ++i) {
     if (refused.empty()) break;
     int& slot = refused[i % refused.size()];
@@ -539,7 +553,16 @@ TEST_F(HostService, AConnectionFloodFromOneUidDoesNotFailAnotherUidsRun) {
                "broker.sock refused the connection: too many connections from uid 47213 (64 "
                "open, at most 64 per uid)");
 
-  // Meanwhile root runs a cell with an export, while the flood goes on.
+  // The flooding user itself, at its cap, is told why by the CLI.
+  auto refused =
+      runAsIds(kFlooder, cellosGroup->gr_gid, {cellosGroup->gr_gid}, {"ps", "--socket=" + socket_});
+  EXPECT_EQ(refused.status, 1) << refused.out;
+  EXPECT_EQ(refused.out,
+            "cellos ps: broker.sock refused the connection: too many connections from uid 47213 "
+            "(64 open, at most 64 per uid)\n");
+
+  // Root runs a cell with an export, while the flood goes on.
+  for (Flooder& f : flooders) ASSERT_EQ(write(f.releaseFd, "g", 1), 1);
   auto result = cellos({"submit", "--wait",
                         document("victim",
                                  "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n"

@@ -646,6 +646,9 @@ TEST_F(RpcListenerLimitsTest, AFloodFromOneUidIsRefusedAtItsCapWhileAnotherUidCo
                "at most 8 per uid)");
   EXPECT_EQ(listener_->connectionCount(), 8u);
   EXPECT_EQ(listener_->refusedForLimits(), 32u);
+  // The refused connections stay open only briefly, a few per uid, for their peers to read why.
+  EXPECT_LE(listener_->lingeringCount(), 4u);
+  EXPECT_TRUE(waitUntil([&] { return listener_->lingeringCount() == 0; }, 5 * kj::SECONDS));
 
   // Meanwhile another uid (root, this process) is served as if nothing happened.
   EXPECT_EQ(keysetOrError(), TestSigner::kTestKeyset);
