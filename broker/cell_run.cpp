@@ -210,13 +210,20 @@ kj::Promise<void> CellRun::createCell() {
       cell.setCpuQuotaMicros(run.limits.cpuMax->quotaMicros);
       cell.setCpuPeriodMicros(run.limits.cpuMax->periodMicros);
     }
-    cell.setGracefulShutdownSeconds(
-        static_cast<uint32_t>(run.limits.gracefulShutdownSeconds.value_or(5)));
+    // Validated at most core::kMaxGracefulShutdownSeconds, so it fits the UInt32.
+    uint64_t grace = run.limits.gracefulShutdownSeconds.value_or(5);
+    KJ_ASSERT(grace <= core::kMaxGracefulShutdownSeconds, grace);
+    cell.setGracefulShutdownSeconds(static_cast<uint32_t>(grace));
   } else {
     // A cell without a command still boots and is torn down; its init runs `true`.
     cell.initArgv(1).set(0, "/bin/true");
     cell.setWorkingDirectory("/workspace");
   }
+  // The agent turns both into kj::Durations (int64 nanoseconds): the validated bounds
+  // (core::kMaxTtlSeconds, kMaxTimeoutMs) keep them far from overflow; a document that did not
+  // come through validation must not reach the agent.
+  KJ_ASSERT(spec.lifetime.ttlSeconds <= core::kMaxTtlSeconds, spec.lifetime.ttlSeconds);
+  KJ_ASSERT(!spec.run || spec.run->timeoutMs.value_or(0) <= core::kMaxTimeoutMs);
   cell.setTtlSeconds(spec.lifetime.ttlSeconds);
   // A cell that will receive secrets gets its /run/secrets tmpfs while it is built.
   if (!spec.authority.secretRefs.empty()) {

@@ -9,7 +9,8 @@
 //      group cellos, 0660) — the only steps that may need root; afterwards the broker only creates
 //      new files under those directory fds (openat O_CREAT|O_EXCL, see seccomp_profile.cpp);
 //   3. become cellos with no capabilities, set no_new_privs;
-//   4. connect to the three helpers (their listeners check that we are cellos);
+//   4. connect to the three helpers (their listeners check that we are cellos), and read the
+//      fd limit that bounds our clients' connections;
 //   5. install the broker's seccomp profile; only then read a client's document.
 
 #include "broker/artifact_export.h"
@@ -69,7 +70,15 @@ struct Options {
   bool enableTestFaults = false;  // required for testFaultPhase and testHoldPhase (hidden)
   std::string secretSource = "env";
   std::string secretsDir;
+  size_t maxConnectionsPerUid = ipc::ConnectionLimits{}.perUid;
+  size_t maxConnections = 0;  // 0: the fd limit minus what the broker keeps for itself
 };
+
+// Descriptors the broker keeps for its own work: the log, its directories and the secret files
+// (opened at start), the three helpers' links, and per running cell its network namespace, the
+// artifact being exported and its copy, with room to spare.
+constexpr size_t kReservedFds = 64;
+constexpr size_t kReservedFdsPerRunningCell = 16;
 
 std::string readHostId() {
   std::ifstream in("/etc/machine-id");
@@ -100,11 +109,22 @@ core::HostPolicy readHostPolicy(const std::string& path) {
 }
 
 // Helpers may still be starting (service mode without strict ordering): retry for a while.
-kj::AutoCloseFd connectWithRetry(const std::string& path, int seconds) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+// All three are connected together, in one attempt, so that no helper holds a connection of
+// ours that stays silent while we wait for another (its listener closes a connection that has
+// not asked for the bootstrap within ipc::ConnectionLimits::bootstrapTimeout).
+struct HelperFds {
+  kj::AutoCloseFd signer, vmm, dns;
+};
+HelperFds connectHelpers(const Options& options) {
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(options.connectTimeoutSeconds);
   for (;;) {
     try {
-      return ipc::connectUnix(path);
+      HelperFds fds;
+      fds.signer = ipc::connectUnix(options.signerSocket);
+      fds.vmm = ipc::connectUnix(options.vmmSocket);
+      fds.dns = ipc::connectUnix(options.dnsSocket);
+      return fds;
     } catch (const kj::Exception& e) {
       if (std::chrono::steady_clock::now() > deadline) throw;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -147,9 +167,15 @@ int serve(const Options& options) {
   privsep::setNoNewPrivs();
   eventLog.checkRotationPossible();
 
-  auto signerFd = connectWithRetry(options.signerSocket, options.connectTimeoutSeconds);
-  auto vmmFd = connectWithRetry(options.vmmSocket, options.connectTimeoutSeconds);
-  auto dnsFd = connectWithRetry(options.dnsSocket, options.connectTimeoutSeconds);
+  auto [signerFd, vmmFd, dnsFd] = connectHelpers(options);
+  // Clients' connections: per uid and in all, below the fd limit (read now: seccomp allows no
+  // getrlimit later).
+  ipc::ConnectionLimits clientLimits{
+      .perUid = options.maxConnectionsPerUid,
+      .total = options.maxConnections != 0
+                   ? options.maxConnections
+                   : ipc::connectionsWithinFdLimit(kReservedFds + kReservedFdsPerRunningCell *
+                                                                      options.maxConcurrent)};
 
   privsep::captureShutdownSignals();
   auto io = kj::setupAsyncIo();
@@ -195,6 +221,7 @@ int serve(const Options& options) {
   if (clientGroup) policy.gids.push_back(*clientGroup);
   ipc::RpcListener listener(io, kj::mv(listenFd), "broker.sock", policy,
                             ipc::LinkOptions{.maxFdsPerMessage = 0, .traversalLimitWords = 1 << 18},
+                            clientLimits,
                             [&](const ipc::PeerCredentials& peer) -> capnp::Capability::Client {
                               return kj::heap<broker::BrokerServer>(state, peer);
                             });
@@ -281,6 +308,16 @@ int main(int argc, char** argv) {
       "with --secret-source=dir: the directory, one regular file per secret, named "
       "as the secret; files are opened at start-up (restart to add one), values read per "
       "run");
+  app.add_option("--max-connections-per-uid", options.maxConnectionsPerUid,
+                 "connections one user may hold open to the socket at once (each `cellos "
+                 "submit --wait` holds one for its run); a further one is refused with "
+                 "\"broker.sock refused the connection: too many connections from uid N\"")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-connections", options.maxConnections,
+                 "connections from all users together (0: the soft RLIMIT_NOFILE minus 64, and "
+                 "16 per --max-concurrent cell, kept for the broker's own files)")
+      ->capture_default_str();
   app.add_option("--connect-timeout", options.connectTimeoutSeconds,
                  "seconds to wait for the helpers' sockets at start")
       ->capture_default_str();

@@ -131,7 +131,8 @@ bool hostGranted(const std::vector<std::string>& granted, const std::string& hos
 
 class PolicyReader {
  public:
-  explicit PolicyReader(std::vector<Violation>& violations) : violations_(violations) {}
+  PolicyReader(std::vector<Violation>& violations, const NumberTexts& numberTexts)
+      : violations_(violations), numberTexts_(numberTexts) {}
 
   HostPolicy read(const Json& root) {
     HostPolicy out;
@@ -148,10 +149,11 @@ class PolicyReader {
         fail("$", "unknown field " + q(name));
       }
     }
-    out.maxTtlSeconds = cap(root, "maxTtlSeconds");
-    out.maxTimeoutMs = cap(root, "maxTimeoutMs");
-    out.maxMemoryBytes = cap(root, "maxMemoryBytes");
-    out.maxPidsMax = cap(root, "maxPidsMax");
+    // A cap above what any document may ask for would be no cap: the same bounds as the fields.
+    out.maxTtlSeconds = cap(root, "maxTtlSeconds", kMaxTtlSeconds);
+    out.maxTimeoutMs = cap(root, "maxTimeoutMs", kMaxTimeoutMs);
+    out.maxMemoryBytes = cap(root, "maxMemoryBytes", kMaxMemoryMaxBytes);
+    out.maxPidsMax = cap(root, "maxPidsMax", kMaxPidsMax);
     out.allowedBackends =
         list(root, "allowedBackends", false,
              [&](const std::string& at, const std::string& text) { return backend(at, text); });
@@ -185,9 +187,9 @@ class PolicyReader {
     violations_.push_back({path, std::move(message)});
   }
 
-  // A positive integer. Present but null is refused: "maxTtlSeconds:" with the value forgotten
-  // must not quietly mean "no cap".
-  std::optional<uint64_t> cap(const Json& root, const std::string& name) {
+  // A positive integer of at most `max`. Present but null is refused: "maxTtlSeconds:" with the
+  // value forgotten must not quietly mean "no cap".
+  std::optional<uint64_t> cap(const Json& root, const std::string& name, uint64_t max) {
     auto it = root.find(name);
     if (it == root.end()) return std::nullopt;
     const Json& value = *it;
@@ -197,12 +199,26 @@ class PolicyReader {
         fail(name, "must be positive, got 0");
         return std::nullopt;
       }
+      if (number > max) {
+        fail(name, std::to_string(number) + " exceeds the maximum " + std::to_string(max));
+        return std::nullopt;
+      }
       return number;
     }
     if (value.is_number_integer()) {
       fail(name, "must be positive, got " + std::to_string(value.get<int64_t>()));
     } else if (value.is_number_float()) {
-      fail(name, "expected an integer, got " + value.dump());
+      // The source spelling: 1e3 stays 1e3, and an integer beyond 64 bits is named as written.
+      auto text = numberTexts_.find(name);
+      std::string shown = text != numberTexts_.end() ? text->second : value.dump();
+      if (shown.size() > 40) shown = shown.substr(0, 40) + "...";
+      if (shown.find_first_of(".eE") != std::string::npos) {
+        fail(name, "expected an integer, got " + shown);
+      } else if (shown.starts_with("-")) {
+        fail(name, "must be positive, got " + shown);
+      } else {
+        fail(name, shown + " exceeds the maximum " + std::to_string(max));
+      }
     } else {
       fail(name, "expected an integer, got " + typeName(value));
     }
@@ -305,6 +321,7 @@ class PolicyReader {
   }
 
   std::vector<Violation>& violations_;
+  const NumberTexts& numberTexts_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -338,7 +355,7 @@ HostPolicyParseResult parseHostPolicy(std::string_view bytes) {
     return result;
   }
   result.violations = std::move(read.violations);
-  HostPolicy policy = PolicyReader(result.violations).read(read.tree);
+  HostPolicy policy = PolicyReader(result.violations, read.numberTexts).read(read.tree);
   if (result.violations.empty()) result.policy = std::move(policy);
   return result;
 }

@@ -122,42 +122,18 @@ class Checker {
     return &value;
   }
 
-  // An integer in min..max. Negative, too small, non-integer and overflowing values are refused.
+  // An integer in min..max, a choice from a small range: outside it, "70000 is out of range
+  // 1..65535". Negative, too small, non-integer and overflowing values are refused.
   std::optional<uint64_t> integer(const Tree& value, const std::string& path, uint64_t min,
                                   uint64_t max = kU64Max) {
-    auto outOfRange = [&](const std::string& shown) {
-      if (max != kU64Max) {
-        fail(path, shown + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
-      } else if (min == 1) {
-        fail(path, "must be positive, got " + shown);
-      } else {
-        fail(path, shown + " is below the minimum " + std::to_string(min));
-      }
-      return std::nullopt;
-    };
-    if (value.is_number_unsigned() || (value.is_number_integer() && value.get<int64_t>() >= 0)) {
-      uint64_t number = value.is_number_unsigned() ? value.get<uint64_t>()
-                                                   : static_cast<uint64_t>(value.get<int64_t>());
-      if (number < min || number > max) return outOfRange(std::to_string(number));
-      return number;
-    }
-    if (value.is_number_integer()) return outOfRange(std::to_string(value.get<int64_t>()));
-    if (value.is_number_float()) {
-      auto it = numberTexts_.find(path);
-      std::string text = it != numberTexts_.end() ? it->second : value.dump();
-      std::string shown = text.size() > 40 ? text.substr(0, 40) + "..." : text;
-      bool integerSyntax = text.find_first_of(".eE") == std::string::npos;
-      if (!integerSyntax) {
-        fail(path, "expected an integer, got " + shown);
-      } else if (text.starts_with("-") || max != kU64Max) {
-        return outOfRange(shown);  // an integer beyond 64 bits, so beyond any range here
-      } else {
-        fail(path, shown + " is too large (maximum " + std::to_string(kU64Max) + ")");
-      }
-      return std::nullopt;
-    }
-    fail(path, "expected an integer, got " + typeName(value));
-    return std::nullopt;
+    return read(value, path, min, max, false);
+  }
+
+  // A duration or a size: at least `min`, at most `max` (kMax* in spec.h). Above it, "... exceeds
+  // the maximum M", whatever the number's spelling (also beyond 64 bits).
+  std::optional<uint64_t> bounded(const Tree& value, const std::string& path, uint64_t min,
+                                  uint64_t max) {
+    return read(value, path, min, max, true);
   }
 
   // A string that must be one of `choices`.
@@ -176,6 +152,50 @@ class Checker {
   size_t count() const { return violations_.size(); }
 
  private:
+  std::optional<uint64_t> read(const Tree& value, const std::string& path, uint64_t min,
+                               uint64_t max, bool bound) {
+    auto tooLarge = [&](const std::string& shown) {
+      fail(path, shown + " exceeds the maximum " + std::to_string(max));
+      return std::nullopt;
+    };
+    auto outOfRange = [&](const std::string& shown) {
+      if (max != kU64Max && !bound) {
+        fail(path, shown + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
+      } else if (min == 1) {
+        fail(path, "must be positive, got " + shown);
+      } else {
+        fail(path, shown + " is below the minimum " + std::to_string(min));
+      }
+      return std::nullopt;
+    };
+    if (value.is_number_unsigned() || (value.is_number_integer() && value.get<int64_t>() >= 0)) {
+      uint64_t number = value.is_number_unsigned() ? value.get<uint64_t>()
+                                                   : static_cast<uint64_t>(value.get<int64_t>());
+      if (bound && number > max) return tooLarge(std::to_string(number));
+      if (number < min || number > max) return outOfRange(std::to_string(number));
+      return number;
+    }
+    if (value.is_number_integer()) return outOfRange(std::to_string(value.get<int64_t>()));
+    if (value.is_number_float()) {
+      auto it = numberTexts_.find(path);
+      std::string text = it != numberTexts_.end() ? it->second : value.dump();
+      std::string shown = text.size() > 40 ? text.substr(0, 40) + "..." : text;
+      bool integerSyntax = text.find_first_of(".eE") == std::string::npos;
+      if (!integerSyntax) {
+        fail(path, "expected an integer, got " + shown);
+      } else if (text.starts_with("-") || (max != kU64Max && !bound)) {
+        return outOfRange(shown);  // an integer beyond 64 bits, so beyond any range here
+      } else if (bound) {
+        return tooLarge(shown);
+      } else {
+        fail(path, shown + " is too large (maximum " + std::to_string(kU64Max) + ")");
+      }
+      return std::nullopt;
+    }
+    fail(path, "expected an integer, got " + typeName(value));
+    return std::nullopt;
+  }
+
   std::vector<Violation>& violations_;
   const NumberTexts& numberTexts_;
 };
@@ -412,7 +432,7 @@ class SpecReader {
       std::string at = memberPath(path, "lifetime");
       if (const Tree* lifetime = check_.object(*v, at, {"ttlSeconds"})) {
         if (const Tree* ttl = check_.required(*lifetime, "ttlSeconds", at)) {
-          facts_.ttlSeconds = check_.integer(*ttl, memberPath(at, "ttlSeconds"), 1);
+          facts_.ttlSeconds = check_.bounded(*ttl, memberPath(at, "ttlSeconds"), 1, kMaxTtlSeconds);
           doc_.spec.lifetime.ttlSeconds = facts_.ttlSeconds.value_or(0);
         }
       }
@@ -707,7 +727,7 @@ class SpecReader {
     facts_.secretsByEnv = out.secretDelivery == "env";
     if (const Tree* v = Checker::optional(*run, "timeoutMs")) {
       std::string at = memberPath(path, "timeoutMs");
-      out.timeoutMs = check_.integer(*v, at, 1);
+      out.timeoutMs = check_.bounded(*v, at, 1, kMaxTimeoutMs);
       if (out.timeoutMs) facts_.timeoutMs.emplace(at, *out.timeoutMs);
     }
     if (const Tree* v = Checker::optional(*run, "limits")) {
@@ -771,7 +791,8 @@ class SpecReader {
         value, path, {"memoryMaxBytes", "cpuMax", "pidsMax", "gracefulShutdownSeconds"});
     if (!limits) return;
     if (const Tree* v = Checker::optional(*limits, "memoryMaxBytes")) {
-      out.memoryMaxBytes = check_.integer(*v, memberPath(path, "memoryMaxBytes"), 1);
+      out.memoryMaxBytes =
+          check_.bounded(*v, memberPath(path, "memoryMaxBytes"), 1, kMaxMemoryMaxBytes);
     }
     if (const Tree* v = Checker::optional(*limits, "cpuMax")) {
       std::string at = memberPath(path, "cpuMax");
@@ -779,7 +800,8 @@ class SpecReader {
         CpuMax& cpuOut = out.cpuMax.emplace();
         if (const Tree* quota = check_.required(*cpu, "quotaMicros", at)) {
           cpuOut.quotaMicros =
-              check_.integer(*quota, memberPath(at, "quotaMicros"), 1000).value_or(0);
+              check_.bounded(*quota, memberPath(at, "quotaMicros"), 1000, kMaxCpuQuotaMicros)
+                  .value_or(0);
         }
         // The kernel refuses a CFS period outside 1 ms..1 s (kernel/sched/core.c,
         // min_cfs_quota_period / max_cfs_quota_period); refusing it here names the field.
@@ -790,11 +812,11 @@ class SpecReader {
       }
     }
     if (const Tree* v = Checker::optional(*limits, "pidsMax")) {
-      out.pidsMax = check_.integer(*v, memberPath(path, "pidsMax"), 1);
+      out.pidsMax = check_.bounded(*v, memberPath(path, "pidsMax"), 1, kMaxPidsMax);
     }
     if (const Tree* v = Checker::optional(*limits, "gracefulShutdownSeconds")) {
-      out.gracefulShutdownSeconds =
-          check_.integer(*v, memberPath(path, "gracefulShutdownSeconds"), 1);
+      out.gracefulShutdownSeconds = check_.bounded(*v, memberPath(path, "gracefulShutdownSeconds"),
+                                                   1, kMaxGracefulShutdownSeconds);
     }
   }
 
@@ -900,8 +922,10 @@ class SpecReader {
     if (facts_.timeoutMs && facts_.ttlSeconds) {
       uint64_t ttl = *facts_.ttlSeconds;
       uint64_t timeout = facts_.timeoutMs->second;
-      // ttl * 1000 can overflow; compare in seconds first.
-      if (timeout / 1000 >= ttl && !(timeout / 1000 == ttl && timeout % 1000 == 0)) {
+      // Both are within their bounds here (bounded() refused anything else), so ttl * 1000
+      // cannot overflow.
+      static_assert(kMaxTtlSeconds <= kU64Max / 1000);
+      if (timeout > ttl * 1000) {
         check_.fail(facts_.timeoutMs->first, std::to_string(timeout) +
                                                  " exceeds spec.lifetime.ttlSeconds * 1000 (" +
                                                  std::to_string(ttl) + "000)");

@@ -128,6 +128,22 @@ inline constexpr size_t kMaxArgvEncodedBytes = 3072;
 // Deepest nesting of arrays and objects the parser accepts (the real schema needs 6).
 inline constexpr size_t kMaxDocumentDepth = 64;
 
+// Upper bounds of the document's durations and sizes (docs/spec.md). Each is beyond anything a
+// cell should need, and each keeps every product the runner forms from it far inside 64 bits:
+// a kj::Duration is int64 nanoseconds, so the longest ttl (3.2e16 ns) and the longest timeout
+// fit with room to spare, and nothing downstream needs checked arithmetic to stay correct.
+inline constexpr uint64_t kMaxTtlSeconds = 31'536'000;             // 365 days
+inline constexpr uint64_t kMaxTimeoutMs = kMaxTtlSeconds * 1000;   // the longest ttl
+inline constexpr uint64_t kMaxGracefulShutdownSeconds = 3600;      // rides a UInt32 to the agent
+inline constexpr uint64_t kMaxMemoryMaxBytes = uint64_t(1) << 50;  // 1 PiB
+// CPU time per period: 1000 s is a thousand CPUs at the longest period (1 s), and stays below
+// the kernel's own ceiling for a CFS quota (about 2^44 us, kernel/sched/core.c max_cfs_runtime).
+inline constexpr uint64_t kMaxCpuQuotaMicros = 1'000'000'000;
+// PID_MAX_LIMIT on 64-bit kernels: pids.max refuses anything larger (kernel/cgroup/pids.c).
+inline constexpr uint64_t kMaxPidsMax = 4'194'304;
+static_assert(kMaxTtlSeconds * 1'000'000'000 < uint64_t(1) << 62, "a ttl in ns fits an int64");
+static_assert(kMaxGracefulShutdownSeconds <= UINT32_MAX);
+
 // Outcome of parseCellDocument. Exactly one of: `document` set and `violations` empty, or
 // `document` empty and at least one violation.
 struct ParseResult {

@@ -55,6 +55,9 @@ int serve(const Options& options) {
   privsep::limitCapabilities(keep);
   privsep::setNoNewPrivs();
 
+  // Only the broker and root connect; the rest of the fd limit is the per-cell children's
+  // channels and namespaces.
+  ipc::ConnectionLimits limits{.total = ipc::connectionsWithinFdLimit(256)};
   privsep::captureShutdownSignals();
   kj::UnixEventPort::captureChildExit();
   auto io = kj::setupAsyncIo();
@@ -65,7 +68,7 @@ int serve(const Options& options) {
   // Only the broker; it passes exactly one fd (the cell's network namespace) per call.
   ipc::PeerPolicy policy{{broker.uid, 0}, {}};
   ipc::RpcListener listener(io, kj::mv(listenFd), "dns.sock", policy,
-                            ipc::LinkOptions{.maxFdsPerMessage = 1},
+                            ipc::LinkOptions{.maxFdsPerMessage = 1}, limits,
                             [&](const ipc::PeerCredentials&) -> capnp::Capability::Client {
                               return kj::heap<dns::DnsHelperServer>(state);
                             });

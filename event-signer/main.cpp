@@ -91,6 +91,9 @@ int serve(const Options& options) {
   spdlog::info("signing with {} from sequence {}", keys.current().keyId(),
                chain.head().nextSequence);
 
+  // Group cellos may connect (to read the keyset): its connections stay below the fd limit,
+  // which is read now (seccomp allows no getrlimit later). The signer's own files are few.
+  ipc::ConnectionLimits limits{.total = ipc::connectionsWithinFdLimit(64)};
   privsep::captureShutdownSignals();
   auto io = kj::setupAsyncIo();
   privsep::installSeccomp(signer::kSignerProfile);
@@ -100,7 +103,7 @@ int serve(const Options& options) {
   ipc::PeerPolicy policy{{brokerAccount.uid, 0}, {}};
   if (clientGroup) policy.gids.push_back(*clientGroup);
   ipc::LinkOptions link{.maxFdsPerMessage = 0, .traversalLimitWords = 8 << 20};
-  ipc::RpcListener listener(io, kj::mv(listenFd), "signer.sock", policy, link,
+  ipc::RpcListener listener(io, kj::mv(listenFd), "signer.sock", policy, link, limits,
                             [&](const ipc::PeerCredentials& peer) -> capnp::Capability::Client {
                               return kj::heap<signer::SignerServer>(
                                   keys, chain, peer.uid == brokerAccount.uid, peer.uid == 0);

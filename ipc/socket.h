@@ -11,6 +11,8 @@
 #include <kj/async-unix.h>
 #include <kj/function.h>
 
+#include <deque>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,6 +47,22 @@ struct LinkOptions {
   capnp::ReaderOptions readerOptions() const;
 };
 
+// How many connections a listener holds at once, and how long one may stay silent. A connection
+// over a limit is accepted, told why in one Cap'n Proto Abort message (the peer's RPC system
+// reports it as the error of its first call), and closed; not one byte of it is read. A
+// connection that has not asked for the bootstrap capability within `bootstrapTimeout` is
+// closed: every client of ours asks at once, and a silent one only holds a descriptor.
+struct ConnectionLimits {
+  size_t perUid = 64;  // open connections from one peer uid
+  size_t total = 512;  // from all peers together: keep it below RLIMIT_NOFILE (see below)
+  kj::Duration bootstrapTimeout = 10 * kj::SECONDS;
+};
+
+// A `total` for a process that keeps `reservedFds` descriptors for its own work (files, the
+// helpers' links, what each running cell needs): the soft RLIMIT_NOFILE minus those. Reads the
+// limit now (getrlimit), so call it before seccomp. Throws when the limit leaves nothing.
+size_t connectionsWithinFdLimit(size_t reservedFds);
+
 struct ListenOptions {
   std::string path;
   mode_t mode = 0600;
@@ -68,6 +86,10 @@ class RpcLink {
   // `bootstrap` is what this side offers the peer (null capability for a pure client).
   RpcLink(kj::LowLevelAsyncIoProvider& provider, kj::AutoCloseFd fd, const LinkOptions& options,
           capnp::rpc::twoparty::Side side, capnp::Capability::Client bootstrap);
+  // A server side whose bootstrap capability `factory` makes when the peer asks for it (the
+  // factory must outlive the link).
+  RpcLink(kj::LowLevelAsyncIoProvider& provider, kj::AutoCloseFd fd, const LinkOptions& options,
+          capnp::BootstrapFactory<capnp::rpc::twoparty::VatId>& factory);
   KJ_DISALLOW_COPY(RpcLink);
 
   // The peer's bootstrap capability (the server's main interface, when we are the client).
@@ -94,13 +116,18 @@ class RpcLink {
 // Serves an interface on a listening socket: accepts, checks the peer against the policy
 // before any byte of the connection is read, and serves each accepted peer its own bootstrap
 // capability (so a server can scope what a peer sees). A refused peer gets a log line and a
-// closed socket; a peer that sends garbage only loses its own connection.
+// closed socket; a peer that sends garbage only loses its own connection. Connections are
+// bounded by `limits` (per peer uid and in all): a peer at its limit is refused with a reason
+// while every other peer is still accepted. Refusals are logged at most once per 10 s per
+// listener, with a count of those not logged, so a flood cannot flood the log.
 class RpcListener {
  public:
   using BootstrapFactory = kj::Function<capnp::Capability::Client(const PeerCredentials&)>;
 
   RpcListener(kj::AsyncIoContext& io, kj::AutoCloseFd listenFd, std::string name, PeerPolicy policy,
               LinkOptions options, BootstrapFactory factory);
+  RpcListener(kj::AsyncIoContext& io, kj::AutoCloseFd listenFd, std::string name, PeerPolicy policy,
+              LinkOptions options, ConnectionLimits limits, BootstrapFactory factory);
   KJ_DISALLOW_COPY(RpcListener);
   ~RpcListener();
 
@@ -108,11 +135,19 @@ class RpcListener {
   kj::Promise<void> run();
 
   size_t connectionCount() const { return connections_.size(); }
+  // Connections refused for a limit since the listener started (not those the policy refused).
+  uint64_t refusedForLimits() const { return refusedForLimits_; }
+  // Refused connections still open for their peers to read why (at most 32, 4 per uid, for at
+  // most 1 s).
+  size_t lingeringCount() const { return refused_.size(); }
 
  private:
-  struct Connection;
+  class Connection;
   kj::Promise<void> acceptOne();
+  void admit(kj::AutoCloseFd fd);
   void serve(kj::AutoCloseFd fd, const PeerCredentials& peer);
+  void drop(Connection* connection);
+  void logRefusal(std::string line);
 
   kj::AsyncIoContext& io_;
   kj::AutoCloseFd listenFd_;
@@ -120,8 +155,29 @@ class RpcListener {
   std::string name_;
   PeerPolicy policy_;
   LinkOptions options_;
+  ConnectionLimits limits_;
   BootstrapFactory factory_;
   std::vector<kj::Own<Connection>> connections_;
+  std::map<uid_t, size_t> openByUid_;
+  uint64_t refusedForLimits_ = 0;
+  // The refusal log's rate limit: when the last line went out, and what came since.
+  kj::Maybe<kj::TimePoint> lastRefusalLogged_;
+  uint64_t refusalsNotLogged_ = 0;
+  std::string lastRefusalNotLogged_;
+  bool refusalSummaryPending_ = false;
+  // Connections refused for a limit, kept open (write side shut) for a moment after our Abort:
+  // closed at once, the peer's first write (it writes before it reads) fails with EPIPE, and it
+  // reports that instead of our reason. Bounded: the oldest is closed when the queue is full.
+  // Bounded per uid too, so that one uid's flood cannot push out another's reason.
+  struct Refused {
+    kj::AutoCloseFd fd;
+    uid_t uid;
+    kj::TimePoint until;
+  };
+  std::deque<Refused> refused_;
+  bool refusedSweepPending_ = false;
+  void linger(kj::AutoCloseFd fd, uid_t uid);
+  void sweepRefused();
   kj::TaskSet tasks_;
   class ErrorHandler : public kj::TaskSet::ErrorHandler {
    public:

@@ -114,6 +114,14 @@ struct Launcher {
 // enforced inside the sandbox (RLIMIT_NPROC, see gvisorOciConfig); this is only the host's
 // backstop.
 constexpr uint64_t kGvisorHostPidsAllowance = 512;
+// pids.max refuses more than PID_MAX_LIMIT (4194304 on 64-bit, kernel/cgroup/pids.c): the
+// allowance saturates there, and a pidsMax the broker did not validate cannot wrap around.
+constexpr uint64_t kPidsMaxLimit = 4'194'304;
+
+uint64_t gvisorHostPidsMax(uint64_t pidsMax) {
+  return pidsMax >= kPidsMaxLimit - kGvisorHostPidsAllowance ? kPidsMaxLimit
+                                                             : pidsMax + kGvisorHostPidsAllowance;
+}
 
 // A gvisor cell: its bundle, its cgroup with the limits, and its supervisor (in the cgroup
 // before it may start runsc).
@@ -121,7 +129,7 @@ LaunchedCell launchGvisorCell(const Launcher& launcher, const CellLaunch& launch
   writeGvisorBundle(launch);
   CellCgroup cgroup = CellCgroup::create(launch.cellId);
   try {
-    if (launch.pidsMax) cgroup.setPidsMax(*launch.pidsMax + kGvisorHostPidsAllowance);
+    if (launch.pidsMax) cgroup.setPidsMax(gvisorHostPidsMax(*launch.pidsMax));
     if (launch.memoryMaxBytes) cgroup.setMemoryMax(*launch.memoryMaxBytes);
     if (launch.cpuMax) cgroup.setCpuMax(launch.cpuMax->quotaMicros, launch.cpuMax->periodMicros);
   } catch (...) {

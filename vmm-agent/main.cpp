@@ -150,6 +150,9 @@ int serve(const Options& options) {
   close(config.homeNetnsFd);
   spdlog::info("launcher pid {}", launcherPid);
 
+  // Only the broker and root connect; most of the fd limit is the cells' (namespaces, cgroups,
+  // pipes, the launcher's channel).
+  ipc::ConnectionLimits limits{.total = ipc::connectionsWithinFdLimit(512)};
   privsep::captureShutdownSignals();
   auto io = kj::setupAsyncIo();
   auto state = kj::refcounted<vmm::AgentState>(
@@ -163,7 +166,7 @@ int serve(const Options& options) {
   // CellServer::deliverSecrets before it is read.
   ipc::PeerPolicy policy{{broker.uid, 0}, {}};
   auto listener = kj::heap<ipc::RpcListener>(
-      io, kj::mv(listenFd), "vmm.sock", policy, ipc::LinkOptions{.maxFdsPerMessage = 1},
+      io, kj::mv(listenFd), "vmm.sock", policy, ipc::LinkOptions{.maxFdsPerMessage = 1}, limits,
       [&](const ipc::PeerCredentials&) -> capnp::Capability::Client {
         return kj::heap<vmm::VmmAgentServer>(kj::addRef(*state));
       });

@@ -2,12 +2,14 @@
 
 #include "privsep/credentials.h"
 
+#include <endian.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -68,6 +70,37 @@ pid_t spawn(std::vector<std::string> args, int readyFd, std::vector<std::string>
     _exit(127);
   }
   return pid;
+}
+
+// Makes `dir` root's (0700) and lets `uid` alone search it too: one POSIX ACL entry
+// (acl(5)), written as the kernel's system.posix_acl_access attribute
+// (include/uapi/linux/posix_acl_xattr.h; entries sorted by tag). The mode then reads 0710, the
+// group bits being the ACL mask. A file system without ACLs fails `cellos run` here rather
+// than leaving the directory open to a whole group.
+void restrictToRootAnd(const std::string& dir, uid_t uid) {
+  struct Entry {
+    uint16_t tag, perm;
+    uint32_t id;
+  };
+  struct Acl {
+    uint32_t version;
+    Entry entries[5];
+  };
+  static_assert(sizeof(Acl) == 4 + 5 * 8, "the kernel's layout, without padding");
+  constexpr uint32_t kNoId = ~0u;
+  auto entry = [](uint16_t tag, uint16_t perm, uint32_t id) {
+    return Entry{htole16(tag), htole16(perm), htole32(id)};
+  };
+  // USER_OBJ rwx, USER uid --x, GROUP_OBJ ---, MASK --x, OTHER ---.
+  Acl acl{htole32(2),
+          {entry(0x01, 7, kNoId), entry(0x02, 1, uid), entry(0x04, 0, kNoId), entry(0x10, 1, kNoId),
+           entry(0x20, 0, kNoId)}};
+  if (chown(dir.c_str(), 0, 0) < 0 || chmod(dir.c_str(), 0700) < 0 ||
+      setxattr(dir.c_str(), "system.posix_acl_access", &acl, sizeof acl, 0) < 0) {
+    throw std::system_error(errno, std::generic_category(),
+                            "cannot restrict " + dir + " to root and the broker (its file " +
+                                "system needs POSIX ACLs)");
+  }
 }
 
 }  // namespace
@@ -152,9 +185,10 @@ void EmbeddedSystem::start() {
   runtimeDir_ = dirTemplate;
   runtimeLock_ = holdRuntimeDirectory(runtimeDir_);
   creating.reset();
-  // root:cellos 0750 — the broker (group cellos) reaches the sockets, nobody else enters.
-  chown(runtimeDir_.c_str(), 0, *group);
-  chmod(runtimeDir_.c_str(), 0750);
+  // Who enters: root (the CLI and the root daemons) and the broker, which connects to the
+  // three helpers' sockets after it dropped to `cellos`; nobody lists it. Not group cellos:
+  // its members are the host service's clients and have no business with this run's daemons.
+  restrictToRootAnd(runtimeDir_, privsep::lookupAccount("cellos").uid);
 
   launch("cellos-event-signer",
          {"--socket=" + runtimeDir_ + "/signer.sock",

@@ -42,17 +42,22 @@ std::string age(uint64_t submittedMicros) {
   return std::to_string(seconds / 3600) + "h";
 }
 
+// A broker error as the broker said it: without Cap'n Proto's "remote exception: " framing
+// (also a refusal such as "broker.sock refused the connection: too many connections from uid
+// N ...", which the broker sends instead of serving a connection over its limits).
+std::string brokerError(const kj::Exception& e) {
+  std::string text = e.getDescription().cStr();
+  if (auto at = text.find("remote exception: "); at != std::string::npos)
+    text = text.substr(at + 18);
+  return text;
+}
+
 // Runs `body`, turning a broker error (unknown run, socket missing) into one line and exit 1.
 int guarded(const char* command, const std::function<int()>& body) {
   try {
     return body();
   } catch (const kj::Exception& e) {
-    std::string text = e.getDescription().cStr();
-    // Strip Cap'n Proto's "remote exception: " framing; the rest is the broker's own sentence.
-    if (auto at = text.find("remote exception: "); at != std::string::npos) {
-      text = text.substr(at + 18);
-    }
-    std::cerr << "cellos " << command << ": " << text << "\n";
+    std::cerr << "cellos " << command << ": " << brokerError(e) << "\n";
     return 1;
   }
 }
@@ -81,7 +86,7 @@ int submitCommand(const ServiceOptions& options, const std::string& file, bool w
   try {
     return submitToBroker(options.socket, file, document, wait);
   } catch (const kj::Exception& e) {
-    std::cerr << "cellos submit: " << e.getDescription().cStr() << "\n";
+    std::cerr << "cellos submit: " << brokerError(e) << "\n";
     return kExitRunnerFailed;
   }
 }

@@ -4,11 +4,19 @@
 
 #include "broker/cli/embedded.h"
 #include "tests/e2e/cellos_process.h"
+#include "tests/integration/rpc_frames.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <pwd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
@@ -288,11 +296,23 @@ TEST_F(HostService, ABrokerKilledMidCellLeavesNoResidueAndItsSuccessorClosesTheR
   EXPECT_EQ(cellos({"submit", "--wait", document("after", cell("svc-after", "true"))}).status, 0);
 }
 
+RunResult runAsIds(uid_t uid, gid_t gid, std::vector<gid_t> groups, std::vector<std::string> args);
+
 // Runs `cellos` as another user (with its primary and supplementary groups) and returns its
 // exit status and stdout.
 RunResult runAs(const std::string& user, std::vector<std::string> args) {
   passwd* pw = getpwnam(user.c_str());
   if (pw == nullptr) return {-1, "", "no user " + user};
+  std::vector<gid_t> groups(64);
+  int count = groups.size();
+  if (getgrouplist(user.c_str(), pw->pw_gid, groups.data(), &count) < 0) return {-1, "", "groups"};
+  groups.resize(count);
+  return runAsIds(pw->pw_uid, pw->pw_gid, groups, std::move(args));
+}
+
+// Runs `cellos` as `uid` / `gid` with `groups` (no account needed) and returns its exit status
+// and its stdout and stderr together.
+RunResult runAsIds(uid_t uid, gid_t gid, std::vector<gid_t> groups, std::vector<std::string> args) {
   int out[2];
   if (pipe(out) < 0) return {-1, "", "pipe"};
   std::string path = binDir() + "/cellos";
@@ -304,9 +324,8 @@ RunResult runAs(const std::string& user, std::vector<std::string> args) {
   if (pid == 0) {
     dup2(out[1], 1);
     dup2(out[1], 2);
-    if (initgroups(user.c_str(), pw->pw_gid) < 0 ||
-        setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
-        setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
+    if (setgroups(groups.size(), groups.data()) < 0 || setresgid(gid, gid, gid) < 0 ||
+        setresuid(uid, uid, uid) < 0) {
       _exit(126);
     }
     execv(path.c_str(), argv.data());
@@ -340,6 +359,230 @@ TEST_F(HostService, AClientSeesAndCancelsOnlyItsOwnRuns) {
   EXPECT_NE(rows[0].state, "finished") << "another user cancelled root's run";
   EXPECT_EQ(cellos({"cancel", rootsRun}).status, 0);
   waitAllFinished(30s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14, finding 3: a member of group cellos holding ~20000 connections to broker.sock
+// starved another user's run. Now the broker serves that uid at most --max-connections-per-uid
+// (default 64) connections and refuses the rest with a reason, while everyone else is served.
+
+// What the flooding member saw: plain data, sent through a pipe (once after the first flood,
+// once at the end).
+struct FloodCounts {
+  int setupErrno = 0;
+  int connectErrno = 0;
+  unsigned connected = 0, answered = 0, refused = 0, silent = 0;
+  unsigned reconnects = 0, answeredAgain = 0;  // while the other user's run goes on
+  char reason[256] = {};
+};
+
+// The first frame on `fd`: 'a' the bootstrap was answered, 'r' refused (reason into `out`),
+// 'c' closed, 's' nothing within `timeoutMs`.
+char firstAnswer(int fd, int timeoutMs, char* reason, size_t reasonSize) {
+  std::string received;
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, timeoutMs) <= 0) return 's';
+    char buffer[512];
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return 'c';
+    received.append(buffer, n);
+    if (auto why = abortReason(received); why && !why->empty()) {
+      if (reason && reason[0] == 0) strncpy(reason, why->c_str(), reasonSize - 1);
+      return 'r';
+    }
+    if (auto answered = answersBootstrap(received)) return *answered ? 'a' : 'c';
+  }
+}
+
+// In a child: becomes uid `uid` in group `gid` (a member of group cellos) with its soft fd
+// limit at the hard one, opens `count` connections to `socket`, each asking for the bootstrap,
+// and reports. Then it waits on `controlFd`: one byte starts the second part, re-opening the
+// refused connections one after another until the pipe is closed (at most 180 s); it reports
+// again and exits.
+[[noreturn]] void floodBroker(const std::string& socket, uid_t uid, gid_t gid, unsigned count,
+                              int reportFd, int controlFd) {
+  FloodCounts counts;
+  rlimit files{};
+  getrlimit(RLIMIT_NOFILE, &files);
+  files.rlim_cur = files.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &files) < 0 || setgroups(1, &gid) < 0 ||
+      setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
+    counts.setupErrno = errno;
+    (void)!write(reportFd, &counts, sizeof(counts));
+    _exit(0);
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, socket.c_str(), sizeof(addr.sun_path) - 1);
+  const std::string bootstrap = bootstrapMessageBytes();
+  auto open = [&]() {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+      if (counts.connectErrno == 0) counts.connectErrno = errno;
+      if (fd >= 0) close(fd);
+      return -1;
+    }
+    (void)send(fd, bootstrap.data(), bootstrap.size(), MSG_NOSIGNAL);
+    return fd;
+  };
+  std::vector<int> fds;
+  for (unsigned i = 0; i < count; ++i) {
+    int fd = open();
+    if (fd < 0) break;
+    fds.push_back(fd);
+  }
+  counts.connected = fds.size();
+  std::vector<int> refused;
+  for (int fd : fds) {
+    switch (firstAnswer(fd, 10000, counts.reason, sizeof(counts.reason))) {
+      case 'a':
+        ++counts.answered;
+        break;
+      case 'r':
+        ++counts.refused;
+        refused.push_back(fd);
+        break;
+      default:
+        ++counts.silent;
+        break;
+    }
+  }
+  (void)!write(reportFd, &counts, sizeof(counts));
+  // The flood goes on while the other user's run does: refused connections come back.
+  pollfd control{controlFd, POLLIN, 0};
+  char go = 0;
+  if (poll(&control, 1, 180000) != 1 || read(controlFd, &go, 1) != 1) refused.clear();
+  auto deadline = std::chrono::steady_clock::now() + 180s;
+  for (size_t i = 0; poll(&control, 1, 0) == 0 && std::chrono::steady_clock::now() < deadline;
+       ++i) {
+    if (refused.empty()) break;
+    int& slot = refused[i % refused.size()];
+    close(slot);
+    slot = open();
+    if (slot < 0) break;
+    ++counts.reconnects;
+    if (firstAnswer(slot, 10000, nullptr, 0) == 'a') ++counts.answeredAgain;
+  }
+  (void)!write(reportFd, &counts, sizeof(counts));
+  _exit(0);
+}
+
+TEST_F(HostService, AConnectionFloodFromOneUidDoesNotFailAnotherUidsRun) {
+  // Service mode's layout: group cellos reaches broker.sock (/run/cellos/broker, 0750
+  // cellos:cellos). The embedded runtime directory is narrower; open it up the same way.
+  group* cellosGroup = getgrnam("cellos");
+  ASSERT_NE(cellosGroup, nullptr);
+  const std::string dir = system_->runtimeDir();
+  ASSERT_EQ(removexattr(dir.c_str(), "system.posix_acl_access"), 0) << strerror(errno);
+  ASSERT_EQ(chown(dir.c_str(), 0, cellosGroup->gr_gid), 0) << strerror(errno);
+  ASSERT_EQ(chmod(dir.c_str(), 0750), 0) << strerror(errno);
+
+  // 20000 connections from one uid, in two processes: raising a process's hard fd limit needs
+  // CAP_SYS_RESOURCE, which a test host may not give.
+  constexpr uid_t kFlooder = 47213;  // no account: a member of group cellos by its gid alone
+  constexpr unsigned kProcesses = 2, kConnectionsEach = 10000;
+  struct Flooder {
+    pid_t pid = -1;
+    int reportFd = -1, releaseFd = -1;
+  };
+  std::vector<Flooder> flooders;
+  for (unsigned i = 0; i < kProcesses; ++i) {
+    int report[2], release[2];
+    ASSERT_EQ(pipe2(report, O_CLOEXEC), 0);
+    ASSERT_EQ(pipe2(release, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // Only our two pipe ends: another flooder's release pipe must not stay open in us.
+      if (dup2(report[1], 3) < 0 || dup2(release[0], 4) < 0) _exit(1);
+      syscall(SYS_close_range, 5, ~0U, 0);
+      floodBroker(socket_, kFlooder, cellosGroup->gr_gid, kConnectionsEach, 3, 4);
+    }
+    close(report[1]);
+    close(release[0]);
+    flooders.push_back({pid, report[0], release[1]});
+  }
+  auto readCounts = [](int fd, FloodCounts& counts) {
+    pollfd p{fd, POLLIN, 0};
+    return poll(&p, 1, 240000) == 1 && read(fd, &counts, sizeof(counts)) == sizeof(counts);
+  };
+  // Sums of what the flooders saw; `last` reads their final reports and reaps them.
+  auto collect = [&](bool last) {
+    FloodCounts sum;
+    // All stop together: one that went away early would free slots under the cap for the rest.
+    for (Flooder& f : flooders) {
+      if (last && f.pid >= 0) close(f.releaseFd);
+    }
+    for (Flooder& f : flooders) {
+      if (f.pid < 0) continue;
+      FloodCounts counts;
+      EXPECT_TRUE(readCounts(f.reportFd, counts)) << "a flooder died without its report";
+      if (sum.setupErrno == 0) sum.setupErrno = counts.setupErrno;
+      if (sum.connectErrno == 0) sum.connectErrno = counts.connectErrno;
+      sum.connected += counts.connected;
+      sum.answered += counts.answered;
+      sum.refused += counts.refused;
+      sum.silent += counts.silent;
+      sum.reconnects += counts.reconnects;
+      sum.answeredAgain += counts.answeredAgain;
+      if (sum.reason[0] == 0) memcpy(sum.reason, counts.reason, sizeof(sum.reason));
+      if (last) {
+        int status = 0;
+        waitpid(f.pid, &status, 0);
+        close(f.reportFd);
+        f.pid = -1;
+      }
+    }
+    return sum;
+  };
+
+  FloodCounts flood = collect(false);
+  if (flood.setupErrno != 0) {
+    collect(true);
+    FAIL() << "flooder setup: " << strerror(flood.setupErrno);
+  }
+  const unsigned kConnections = kProcesses * kConnectionsEach;
+  EXPECT_EQ(flood.connectErrno, 0) << strerror(flood.connectErrno);
+  EXPECT_EQ(flood.connected, kConnections);
+  EXPECT_EQ(flood.answered, 64u) << "the default --max-connections-per-uid is 64";
+  EXPECT_EQ(flood.refused, kConnections - 64);
+  EXPECT_EQ(flood.silent, 0u);
+  EXPECT_STREQ(flood.reason,
+               "broker.sock refused the connection: too many connections from uid 47213 (64 "
+               "open, at most 64 per uid)");
+
+  // The flooding user itself, at its cap, is told why by the CLI.
+  auto refused =
+      runAsIds(kFlooder, cellosGroup->gr_gid, {cellosGroup->gr_gid}, {"ps", "--socket=" + socket_});
+  EXPECT_EQ(refused.status, 1) << refused.out;
+  EXPECT_EQ(refused.out,
+            "cellos ps: broker.sock refused the connection: too many connections from uid 47213 "
+            "(64 open, at most 64 per uid)\n");
+
+  // Root runs a cell with an export, while the flood goes on.
+  for (Flooder& f : flooders) ASSERT_EQ(write(f.releaseFd, "g", 1), 1);
+  auto result = cellos({"submit", "--wait",
+                        document("victim",
+                                 "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n"
+                                 "  id: svc-flood-victim\n  lifetime: {ttlSeconds: 120}\n  run:\n"
+                                 "    argv: [/bin/sh, -c, \"echo exported > /workspace/result.txt; "
+                                 "echo done\"]\n  export:\n    artifacts:\n"
+                                 "      - {name: result, path: /workspace/result.txt}\n")});
+  FloodCounts during = collect(true);
+  EXPECT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "done\n");
+  EXPECT_GT(during.reconnects, 0u) << "the flood did not go on during the run";
+  EXPECT_EQ(during.answeredAgain, 0u) << "a reconnecting flooder got past its cap";
+
+  auto rows = ps();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].outcome, "succeeded");
+  std::string exported = stateDir_ + "/exports/svc-flood-victim/" + rows[0].runId + "/result";
+  EXPECT_EQ(readFile(exported), "exported\n");
+  auto logs = cellos({"logs", rows[0].runId});
+  EXPECT_NE(logs.out.find("export.v2.completed"), std::string::npos) << logs.out;
 }
 
 }  // namespace

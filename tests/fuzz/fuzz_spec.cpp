@@ -16,6 +16,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (result.document.has_value() == !result.violations.empty()) __builtin_trap();
   if (result.document) {
     if (cellos::core::specDigest(result).size() != 64) __builtin_trap();
+    // An admitted document is within every bound (spec.h kMax*), so the runner's arithmetic on
+    // it cannot overflow.
+    using namespace cellos::core;
+    const CellSpec& spec = result.document->spec;
+    if (spec.lifetime.ttlSeconds < 1 || spec.lifetime.ttlSeconds > kMaxTtlSeconds) __builtin_trap();
+    if (spec.run) {
+      const RunSpec& run = *spec.run;
+      if (run.timeoutMs && *run.timeoutMs > spec.lifetime.ttlSeconds * 1000) __builtin_trap();
+      const Limits& limits = run.limits;
+      if (limits.memoryMaxBytes && *limits.memoryMaxBytes > kMaxMemoryMaxBytes) __builtin_trap();
+      if (limits.pidsMax && *limits.pidsMax > kMaxPidsMax) __builtin_trap();
+      if (limits.cpuMax && limits.cpuMax->quotaMicros > kMaxCpuQuotaMicros) __builtin_trap();
+      if (limits.gracefulShutdownSeconds &&
+          *limits.gracefulShutdownSeconds > kMaxGracefulShutdownSeconds) {
+        __builtin_trap();
+      }
+    }
   } else if (!cellos::core::specDigest(result).empty()) {
     __builtin_trap();
   }
@@ -32,6 +49,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto policy = cellos::core::parseHostPolicy(bytes);
   if (policy.policy.has_value() == !policy.violations.empty()) __builtin_trap();
   if (policy.policy) {
+    const cellos::core::HostPolicy& caps = *policy.policy;
+    if (caps.maxTtlSeconds && *caps.maxTtlSeconds > cellos::core::kMaxTtlSeconds) __builtin_trap();
+    if (caps.maxTimeoutMs && *caps.maxTimeoutMs > cellos::core::kMaxTimeoutMs) __builtin_trap();
     for (const auto& violation :
          cellos::core::checkHostPolicy(*policy.policy, *kDocument.document)) {
       if (violation.path.empty() || violation.message.empty()) __builtin_trap();

@@ -42,4 +42,23 @@ inline std::optional<bool> answersBootstrap(const std::string& data) {
   }
 }
 
+// The reason of the rpc Abort that `data` starts with, when its first whole frame is one (a
+// listener refusing a connection for a limit says why in one); "" when the first frame is
+// anything else; nullopt while the frame is not complete.
+inline std::optional<std::string> abortReason(const std::string& data) {
+  size_t available = data.size() / sizeof(capnp::word);
+  if (available == 0) return std::nullopt;
+  auto words = kj::heapArray<capnp::word>(available);
+  memcpy(words.begin(), data.data(), available * sizeof(capnp::word));
+  size_t expected = capnp::expectedSizeInWordsFromPrefix(words);
+  if (expected > available) return std::nullopt;
+  try {
+    capnp::FlatArrayMessageReader reader(words.asPtr().slice(0, expected));
+    auto root = reader.getRoot<capnp::rpc::Message>();
+    return root.isAbort() ? std::string(root.getAbort().getReason().cStr()) : std::string();
+  } catch (const kj::Exception&) {
+    return std::string();
+  }
+}
+
 }  // namespace cellos::testing

@@ -13,11 +13,13 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -57,6 +59,8 @@ using testing::bootstrapMessageBytes;
 
 constexpr uid_t kNobody = 65534;
 constexpr gid_t kNogroup = 65534;
+// A uid no account is expected to use: a would-be member of group cellos.
+constexpr uid_t kMemberUid = 47213;
 // How long a daemon may take to hang up on a peer it refuses or cannot parse.
 constexpr auto kCloseWithin = 5000ms;
 
@@ -431,14 +435,29 @@ TEST_F(DaemonSocketsTest, RuntimeDirectoryKeepsOutOtherUsers) {
   struct stat st {};
   ASSERT_EQ(stat(system_->runtimeDir().c_str(), &st), 0) << strerror(errno);
   EXPECT_EQ(st.st_uid, 0u);
-  EXPECT_EQ(st.st_mode & 07777, 0750u);
-  for (Daemon d : kAllDaemons) {
-    Exchange e =
-        exchangeAs(kNobody, kNogroup, socketPath(d), bootstrapMessageBytes(), {}, kCloseWithin);
-    ASSERT_EQ(e.setupErrno, 0) << strerror(e.setupErrno);
-    EXPECT_EQ(e.connectErrno, EACCES) << socketName(d) << ": " << describe(e);
-    EXPECT_EQ(e.bytesReceived, 0u) << socketName(d);
+  EXPECT_EQ(st.st_gid, 0u);
+  // 0710: the group bits are the ACL's mask; the one named entry lets the broker search it.
+  EXPECT_EQ(st.st_mode & 07777, 0710u);
+  EXPECT_GT(getxattr(system_->runtimeDir().c_str(), "system.posix_acl_access", nullptr, 0), 0)
+      << strerror(errno);
+  group* cellos = getgrnam("cellos");
+  ASSERT_NE(cellos, nullptr);
+  // Neither a stranger nor a member of group cellos (a client of the host service) gets in.
+  for (gid_t gid : {kNogroup, cellos->gr_gid}) {
+    for (Daemon d : kAllDaemons) {
+      Exchange e =
+          exchangeAs(kMemberUid, gid, socketPath(d), bootstrapMessageBytes(), {}, kCloseWithin);
+      ASSERT_EQ(e.setupErrno, 0) << strerror(e.setupErrno);
+      EXPECT_EQ(e.connectErrno, EACCES) << socketName(d) << " gid " << gid << ": " << describe(e);
+      EXPECT_EQ(e.bytesReceived, 0u) << socketName(d);
+    }
   }
+  // The broker's own account does (it connects to the helpers), as the control.
+  passwd* broker = getpwnam("cellos");
+  ASSERT_NE(broker, nullptr);
+  Exchange e = exchangeAs(broker->pw_uid, broker->pw_gid, socketPath(Daemon::kSigner),
+                          bootstrapMessageBytes(), {.stopAtBootstrap = true}, kCloseWithin);
+  EXPECT_TRUE(e.bootstrapAnswered) << describe(e);
   checkAllDaemonsRunning();
 }
 

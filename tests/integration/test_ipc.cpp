@@ -16,11 +16,14 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -29,6 +32,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +51,7 @@ namespace cellos::ipc {
 namespace {
 
 using namespace std::chrono_literals;
+using cellos::testing::abortReason;
 using cellos::testing::answersBootstrap;
 using cellos::testing::bootstrapMessageBytes;
 
@@ -55,6 +60,8 @@ constexpr gid_t kNogroup = 65534;
 // Groups no account on a test machine is expected to use; they only need to be distinct.
 constexpr gid_t kTestGroup = 47211;
 constexpr gid_t kOtherTestGroup = 47212;
+// A uid no account is expected to use, for a second peer beside `nobody`.
+constexpr uid_t kOtherUid = 47213;
 
 // ---------------------------------------------------------------------------------------------
 // PeerPolicy::allows, pure.
@@ -240,10 +247,10 @@ class RpcListenerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_, ignored);
   }
 
-  void listen(PeerPolicy policy) {
+  void listen(PeerPolicy policy, ConnectionLimits limits = {}) {
     auto fd = listenUnix({socketPath_, 0666, std::nullopt, std::nullopt});
     listener_ = kj::heap<RpcListener>(
-        io_, kj::mv(fd), "test.sock", std::move(policy), LinkOptions{},
+        io_, kj::mv(fd), "test.sock", std::move(policy), LinkOptions{}, limits,
         [this](const PeerCredentials& credentials) -> capnp::Capability::Client {
           ++bootstraps_;
           lastPeer_ = credentials;
@@ -435,6 +442,292 @@ TEST_F(RpcListenerTest, GroupsDroppedBeforeConnectDoNotCount) {
   ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
   EXPECT_TRUE(report.closedUnread()) << "bytes " << report.bytesReceived;
   EXPECT_EQ(bootstraps_, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection limits: a flood of connections from one uid, many uids, silent and garbage peers.
+
+enum class FloodSends { kBootstrap, kNothing, kGarbage };
+
+// What a flooding peer saw on its connections. Plain data, sent through a pipe.
+struct FloodReport {
+  int setupErrno = 0;
+  int connectErrno = 0;  // the first connect() that failed
+  unsigned connected = 0;
+  unsigned answered = 0;  // the bootstrap was answered: served
+  unsigned refused = 0;   // an rpc Abort came first
+  unsigned closed = 0;    // closed (EOF, reset, or an Abort that is no refusal)
+  unsigned pending = 0;   // nothing came before the deadline
+  char reason[256] = {};  // the first Abort's reason
+};
+
+// A peer process that holds many connections: started with start(), its report read with
+// report() (running the test's event loop meanwhile, so the listener serves it), and its
+// connections kept open until release().
+class Flood {
+ public:
+  Flood(kj::AsyncIoContext& io, std::string path, Identity identity, unsigned count,
+        FloodSends sends, std::chrono::milliseconds wait)
+      : io_(io) {
+    int report[2], release[2];
+    KJ_SYSCALL(pipe2(report, O_CLOEXEC));
+    KJ_SYSCALL(pipe2(release, O_CLOEXEC));
+    pid_ = fork();
+    KJ_ASSERT(pid_ >= 0, "fork", strerror(errno));
+    if (pid_ == 0) {
+      // Only our two pipe ends: another flood's release pipe must not stay open in us.
+      if (dup2(report[1], 3) < 0 || dup2(release[0], 4) < 0) _exit(1);
+      syscall(SYS_close_range, 5, ~0U, 0);
+      FloodReport result = run(path, identity, count, sends, wait);
+      (void)!write(3, &result, sizeof(result));
+      pollfd p{4, POLLIN, 0};
+      poll(&p, 1, 60000);  // hold every connection until the test is done with them
+      _exit(0);
+    }
+    close(report[1]);
+    close(release[0]);
+    reportFd_ = kj::AutoCloseFd(report[0]);
+    releaseFd_ = kj::AutoCloseFd(release[1]);
+  }
+  ~Flood() { release(); }
+
+  FloodReport report() {
+    FloodReport result;
+    auto input = io_.lowLevelProvider->wrapInputFd(reportFd_.get());
+    size_t got =
+        io_.provider->getTimer()
+            .timeoutAfter(60 * kj::SECONDS, input->tryRead(&result, sizeof(result), sizeof(result)))
+            .wait(io_.waitScope);
+    EXPECT_EQ(got, sizeof(result)) << "the flooding peer died without a report";
+    return result;
+  }
+
+  void release() {
+    if (pid_ <= 0) return;
+    releaseFd_ = nullptr;
+    reportFd_ = nullptr;
+    int status = reap(pid_);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    pid_ = -1;
+  }
+
+ private:
+  static FloodReport run(const std::string& path, const Identity& identity, unsigned count,
+                         FloodSends sends, std::chrono::milliseconds wait) {
+    FloodReport report;
+    if (setgroups(identity.groups.size(), identity.groups.data()) < 0 ||
+        setresgid(identity.gid, identity.gid, identity.gid) < 0 ||
+        setresuid(identity.uid, identity.uid, identity.uid) < 0) {
+      report.setupErrno = errno;
+      return report;
+    }
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    const std::string bootstrap = bootstrapMessageBytes();
+    const std::string garbage(64, '\xff');  // a segment count no reader accepts
+    std::vector<int> fds;
+    for (unsigned i = 0; i < count; ++i) {
+      int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+        report.connectErrno = errno;
+        if (fd >= 0) close(fd);
+        break;
+      }
+      ++report.connected;
+      const std::string& message = sends == FloodSends::kBootstrap ? bootstrap : garbage;
+      if (sends != FloodSends::kNothing)
+        (void)send(fd, message.data(), message.size(), MSG_NOSIGNAL);
+      fds.push_back(fd);
+    }
+    // Each connection's first answer, within `wait` for all of them together.
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    for (int fd : fds) {
+      std::string received;
+      for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        pollfd p{fd, POLLIN, 0};
+        if (left.count() <= 0 || poll(&p, 1, left.count()) == 0) {
+          ++report.pending;
+          break;
+        }
+        char buffer[4096];
+        ssize_t n = read(fd, buffer, sizeof(buffer));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          ++report.closed;
+          break;
+        }
+        received.append(buffer, n);
+        if (auto reason = abortReason(received); reason && !reason->empty()) {
+          // A refusal for a limit says so; any other Abort (an unreadable frame, the server
+          // closing the link) is the connection ending.
+          if (reason->find("refused the connection") == std::string::npos) {
+            ++report.closed;
+          } else if (report.refused++ == 0) {
+            strncpy(report.reason, reason->c_str(), sizeof(report.reason) - 1);
+          }
+          break;
+        }
+        if (auto answered = answersBootstrap(received)) {
+          report.answered += *answered;
+          break;
+        }
+      }
+    }
+    return report;  // the fds stay open until the process exits
+  }
+
+  kj::AsyncIoContext& io_;
+  pid_t pid_ = -1;
+  kj::AutoCloseFd reportFd_, releaseFd_;
+};
+
+class RpcListenerLimitsTest : public RpcListenerTest {
+ protected:
+  ~RpcListenerLimitsTest() noexcept override {}
+
+  void SetUp() override {
+    if (!runningAsRoot()) GTEST_SKIP() << "needs root (to connect as other uids)";
+    RpcListenerTest::SetUp();
+  }
+  void TearDown() override {
+    serving_ = nullptr;  // before the listener it waits on
+    RpcListenerTest::TearDown();
+  }
+
+  void serve(PeerPolicy policy, ConnectionLimits limits) {
+    listen(std::move(policy), limits);
+    serving_ = listener_->run().eagerlyEvaluate(
+        [](kj::Exception&& e) { ADD_FAILURE() << "listener: " << e.getDescription().cStr(); });
+  }
+
+  // One keyset() call from this process (root) while the listener serves; its error if it fails.
+  std::string keysetOrError() {
+    RpcLink link(*io_.lowLevelProvider, connectUnix(socketPath_), LinkOptions{},
+                 capnp::rpc::twoparty::Side::CLIENT, nullptr);
+    auto signer = link.bootstrap<EventSigner>();
+    try {
+      auto response = withTimeout(io_.provider->getTimer(), 10 * kj::SECONDS, "keyset",
+                                  signer.keysetRequest().send())
+                          .wait(io_.waitScope);
+      return response.getJson().cStr();
+    } catch (const kj::Exception& e) {
+      return std::string("error: ") + e.getDescription().cStr();
+    }
+  }
+
+  static size_t openFds() {
+    size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd"))
+      ++n;
+    return n;
+  }
+
+  kj::Promise<void> serving_ = nullptr;
+};
+
+const Identity kNobodyPeer{kNobody, kNogroup, {}};
+const Identity kOtherPeer{kOtherUid, kNogroup, {}};
+
+TEST_F(RpcListenerLimitsTest, AFloodFromOneUidIsRefusedAtItsCapWhileAnotherUidCompletesAnRpc) {
+  serve(PeerPolicy{{0, kNobody}, {}}, {.perUid = 8, .total = 64});
+  Flood flood(io_, socketPath_, kNobodyPeer, 40, FloodSends::kBootstrap, 10000ms);
+  FloodReport report = flood.report();
+  ASSERT_EQ(report.setupErrno, 0) << strerror(report.setupErrno);
+  EXPECT_EQ(report.connectErrno, 0) << strerror(report.connectErrno);
+  EXPECT_EQ(report.connected, 40u);
+  EXPECT_EQ(report.answered, 8u) << "served beyond the per-uid cap";
+  EXPECT_EQ(report.refused, 32u);
+  EXPECT_EQ(report.closed + report.pending, 0u);
+  EXPECT_STREQ(report.reason,
+               "test.sock refused the connection: too many connections from uid 65534 (8 open, "
+               "at most 8 per uid)");
+  EXPECT_EQ(listener_->connectionCount(), 8u);
+  EXPECT_EQ(listener_->refusedForLimits(), 32u);
+  // The refused connections stay open only briefly, a few per uid, for their peers to read why.
+  EXPECT_LE(listener_->lingeringCount(), 4u);
+  EXPECT_TRUE(waitUntil([&] { return listener_->lingeringCount() == 0; }, 5 * kj::SECONDS));
+
+  // Meanwhile another uid (root, this process) is served as if nothing happened.
+  EXPECT_EQ(keysetOrError(), TestSigner::kTestKeyset);
+  flood.release();
+  EXPECT_TRUE(waitUntil([&] { return listener_->connectionCount() == 0; }, 5 * kj::SECONDS));
+}
+
+TEST_F(RpcListenerLimitsTest, TheGlobalCapHoldsAcrossUidsAndTheRefusedClientIsToldWhy) {
+  serve(PeerPolicy{{0, kNobody, kOtherUid}, {}}, {.perUid = 6, .total = 10});
+  Flood first(io_, socketPath_, kNobodyPeer, 6, FloodSends::kBootstrap, 10000ms);
+  FloodReport a = first.report();
+  ASSERT_EQ(a.setupErrno, 0) << strerror(a.setupErrno);
+  EXPECT_EQ(a.answered, 6u);
+  Flood second(io_, socketPath_, kOtherPeer, 6, FloodSends::kBootstrap, 10000ms);
+  FloodReport b = second.report();
+  ASSERT_EQ(b.setupErrno, 0) << strerror(b.setupErrno);
+  EXPECT_EQ(b.answered, 4u) << "served beyond the global cap";
+  EXPECT_EQ(b.refused, 2u);
+  EXPECT_STREQ(b.reason,
+               "test.sock refused the connection: too many connections in all (10 open, at most "
+               "10)");
+  EXPECT_EQ(listener_->connectionCount(), 10u);
+
+  // A client refused at the cap learns why from its first call: what `cellos` prints.
+  std::string refused = keysetOrError();
+  EXPECT_NE(refused.find("test.sock refused the connection: too many connections in all"),
+            std::string::npos)
+      << refused;
+  first.release();
+  EXPECT_TRUE(waitUntil([&] { return listener_->connectionCount() == 4; }, 5 * kj::SECONDS));
+  EXPECT_EQ(keysetOrError(), TestSigner::kTestKeyset);
+}
+
+TEST_F(RpcListenerLimitsTest, SilentAndGarbageConnectionsAreClosedAndLeaveNoDescriptorBehind) {
+  serve(PeerPolicy{{0, kNobody}, {}},
+        {.perUid = 4, .total = 16, .bootstrapTimeout = 300 * kj::MILLISECONDS});
+  size_t fdsBefore = openFds();
+  // Twelve silent connections: four are held until the bootstrap timeout closes them, the rest
+  // are refused at the per-uid cap at once.
+  Flood silent(io_, socketPath_, kNobodyPeer, 12, FloodSends::kNothing, 10000ms);
+  FloodReport s = silent.report();
+  ASSERT_EQ(s.setupErrno, 0) << strerror(s.setupErrno);
+  EXPECT_EQ(s.connected, 12u);
+  EXPECT_EQ(s.refused, 8u);
+  EXPECT_EQ(s.closed, 4u) << "a silent connection was kept past the bootstrap timeout";
+  EXPECT_EQ(s.pending, 0u);
+  // Garbage: each connection is closed as soon as its first frame is unreadable.
+  Flood garbage(io_, socketPath_, kNobodyPeer, 4, FloodSends::kGarbage, 10000ms);
+  FloodReport g = garbage.report();
+  EXPECT_EQ(g.closed, 4u);
+  EXPECT_EQ(g.answered + g.pending, 0u);
+  EXPECT_TRUE(waitUntil([&] { return listener_->connectionCount() == 0; }, 5 * kj::SECONDS));
+  silent.release();
+  garbage.release();
+  // Every descriptor they took is back.
+  EXPECT_TRUE(waitUntil([&] { return openFds() == fdsBefore; }, 5 * kj::SECONDS))
+      << openFds() << " open, " << fdsBefore << " before";
+  EXPECT_EQ(keysetOrError(), TestSigner::kTestKeyset);
+}
+
+TEST_F(RpcListenerLimitsTest, RefusalsAreLoggedOncePerIntervalNamingTheUidAndTheCounts) {
+  std::ostringstream log;
+  auto previous = spdlog::default_logger();
+  auto capture = std::make_shared<spdlog::logger>(
+      "test", std::make_shared<spdlog::sinks::ostream_sink_st>(log));
+  spdlog::set_default_logger(capture);
+  serve(PeerPolicy{{0, kNobody}, {}}, {.perUid = 2, .total = 64});
+  Flood flood(io_, socketPath_, kNobodyPeer, 200, FloodSends::kBootstrap, 10000ms);
+  FloodReport report = flood.report();
+  spdlog::set_default_logger(previous);
+  EXPECT_EQ(report.refused, 198u);
+  std::string text = log.str();
+  size_t lines = std::count(text.begin(), text.end(), '\n');
+  EXPECT_EQ(lines, 1u) << "198 refusals within one interval must give one line:\n" << text;
+  EXPECT_NE(text.find("test.sock: refused pid "), std::string::npos) << text;
+  EXPECT_NE(text.find("uid 65534: 2 open from uid 65534 (at most 2 per uid), 2 in all (at most "
+                      "64)"),
+            std::string::npos)
+      << text;
 }
 
 }  // namespace

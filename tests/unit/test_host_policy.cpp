@@ -125,6 +125,30 @@ TEST(HostPolicyFile, CapsArePositiveIntegers) {
             Lines({"maxPidsMax: expected an integer, got boolean"}));
 }
 
+// Each cap is bounded like the field it caps: the field's bound is accepted, one more refused.
+TEST(HostPolicyFile, CapsAreBoundedLikeTheFieldsTheyCap) {
+  const std::pair<const char*, uint64_t> caps[] = {{"maxTtlSeconds", kMaxTtlSeconds},
+                                                   {"maxTimeoutMs", kMaxTimeoutMs},
+                                                   {"maxMemoryBytes", kMaxMemoryMaxBytes},
+                                                   {"maxPidsMax", kMaxPidsMax}};
+  for (const auto& [name, bound] : caps) {
+    EXPECT_EQ(policyProblems(std::string(name) + ": " + std::to_string(bound) + "\n"), Lines{})
+        << name;
+    EXPECT_EQ(policyProblems(std::string(name) + ": " + std::to_string(bound + 1) + "\n"),
+              Lines({std::string(name) + ": " + std::to_string(bound + 1) +
+                     " exceeds the maximum " + std::to_string(bound)}));
+  }
+  EXPECT_EQ(policyProblems("maxTtlSeconds: 9223372036854775807\n"),
+            Lines({"maxTtlSeconds: 9223372036854775807 exceeds the maximum 31536000"}));
+  // Beyond 64 bits, named as written (the reader holds it as a double).
+  EXPECT_EQ(policyProblems("maxTtlSeconds: 18446744073709551616\n"),
+            Lines({"maxTtlSeconds: 18446744073709551616 exceeds the maximum 31536000"}));
+  EXPECT_EQ(policyProblems(R"({"maxPidsMax": -99999999999999999999})"),
+            Lines({"maxPidsMax: must be positive, got -99999999999999999999"}));
+  EXPECT_EQ(policyProblems("maxMemoryBytes: 1e30\n"),
+            Lines({"maxMemoryBytes: expected an integer, got 1e30"}));
+}
+
 TEST(HostPolicyFile, ListsAreArraysOfStrings) {
   EXPECT_EQ(policyProblems("allowedImages: host\n"),
             Lines({"allowedImages: expected an array, got string"}));
@@ -499,7 +523,7 @@ TEST(HostPolicyDefaults, ATtlWithinTheTimeoutCapStaysTheTimeout) {
   CellDocument doc = document(kRun, 600);  // 600000 ms: exactly the cap
   applyHostPolicyDefaults(policy, doc);
   EXPECT_FALSE(doc.spec.run->timeoutMs);
-  CellDocument huge = document(kRun, 18446744073709551615u);  // ttl * 1000 would overflow
+  CellDocument huge = document(kRun, kMaxTtlSeconds);  // the longest ttl a document may have
   applyHostPolicyDefaults(policy, huge);
   EXPECT_EQ(huge.spec.run->timeoutMs, 600000u);
 }

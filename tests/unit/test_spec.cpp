@@ -362,12 +362,106 @@ TEST(ParseCellDocument, TimeoutMayEqualTheLifetime) {
                   .document);
 }
 
-TEST(ParseCellDocument, TimeoutCheckDoesNotOverflowWithAHugeLifetime) {
-  ParseResult result = parseCellDocument(
+// ---------------------------------------------------------------------------------------------
+// Upper bounds of durations and sizes (spec.h kMax*, docs/spec.md): each bound is accepted, one
+// more is refused with the field's path and the bound.
+
+// A document with `ttl` and, when given, a run block of `run` (YAML lines under `run:`).
+std::string documentWithTtl(const std::string& ttl, const std::string& run = "") {
+  std::string out =
       "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: t-1\n  lifetime:\n"
-      "    ttlSeconds: 18446744073709551615\n  run:\n    argv: [/bin/true]\n"
-      "    timeoutMs: 18446744073709551615\n");
-  EXPECT_TRUE(result.document) << ::testing::PrintToString(formatted(result));
+      "    ttlSeconds: " +
+      ttl + "\n";
+  if (!run.empty()) out += "  run:\n    argv: [/bin/true]\n" + run;
+  return out;
+}
+
+struct BoundCase {
+  const char* path;
+  uint64_t bound;
+  std::string (*document)(uint64_t value);
+};
+
+const BoundCase kBounds[] = {
+    {"spec.lifetime.ttlSeconds", kMaxTtlSeconds,
+     [](uint64_t v) { return documentWithTtl(std::to_string(v)); }},
+    {"spec.run.timeoutMs", kMaxTimeoutMs,
+     [](uint64_t v) {
+       return documentWithTtl(std::to_string(kMaxTtlSeconds),
+                              "    timeoutMs: " + std::to_string(v) + "\n");
+     }},
+    {"spec.run.limits.memoryMaxBytes", kMaxMemoryMaxBytes,
+     [](uint64_t v) {
+       return documentWithTtl("60", "    limits: {memoryMaxBytes: " + std::to_string(v) + "}\n");
+     }},
+    {"spec.run.limits.cpuMax.quotaMicros", kMaxCpuQuotaMicros,
+     [](uint64_t v) {
+       return documentWithTtl("60",
+                              "    limits: {cpuMax: {quotaMicros: " + std::to_string(v) + "}}\n");
+     }},
+    {"spec.run.limits.pidsMax", kMaxPidsMax,
+     [](uint64_t v) {
+       return documentWithTtl("60", "    limits: {pidsMax: " + std::to_string(v) + "}\n");
+     }},
+    {"spec.run.limits.gracefulShutdownSeconds", kMaxGracefulShutdownSeconds,
+     [](uint64_t v) {
+       return documentWithTtl("60",
+                              "    limits: {gracefulShutdownSeconds: " + std::to_string(v) + "}\n");
+     }},
+};
+
+TEST(SpecBounds, EachDurationAndSizeAcceptsItsBoundAndRefusesOneMore) {
+  for (const BoundCase& c : kBounds) {
+    ParseResult atBound = parseCellDocument(c.document(c.bound));
+    EXPECT_TRUE(atBound.document) << c.path << ": " << ::testing::PrintToString(formatted(atBound));
+    EXPECT_EQ(formatted(parseCellDocument(c.document(c.bound + 1))),
+              std::vector<std::string>{std::string(c.path) + ": " + std::to_string(c.bound + 1) +
+                                       " exceeds the maximum " + std::to_string(c.bound)})
+        << c.path;
+  }
+}
+
+TEST(SpecBounds, TtlNearInt64MaxIsRefusedAtValidation) {
+  // The number of issue 14: it fits in 64 bits, and ttlSeconds * 1e9 (a kj::Duration) did not.
+  EXPECT_EQ(formatted(parseCellDocument(documentWithTtl("9223372036854775807"))),
+            std::vector<std::string>{
+                "spec.lifetime.ttlSeconds: 9223372036854775807 exceeds the maximum 31536000"});
+  EXPECT_EQ(formatted(parseCellDocument(
+                "{\"apiVersion\": \"cellos.io/v1\", \"kind\": \"ExecutionCell\", \"spec\": "
+                "{\"id\": \"t-1\", \"lifetime\": {\"ttlSeconds\": 9223372036854775807}}}")),
+            std::vector<std::string>{
+                "spec.lifetime.ttlSeconds: 9223372036854775807 exceeds the maximum 31536000"});
+}
+
+TEST(SpecBounds, EverySpellingOfAnOutOfBoundsNumberGetsItsOwnMessage) {
+  auto ttl = [](const std::string& value) {
+    return formatted(parseCellDocument(documentWithTtl(value)));
+  };
+  auto at = [](const std::string& message) {
+    return std::vector<std::string>{"spec.lifetime.ttlSeconds: " + message};
+  };
+  EXPECT_EQ(ttl("18446744073709551615"), at("18446744073709551615 exceeds the maximum 31536000"));
+  EXPECT_EQ(ttl("18446744073709551616"), at("18446744073709551616 exceeds the maximum 31536000"));
+  EXPECT_EQ(ttl("99999999999999999999999"),
+            at("99999999999999999999999 exceeds the maximum 31536000"));
+  EXPECT_EQ(ttl("-1"), at("must be positive, got -1"));
+  EXPECT_EQ(ttl("-9223372036854775808"), at("must be positive, got -9223372036854775808"));
+  EXPECT_EQ(ttl("-99999999999999999999"), at("must be positive, got -99999999999999999999"));
+  EXPECT_EQ(ttl("1.5"), at("expected an integer, got 1.5"));
+  EXPECT_EQ(ttl("1e30"), at("expected an integer, got 1e30"));
+  EXPECT_EQ(ttl("1E3"), at("expected an integer, got 1E3"));
+  EXPECT_EQ(ttl("\"60\""), at("expected an integer, got string"));
+  // Beyond a double: the reader refuses the whole document, naming the number and where it is.
+  EXPECT_EQ(ttl("1e999"), std::vector<std::string>{"$: unsupported YAML at line 6, column 17: "
+                                                   "number \"1e999\" is out of range"});
+}
+
+TEST(SpecBounds, TimeoutAtTheLongestTtlIsAcceptedAndOneMoreIsRefusedAgainstTheTtl) {
+  std::string ttl = std::to_string(kMaxTtlSeconds);
+  EXPECT_TRUE(parseCellDocument(documentWithTtl(ttl, "    timeoutMs: 31536000000\n")).document);
+  EXPECT_EQ(formatted(parseCellDocument(documentWithTtl("60", "    timeoutMs: 60001\n"))),
+            std::vector<std::string>{
+                "spec.run.timeoutMs: 60001 exceeds spec.lifetime.ttlSeconds * 1000 (60000)"});
 }
 
 // ---------------------------------------------------------------------------------------------
