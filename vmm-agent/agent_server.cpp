@@ -82,7 +82,11 @@ kj::Promise<LaunchedFds> LauncherLink::launch(ipc::CellRequest::Reader request) 
           auto network = launched.getNetwork();
           out.network = CellNetworkInfo{network.getUplinkInterface(), network.getUplinkAddress(),
                                         network.getCellAddress(), network.getNftApplied(),
-                                        network.getNftRuleCount()};
+                                        network.getNftRuleCount(),
+                                        {}};
+          for (auto range : network.getHostDestinations()) {
+            out.network.hostDestinations.emplace_back(range.cStr());
+          }
           for (auto timing : launched.getTimings()) {
             out.timings.emplace_back(timing.getName(), timing.getMicros());
           }
@@ -625,6 +629,10 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
         network.setCellAddress(fds.network.cellAddress);
         network.setNftApplied(fds.network.nftApplied);
         network.setNftRuleCount(fds.network.nftRuleCount);
+        auto hostList = network.initHostDestinations(fds.network.hostDestinations.size());
+        for (size_t i = 0; i < fds.network.hostDestinations.size(); ++i) {
+          hostList.set(i, fds.network.hostDestinations[i]);
+        }
         auto timings = results.initTimings(fds.timings.size());
         for (size_t i = 0; i < fds.timings.size(); ++i) {
           timings[i].setName(fds.timings[i].first);

@@ -41,6 +41,9 @@ struct NlAddrPut {
 struct RoutePut {
   void operator()(rtnl_route* r) const { rtnl_route_put(r); }
 };
+struct CachePut {
+  void operator()(nl_cache* c) const { nl_cache_free(c); }
+};
 struct NftFree {
   void operator()(nft_ctx* c) const { nft_ctx_free(c); }
 };
@@ -252,6 +255,28 @@ std::vector<std::string> removeCellNetwork(const UplinkNamespace& uplink, int ce
     }
   }
   return residue;
+}
+
+std::vector<std::string> namespaceAddresses(const UplinkNamespace& uplink, int netnsFd) {
+  std::vector<std::string> addresses;
+  inNetworkNamespace(netnsFd, uplink.homeFd, [&]() {
+    Socket sock = routeSocket();
+    nl_cache* raw = nullptr;
+    if (int err = rtnl_addr_alloc_cache(sock.get(), &raw); err < 0) failNl("RTM_GETADDR", err);
+    std::unique_ptr<nl_cache, CachePut> cache(raw);
+    for (nl_object* object = nl_cache_get_first(cache.get()); object != nullptr;
+         object = nl_cache_get_next(object)) {
+      nl_addr* local = rtnl_addr_get_local(reinterpret_cast<rtnl_addr*>(object));
+      if (local == nullptr) continue;
+      int family = nl_addr_get_family(local);
+      unsigned length = nl_addr_get_len(local);
+      if (!((family == AF_INET && length == 4) || (family == AF_INET6 && length == 16))) continue;
+      char text[INET6_ADDRSTRLEN] = {};
+      inet_ntop(family, nl_addr_get_binary_addr(local), text, sizeof text);
+      addresses.emplace_back(text);
+    }
+  });
+  return addresses;
 }
 
 bool interfaceExists(const UplinkNamespace& uplink, int netnsFd, const std::string& name) {

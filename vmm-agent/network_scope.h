@@ -52,6 +52,10 @@ std::vector<core::NftCounter> readCellCounters(const UplinkNamespace& uplink, in
 std::vector<std::string> removeCellNetwork(const UplinkNamespace& uplink, int cellNetnsFd,
                                            const std::string& uplinkInterface);
 
+// Every address of every interface (lo included, both families) in the namespace `netnsFd`,
+// as address literals. Throws when the namespace's addresses cannot be listed.
+std::vector<std::string> namespaceAddresses(const UplinkNamespace& uplink, int netnsFd);
+
 // True when an interface named `name` exists in the namespace `netnsFd`.
 bool interfaceExists(const UplinkNamespace& uplink, int netnsFd, const std::string& name);
 
