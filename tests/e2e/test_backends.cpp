@@ -518,7 +518,9 @@ TEST_P(CellBackends, EgressReachesTheTestHostOnlyWhereARuleAllows) {
   EXPECT_EQ(flows["default-drop"]["verdict"], "drop");
   EXPECT_GE(flows["default-drop"]["packets"].get<int>(), 2) << "the SYN to 8081 and the datagram";
   EXPECT_GE(flows["loopback"]["packets"].get<int>(), 1) << "the query to the DNS helper";
-  EXPECT_EQ(flows.size(), 8u) << "5 output rules and 3 input rules";
+  EXPECT_EQ(flows["host-destination:v4"]["verdict"], "drop") << "the host is never a destination";
+  EXPECT_EQ(flows["host-destination:v4"]["packets"], 0);
+  EXPECT_EQ(flows.size(), 10u) << "7 output rules and 3 input rules";
   EXPECT_EQ(verify().status, 0);
   EXPECT_EQ(host.interfaces(), (std::vector<std::string>{"lo", "uplink0"}))
       << "the cell's veth outlived it";
