@@ -140,10 +140,9 @@ class PolicyReader {
       return out;
     }
     static constexpr std::string_view kKnown[] = {
-        "maxTtlSeconds", "maxTimeoutMs",       "maxMemoryBytes",
-        "maxPidsMax",    "defaultBackend",     "allowedBackends",
-        "allowedImages", "allowedEgressHosts", "allowedEgressCidrs",
-        "allowHostDestinations"};
+        "maxTtlSeconds",      "maxTimeoutMs",         "maxMemoryBytes", "maxPidsMax",
+        "defaultBackend",     "allowedBackends",      "allowedImages",  "allowedEgressHosts",
+        "allowedEgressCidrs", "allowHostDestinations"};
     for (const auto& [name, value] : root.items()) {
       if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
         fail("$", "unknown field " + q(name));

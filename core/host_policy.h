@@ -58,11 +58,11 @@ struct HostPolicyParseResult {
 
 // Parses a policy file: one object whose members are the fields of HostPolicy, camelCase
 // (maxTtlSeconds, maxTimeoutMs, maxMemoryBytes, maxPidsMax, defaultBackend, allowedBackends,
-// allowedImages, allowedEgressHosts, allowedEgressCidrs, allowHostDestinations). JSON when the first significant character
-// is '{', else YAML, typed as JSON would type the same text (a quoted "3600" is a string). Reports
-// every violation at once: unknown and duplicate keys, wrong types, numbers that are not positive
-// integers, invalid or duplicate entries, empty allowedBackends/allowedImages, a defaultBackend
-// allowedBackends does not list. Refused outright
+// allowedImages, allowedEgressHosts, allowedEgressCidrs, allowHostDestinations). JSON when the
+// first significant character is '{', else YAML, typed as JSON would type the same text (a quoted
+// "3600" is a string). Reports every violation at once: unknown and duplicate keys, wrong types,
+// numbers that are not positive integers, invalid or duplicate entries, empty
+// allowedBackends/allowedImages, a defaultBackend allowedBackends does not list. Refused outright
 // with one violation at "$": over kMaxHostPolicyBytes, syntax errors, several YAML documents,
 // explicit YAML tags, an empty file. Never throws for any input (only std::bad_alloc).
 HostPolicyParseResult parseHostPolicy(std::string_view bytes);

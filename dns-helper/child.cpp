@@ -1,8 +1,8 @@
 #include "dns-helper/child.h"
 
 #include "core/dns_policy.h"
-#include "core/host_destination.h"
 #include "core/dns_wire.h"
+#include "core/host_destination.h"
 #include "core/hostname.h"
 #include "dns-helper/seccomp_profile.h"
 #include "ipc/dns.capnp.h"

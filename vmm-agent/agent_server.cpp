@@ -81,9 +81,8 @@ kj::Promise<LaunchedFds> LauncherLink::launch(ipc::CellRequest::Reader request) 
           out.initPid = launched.getInitPid();
           auto network = launched.getNetwork();
           out.network = CellNetworkInfo{network.getUplinkInterface(), network.getUplinkAddress(),
-                                        network.getCellAddress(), network.getNftApplied(),
-                                        network.getNftRuleCount(),
-                                        {}};
+                                        network.getCellAddress(),     network.getNftApplied(),
+                                        network.getNftRuleCount(),    {}};
           for (auto range : network.getHostDestinations()) {
             out.network.hostDestinations.emplace_back(range.cStr());
           }

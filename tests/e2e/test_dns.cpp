@@ -468,17 +468,17 @@ TEST_F(HostDestinations, AWideCidrRuleReachesNoAddressOfTheHostButStillTheTestHo
   UplinkHost host({7000}, {});
   auto service = hostService(host);
   std::string c = "python3 -c \"$CONNECT\"";
-  std::string body = connectBody(c + " \"$GW\" 7000 uplinkEnd\n" + c + " " +
-                                 UplinkHost::kUplinkLinkAddress + " 7000 hostEth0\n" + c + " " +
-                                 UplinkHost::kUplinkLoAddress + " 7000 hostLo\n" + c +
-                                 " 127.0.0.1 7000 loopback\n" + c + " 10.214.0.1 7000 control\n" +
-                                 "echo \"gateway $GW\"\n");
+  std::string body = connectBody(
+      c + " \"$GW\" 7000 uplinkEnd\n" + c + " " + UplinkHost::kUplinkLinkAddress +
+      " 7000 hostEth0\n" + c + " " + UplinkHost::kUplinkLoAddress + " 7000 hostLo\n" + c +
+      " 127.0.0.1 7000 loopback\n" + c + " 10.214.0.1 7000 control\n" + "echo \"gateway $GW\"\n");
   const std::string authority =
       "  authority:\n"
       "    egressRules:\n"
       "      - {cidr: 0.0.0.0/0, port: 7000, protocol: tcp}\n";
-  auto result = run("wide.yaml", cellDocument("host-wide", {"/bin/bash", "-c", body}, "", authority),
-                    {"--uplink-netns", host.netnsPath()});
+  auto result =
+      run("wide.yaml", cellDocument("host-wide", {"/bin/bash", "-c", body}, "", authority),
+          {"--uplink-netns", host.netnsPath()});
   ASSERT_EQ(result.status, 0) << result.out << result.err;
   auto got = lines(result.out);
   ASSERT_EQ(got["gateway"].rfind("10.213.", 0), 0u) << result.out;
@@ -503,10 +503,10 @@ TEST_F(HostDestinations, AWideCidrRuleReachesNoAddressOfTheHostButStillTheTestHo
 // refused (host_destination), nothing is learned, and the cell cannot connect.
 const std::vector<std::string> kHostRecords = {
     std::string("--host-record=svc.test,") + UplinkHost::kUplinkLinkAddress,  // the host's eth0
-    "--host-record=peer.test,10.213.255.1",         // another cell's uplink end: the pool
+    "--host-record=peer.test,10.213.255.1",  // another cell's uplink end: the pool
     std::string("--host-record=mapped.test,::ffff:") + UplinkHost::kUplinkLinkAddress,
-    "--host-record=nat64.test,64:ff9b::7f00:1",     // NAT64 form of 127.0.0.1
-    "--host-record=ok.test,10.214.0.1"};            // the test host: the control
+    "--host-record=nat64.test,64:ff9b::7f00:1",  // NAT64 form of 127.0.0.1
+    "--host-record=ok.test,10.214.0.1"};         // the test host: the control
 
 const std::string kHostRules =
     "  authority:\n"
@@ -526,13 +526,13 @@ TEST_F(HostDestinations, ATenantResolverCannotPointAHostRuleAtTheHost) {
   auto service = hostService(host);
   Dnsmasq tenant(host, stateDir_, kHostRecords);
   std::string c = "python3 -c \"$CONNECT\"";
-  std::string body = connectBody(
-      "q svc svc.test A\n" + c + " " + UplinkHost::kUplinkLinkAddress + " 7000 svcConnect\n" +
-      "q peer peer.test A\n"
-      "q mapped mapped.test AAAA\n"
-      "q nat64 nat64.test AAAA\n"
-      "q ok ok.test A\n" +
-      c + " 10.214.0.1 7000 okConnect\n");
+  std::string body = connectBody("q svc svc.test A\n" + c + " " + UplinkHost::kUplinkLinkAddress +
+                                 " 7000 svcConnect\n" +
+                                 "q peer peer.test A\n"
+                                 "q mapped mapped.test AAAA\n"
+                                 "q nat64 nat64.test AAAA\n"
+                                 "q ok ok.test A\n" +
+                                 c + " 10.214.0.1 7000 okConnect\n");
   auto result = run("tenant.yaml",
                     cellDocument("host-dns", {"/bin/bash", "-c", script(body)}, "", kHostRules),
                     {"--uplink-netns", host.netnsPath()});
@@ -567,9 +567,8 @@ TEST_F(HostDestinations, TheHostPolicyOpensOneHostDestinationAndNoOther) {
   UplinkHost host({7000}, {});
   auto service = hostService(host);
   Dnsmasq tenant(host, stateDir_, kHostRecords);
-  std::string policy = writeDocument(
-      "policy.yaml", std::string("allowHostDestinations: [") + UplinkHost::kUplinkLinkAddress +
-                         "/32]\n");
+  std::string policy = writeDocument("policy.yaml", std::string("allowHostDestinations: [") +
+                                                        UplinkHost::kUplinkLinkAddress + "/32]\n");
   std::string c = "python3 -c \"$CONNECT\"";
   std::string body = connectBody("q svc svc.test A\n" + c + " " + UplinkHost::kUplinkLinkAddress +
                                  " 7000 svcConnect\n" + "q peer peer.test A\n" + c + " " +

@@ -75,17 +75,16 @@ bool ip(const std::string& netns, std::vector<std::string> args) {
 // the test host's namespace (this process's), a route to the test host and forwarding.
 void linkUplink(int report, const std::string& uplinkNetns, pid_t uplinkPid) {
   const std::string link = std::string(UplinkHost::kUplinkLinkAddress) + "/30";
-  bool ok =
-      ip("", {"link", "add", "svc0", "type", "veth", "peer", "name", "uplink0", "netns",
-              std::to_string(uplinkPid)}) &&
-      ip("", {"addr", "add", "10.215.0.2/30", "dev", "svc0"}) &&
-      ip("", {"link", "set", "svc0", "up"}) && ip(uplinkNetns, {"link", "set", "lo", "up"}) &&
-      ip(uplinkNetns,
-         {"addr", "add", std::string(UplinkHost::kUplinkLoAddress) + "/32", "dev", "lo"}) &&
-      ip(uplinkNetns, {"addr", "add", link, "dev", "uplink0"}) &&
-      ip(uplinkNetns, {"link", "set", "uplink0", "up"}) &&
-      ip(uplinkNetns, {"route", "add", "10.214.0.0/16", "via", "10.215.0.2"}) &&
-      ip("", {"route", "add", "default", "via", UplinkHost::kUplinkLinkAddress});
+  bool ok = ip("", {"link", "add", "svc0", "type", "veth", "peer", "name", "uplink0", "netns",
+                    std::to_string(uplinkPid)}) &&
+            ip("", {"addr", "add", "10.215.0.2/30", "dev", "svc0"}) &&
+            ip("", {"link", "set", "svc0", "up"}) && ip(uplinkNetns, {"link", "set", "lo", "up"}) &&
+            ip(uplinkNetns,
+               {"addr", "add", std::string(UplinkHost::kUplinkLoAddress) + "/32", "dev", "lo"}) &&
+            ip(uplinkNetns, {"addr", "add", link, "dev", "uplink0"}) &&
+            ip(uplinkNetns, {"link", "set", "uplink0", "up"}) &&
+            ip(uplinkNetns, {"route", "add", "10.214.0.0/16", "via", "10.215.0.2"}) &&
+            ip("", {"route", "add", "default", "via", UplinkHost::kUplinkLinkAddress});
   if (!ok) childFail(report, "ip: linking the uplink namespace to the test host");
   // Forwarding between the cells' uplink ends and the test host, in the uplink namespace only
   // (net.ipv4.ip_forward is per namespace; the sysctl is opened from inside it).
@@ -162,8 +161,7 @@ std::string firstLine(int fd) {
   std::string first;
   pollfd p{fd, POLLIN, 0};
   char c;
-  while (first.find('\n') == std::string::npos && poll(&p, 1, 5000) == 1 &&
-         read(fd, &c, 1) == 1) {
+  while (first.find('\n') == std::string::npos && poll(&p, 1, 5000) == 1 && read(fd, &c, 1) == 1) {
     first += c;
   }
   return first;

@@ -179,9 +179,9 @@ TEST(HostPolicyFile, CidrsAreRangesWithoutHostBits) {
 TEST(HostPolicyFile, AllowHostDestinationsIsAnExplicitListOfRangesAndEmptyByDefault) {
   EXPECT_TRUE(policyFrom("maxTtlSeconds: 60\n").allowHostDestinations.empty());
   EXPECT_TRUE(policyFrom("allowHostDestinations: []\n").allowHostDestinations.empty());
-  EXPECT_EQ(policyFrom("allowHostDestinations: [10.215.0.1/32, \"FD00::/8\"]\n")
-                .allowHostDestinations,
-            Lines({"10.215.0.1/32", "fd00::/8"}));
+  EXPECT_EQ(
+      policyFrom("allowHostDestinations: [10.215.0.1/32, \"FD00::/8\"]\n").allowHostDestinations,
+      Lines({"10.215.0.1/32", "fd00::/8"}));
   EXPECT_EQ(policyFrom("{\"allowHostDestinations\": [\"10.215.0.1/32\"]}").allowHostDestinations,
             Lines({"10.215.0.1/32"}));
   EXPECT_EQ(policyProblems("allowHostDestinations: [10.215.0.1, 10.215.0.1/24, yes, "
