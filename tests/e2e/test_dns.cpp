@@ -398,21 +398,6 @@ TEST_F(Dns, HostilePacketsDoNotStopTheChild) {
 // eth0, its lo's 10.216.0.1 and 127.0.0.1) must see no connection from a cell, whatever the
 // cell's rules say, while the test host behind it (10.214.0.1) stays reachable.
 
-// A service on every address of the uplink namespace, port 7000: greets with "host", reports
-// each connection.
-const char* kHostService = R"(import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000))
-s.listen(16)
-print("ready", flush=True)
-while True:
-    c, peer = s.accept()
-    print("accepted", c.getsockname()[0], "from", peer[0], flush=True)
-    c.sendall(b"host\n")
-    c.close()
-)";
-
 // The cell's default gateway (its uplink end, on the host) from /proc/net/route.
 const char* kGateway =
     "GW=$(python3 -c \"import socket, struct\n"
@@ -420,30 +405,10 @@ const char* kGateway =
     "    f = line.split()\n"
     "    if f[1] == '00000000': print(socket.inet_ntoa(struct.pack('<I', int(f[2], 16))))\")\n";
 
+// The host's own service (UplinkHost's hostTcpPorts) listens on port 7000 of every address of
+// the uplink namespace; the test host (10.214.0.1) on port 7000 too.
 class HostDestinations : public Dns {
  protected:
-  void SetUp() override {
-    Dns::SetUp();
-    if (IsSkipped()) return;
-    hostLog_ = stateDir_ + "/host-service.out";
-  }
-  // Starts the host service in `host`'s uplink namespace.
-  std::unique_ptr<NetnsProgram> hostService(const UplinkHost& host) {
-    auto program = std::make_unique<NetnsProgram>(
-        host.netnsPath(), std::vector<std::string>{"/usr/bin/python3", "-c", kHostService},
-        hostLog_);
-    EXPECT_TRUE(waitForText(hostLog_, "ready")) << readAll(hostLog_);
-    return program;
-  }
-  int hostConnections() {
-    std::string log = readAll(hostLog_);
-    int count = 0;
-    for (size_t at = log.find("accepted"); at != std::string::npos;
-         at = log.find("accepted", at + 1)) {
-      ++count;
-    }
-    return count;
-  }
   std::string connectBody(const std::string& probes) {
     return "CONNECT='" + std::string(kConnect) + "'\n" + kGateway + probes;
   }
@@ -461,12 +426,10 @@ class HostDestinations : public Dns {
     }
     return out;
   }
-  std::string hostLog_;
 };
 
 TEST_F(HostDestinations, AWideCidrRuleReachesNoAddressOfTheHostButStillTheTestHost) {
-  UplinkHost host({7000}, {});
-  auto service = hostService(host);
+  UplinkHost host({7000}, {}, "10.214.0.1", {7000});
   std::string c = "python3 -c \"$CONNECT\"";
   std::string body = connectBody(
       c + " \"$GW\" 7000 uplinkEnd\n" + c + " " + UplinkHost::kUplinkLinkAddress +
@@ -488,7 +451,7 @@ TEST_F(HostDestinations, AWideCidrRuleReachesNoAddressOfTheHostButStillTheTestHo
   // 127.0.0.1 is the cell's own lo (route_localnet is off, and the cell cannot route loopback
   // out): nothing listens there, and the host's 127.0.0.1 is never reached.
   EXPECT_NE(got["loopback"].find("err:"), std::string::npos) << got["loopback"];
-  EXPECT_EQ(hostConnections(), 0) << readAll(hostLog_);
+  EXPECT_EQ(host.hostTcpAccepted(7000), 0) << "a service on the host saw a cell's connection";
   // The same rule reaches the test host behind the host: the test can fail.
   EXPECT_EQ(got["control"], "ok:ok");
   EXPECT_EQ(host.tcpAccepted(7000), 1);
@@ -522,8 +485,7 @@ const std::string kHostRules =
     "        - {resolverId: tenant, endpoint: \"10.214.0.1:53\", protocol: do53-udp}\n";
 
 TEST_F(HostDestinations, ATenantResolverCannotPointAHostRuleAtTheHost) {
-  UplinkHost host({7000}, {});
-  auto service = hostService(host);
+  UplinkHost host({7000}, {}, "10.214.0.1", {7000});
   Dnsmasq tenant(host, stateDir_, kHostRecords);
   std::string c = "python3 -c \"$CONNECT\"";
   std::string body = connectBody("q svc svc.test A\n" + c + " " + UplinkHost::kUplinkLinkAddress +
@@ -543,7 +505,7 @@ TEST_F(HostDestinations, ATenantResolverCannotPointAHostRuleAtTheHost) {
   EXPECT_EQ(got["peer"], "REFUSED,") << "an answer into the address pool was relayed";
   EXPECT_EQ(got["mapped"], "REFUSED,") << "the IPv4-mapped form of a host address was relayed";
   EXPECT_EQ(got["nat64"], "REFUSED,") << "the NAT64 form of loopback was relayed";
-  EXPECT_EQ(hostConnections(), 0) << readAll(hostLog_);
+  EXPECT_EQ(host.hostTcpAccepted(7000), 0) << "a service on the host saw a cell's connection";
   // The same resolver's answer for the test host is relayed and reachable: the test can fail.
   EXPECT_EQ(got["ok"], "NOERROR, 10.214.0.1");
   EXPECT_EQ(got["okConnect"], "ok:ok");
@@ -564,8 +526,7 @@ TEST_F(HostDestinations, ATenantResolverCannotPointAHostRuleAtTheHost) {
 // The host policy opens one host destination, deliberately: that address resolves and connects;
 // every other address of the host stays closed.
 TEST_F(HostDestinations, TheHostPolicyOpensOneHostDestinationAndNoOther) {
-  UplinkHost host({7000}, {});
-  auto service = hostService(host);
+  UplinkHost host({7000}, {}, "10.214.0.1", {7000});
   Dnsmasq tenant(host, stateDir_, kHostRecords);
   std::string policy = writeDocument("policy.yaml", std::string("allowHostDestinations: [") +
                                                         UplinkHost::kUplinkLinkAddress + "/32]\n");
@@ -579,10 +540,11 @@ TEST_F(HostDestinations, TheHostPolicyOpensOneHostDestinationAndNoOther) {
   ASSERT_EQ(result.status, 0) << result.out << result.err;
   auto got = lines(result.out);
   EXPECT_EQ(got["svc"], std::string("NOERROR, ") + UplinkHost::kUplinkLinkAddress);
-  EXPECT_EQ(got["svcConnect"], "ok:host") << "the address the policy opened is not reachable";
+  EXPECT_EQ(got["svcConnect"], "ok:ok") << "the address the policy opened is not reachable";
   EXPECT_EQ(got["peer"], "REFUSED,") << "the policy opened more than it lists";
   EXPECT_EQ(got["hostLo"], "blocked");
-  EXPECT_EQ(hostConnections(), 1) << readAll(hostLog_);
+  EXPECT_EQ(host.hostTcpAccepted(7000), 1);
+  EXPECT_EQ(host.tcpAccepted(7000), 0);
   auto byName = queriesByName();
   EXPECT_EQ(byName["svc.test/A"]["reasonCode"], "allowlist_match");
   EXPECT_EQ(byName["peer.test/A"]["reasonCode"], "host_destination");

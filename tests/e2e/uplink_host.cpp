@@ -63,12 +63,48 @@ bool ip(const std::string& netns, std::vector<std::string> args) {
   return pid > 0 && waitpid(pid, &status, 0) == pid && status == 0;
 }
 
-// The uplink namespace's child: holds the namespace until it is killed.
-[[noreturn]] void holdUplink(int report) {
+// Answers each TCP connection with "ok\n", reads each datagram, and reports each as its name
+// ("T8080", "U53", "H7000") on `report`.
+[[noreturn]] void serveLoop(int report, std::vector<pollfd>& fds,
+                            const std::vector<std::string>& names) {
+  for (;;) {
+    if (poll(fds.data(), fds.size(), -1) < 0) continue;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (!(fds[i].revents & POLLIN)) continue;
+      if (names[i][0] != 'U') {
+        int conn = accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (conn < 0) continue;
+        ssize_t ignored = write(conn, "ok\n", 3);
+        (void)ignored;
+        close(conn);
+      } else {
+        char buf[2048];
+        if (recv(fds[i].fd, buf, sizeof buf, 0) < 0) continue;
+      }
+      std::string line = names[i] + "\n";
+      if (write(report, line.data(), line.size()) < 0) _exit(0);
+    }
+  }
+}
+
+// The uplink namespace's child: holds the namespace until it is killed, serving the host's own
+// services there (every address, port `hostTcp`), which no cell may reach.
+[[noreturn]] void holdUplink(int report, const std::vector<uint16_t>& hostTcp) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (unshare(CLONE_NEWNET) < 0) childFail(report, "unshare(CLONE_NEWNET) for the uplink");
+  std::vector<pollfd> fds;
+  std::vector<std::string> names;
+  for (uint16_t port : hostTcp) {
+    int fd = listenOn("0.0.0.0", port, SOCK_STREAM);
+    if (fd < 0) childFail(report, "listen tcp " + std::to_string(port) + " on the uplink");
+    fds.push_back({fd, POLLIN, 0});
+    names.push_back("H" + std::to_string(port));
+  }
   if (write(report, "R\n", 2) != 2) _exit(1);
-  for (;;) pause();
+  if (fds.empty()) {
+    for (;;) pause();
+  }
+  serveLoop(report, fds, names);
 }
 
 // Builds the uplink side (see the header): lo up with its extra address, uplink0 <-> svc0 to
@@ -132,24 +168,7 @@ void linkUplink(int report, const std::string& uplinkNetns, pid_t uplinkPid) {
     names.push_back("U" + std::to_string(port));
   }
   if (write(report, "R\n", 2) != 2) _exit(1);
-  for (;;) {
-    if (poll(fds.data(), fds.size(), -1) < 0) continue;
-    for (size_t i = 0; i < fds.size(); ++i) {
-      if (!(fds[i].revents & POLLIN)) continue;
-      if (names[i][0] == 'T') {
-        int conn = accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (conn < 0) continue;
-        ssize_t ignored = write(conn, "ok\n", 3);
-        (void)ignored;
-        close(conn);
-      } else {
-        char buf[2048];
-        if (recv(fds[i].fd, buf, sizeof buf, 0) < 0) continue;
-      }
-      std::string line = names[i] + "\n";
-      if (write(report, line.data(), line.size()) < 0) _exit(0);
-    }
-  }
+  serveLoop(report, fds, names);
 }
 
 }  // namespace
@@ -177,7 +196,7 @@ void killAndReap(pid_t& pid) {
 }  // namespace
 
 UplinkHost::UplinkHost(std::vector<uint16_t> tcpPorts, std::vector<uint16_t> udpPorts,
-                       std::string address)
+                       std::string address, std::vector<uint16_t> hostTcpPorts)
     : address_(std::move(address)) {
   int uplinkPipe[2];
   if (pipe2(uplinkPipe, O_CLOEXEC) < 0) throw std::runtime_error("pipe2");
@@ -185,15 +204,18 @@ UplinkHost::UplinkHost(std::vector<uint16_t> tcpPorts, std::vector<uint16_t> udp
   if (uplinkPid_ < 0) throw std::runtime_error("fork");
   if (uplinkPid_ == 0) {
     close(uplinkPipe[0]);
-    holdUplink(uplinkPipe[1]);
+    holdUplink(uplinkPipe[1], hostTcpPorts);
   }
   close(uplinkPipe[1]);
-  std::string first = firstLine(uplinkPipe[0]);
-  close(uplinkPipe[0]);
+  uplinkReports_ = uplinkPipe[0];
+  std::string first = firstLine(uplinkReports_);
   if (first != "R\n") {
     killAndReap(uplinkPid_);
+    close(uplinkReports_);
+    uplinkReports_ = -1;
     throw std::runtime_error("uplink namespace failed to start: " + first);
   }
+  fcntl(uplinkReports_, F_SETFL, O_NONBLOCK);
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) < 0) throw std::runtime_error("pipe2");
   pid_ = fork();
@@ -209,7 +231,8 @@ UplinkHost::UplinkHost(std::vector<uint16_t> tcpPorts, std::vector<uint16_t> udp
     killAndReap(pid_);
     killAndReap(uplinkPid_);
     close(reports_);
-    reports_ = -1;
+    close(uplinkReports_);
+    reports_ = uplinkReports_ = -1;
     throw std::runtime_error("uplink test host failed to start: " + first);
   }
   fcntl(reports_, F_SETFL, O_NONBLOCK);
@@ -219,6 +242,7 @@ UplinkHost::~UplinkHost() {
   killAndReap(pid_);  // the veth pair goes with the test host's namespace
   killAndReap(uplinkPid_);
   if (reports_ >= 0) close(reports_);
+  if (uplinkReports_ >= 0) close(uplinkReports_);
 }
 
 std::string UplinkHost::netnsPath() const {
@@ -232,17 +256,24 @@ std::string UplinkHost::serviceNetnsPath() const {
 void UplinkHost::drain() {
   char buf[4096];
   ssize_t n;
-  while ((n = read(reports_, buf, sizeof buf)) > 0) pending_.append(buf, static_cast<size_t>(n));
-  size_t newline;
-  while ((newline = pending_.find('\n')) != std::string::npos) {
-    counts_[pending_.substr(0, newline)]++;
-    pending_.erase(0, newline + 1);
+  for (auto [fd, pending] : {std::pair{reports_, &pending_}, {uplinkReports_, &uplinkPending_}}) {
+    while ((n = read(fd, buf, sizeof buf)) > 0) pending->append(buf, static_cast<size_t>(n));
+    size_t newline;
+    while ((newline = pending->find('\n')) != std::string::npos) {
+      counts_[pending->substr(0, newline)]++;
+      pending->erase(0, newline + 1);
+    }
   }
 }
 
 int UplinkHost::tcpAccepted(uint16_t port) {
   drain();
   return counts_["T" + std::to_string(port)];
+}
+
+int UplinkHost::hostTcpAccepted(uint16_t port) {
+  drain();
+  return counts_["H" + std::to_string(port)];
 }
 
 int UplinkHost::udpReceived(uint16_t port) {

@@ -23,9 +23,11 @@ namespace cellos::testing {
 
 class UplinkHost {
  public:
-  // Throws std::runtime_error when the namespace or a listener cannot be set up.
+  // The test host listens on `tcpPorts` and `udpPorts`; the host itself (the uplink namespace,
+  // on all its addresses) on `hostTcpPorts`. Throws std::runtime_error when a namespace or a
+  // listener cannot be set up.
   UplinkHost(std::vector<uint16_t> tcpPorts, std::vector<uint16_t> udpPorts,
-             std::string address = "10.214.0.1");
+             std::string address = "10.214.0.1", std::vector<uint16_t> hostTcpPorts = {});
   ~UplinkHost();  // kills the child; the namespace goes with it
   UplinkHost(const UplinkHost&) = delete;
   UplinkHost& operator=(const UplinkHost&) = delete;
@@ -42,6 +44,8 @@ class UplinkHost {
   // Connections accepted / datagrams received on `port` so far.
   int tcpAccepted(uint16_t port);
   int udpReceived(uint16_t port);
+  // Connections the host's own service on `port` (hostTcpPorts) accepted so far.
+  int hostTcpAccepted(uint16_t port);
   // Interface names in the uplink namespace (from /proc/<child>/net/dev).
   std::vector<std::string> interfaces() const;
 
@@ -50,8 +54,9 @@ class UplinkHost {
   pid_t uplinkPid_ = -1;  // holds the uplink namespace
   pid_t pid_ = -1;        // the test host
   int reports_ = -1;
+  int uplinkReports_ = -1;
   std::string address_;
-  std::string pending_;
+  std::string pending_, uplinkPending_;
   std::map<std::string, int> counts_;  // "T8080" / "U53" -> count
 };
 
