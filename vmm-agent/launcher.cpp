@@ -21,6 +21,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
@@ -114,9 +115,8 @@ struct Launcher {
 
 // Lists the host's addresses again (the launcher's own namespace and the uplink namespace, every
 // interface, lo included) and, when they changed, rewrites the host-destination sets of every
-// live cell. Run before every launch and every DNS-learned update: the launcher serves one
-// request at a time and has no other moment to look. An address the host gains while no request
-// comes is excluded from the next one on (the pool, loopback and link-local never change).
+// live cell. Run before every launch and every DNS-learned update, and whenever netlink reports
+// an address change in either namespace (runLauncher).
 void refreshHostDestinations(Launcher& launcher) {
   std::vector<std::string> addresses =
       namespaceAddresses(launcher.uplink, launcher.config.homeNetnsFd);
@@ -538,11 +538,35 @@ void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Re
     spdlog::info("gVisor spawner pid {} (runsc {}, platform {})", spawner, config.gvisor->runsc,
                  config.gvisor->platform);
   }
+  // The host's addresses can change while cells run (an interface comes up, a lease renews):
+  // the launcher hears of every change in both namespaces and rewrites the live cells' host
+  // sets at once, instead of waiting for its next request.
+  std::vector<pollfd> waits = {{sock, POLLIN, 0}};
+  for (int netns : {config.homeNetnsFd, config.uplinkNetnsFd}) {
+    waits.push_back({watchAddressChanges(launcher.uplink, netns), POLLIN, 0});
+  }
   privsep::installSeccomp(kLauncherProfile);
   capnp::ReaderOptions options;
   options.traversalLimitInWords = 1 << 20;
   options.nestingLimit = 16;
   for (;;) {
+    for (auto& wait : waits) wait.revents = 0;
+    if (poll(waits.data(), waits.size(), -1) < 0) {
+      KJ_REQUIRE(errno == EINTR, "poll(launcher socket, address watches)", strerror(errno));
+      continue;
+    }
+    bool changed = false;
+    for (size_t i = 1; i < waits.size(); ++i) {
+      if (waits[i].revents != 0 && drainAddressChanges(waits[i].fd)) changed = true;
+    }
+    if (changed && !launcher.cells.empty()) {
+      try {
+        refreshHostDestinations(launcher);
+      } catch (const std::exception& e) {
+        spdlog::error("listing the host's addresses after a change: {}", e.what());
+      }
+    }
+    if (waits[0].revents == 0) continue;
     kj::Maybe<kj::Own<capnp::StreamFdMessageReader>> reader;
     try {
       reader = kj::heap<capnp::StreamFdMessageReader>(sock, options);

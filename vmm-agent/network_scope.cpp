@@ -1,6 +1,8 @@
 #include "vmm-agent/network_scope.h"
 
 #include <arpa/inet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
@@ -9,6 +11,7 @@
 #include <netlink/route/route.h>
 #include <nftables/libnftables.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -277,6 +280,41 @@ std::vector<std::string> namespaceAddresses(const UplinkNamespace& uplink, int n
     }
   });
   return addresses;
+}
+
+int watchAddressChanges(const UplinkNamespace& uplink, int netnsFd) {
+  int fd = -1;
+  inNetworkNamespace(netnsFd, uplink.homeFd, [&]() {
+    // A netlink socket stays with the namespace it was made in, wherever the thread goes next.
+    fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket(NETLINK_ROUTE)");
+    sockaddr_nl local{};
+    local.nl_family = AF_NETLINK;
+    local.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) < 0) {
+      int error = errno;
+      close(fd);
+      throw std::system_error(error, std::generic_category(), "bind(RTMGRP_*_IFADDR)");
+    }
+  });
+  return fd;
+}
+
+bool drainAddressChanges(int watchFd) {
+  bool changed = false;
+  char buffer[8192];
+  for (;;) {
+    ssize_t n = recv(watchFd, buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n > 0) {
+      changed = true;
+    } else if (n < 0 && errno == ENOBUFS) {
+      changed = true;  // notifications were lost: assume the worst
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return changed;  // EAGAIN: nothing more (0 cannot happen on a netlink socket)
+    }
+  }
 }
 
 bool interfaceExists(const UplinkNamespace& uplink, int netnsFd, const std::string& name) {

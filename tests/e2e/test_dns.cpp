@@ -17,6 +17,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -550,6 +551,72 @@ TEST_F(HostDestinations, TheHostPolicyOpensOneHostDestinationAndNoOther) {
   EXPECT_EQ(byName["peer.test/A"]["reasonCode"], "host_destination");
   EXPECT_EQ(flows()["host-destination:v4"]["rule"],
             "ip daddr @host_v4 ip daddr != @host_allowed_v4");
+}
+
+// An address the host gains while a cell runs is closed to the cell from then on: the launcher
+// hears of the change (netlink) and rewrites the running cell's host set. The cell probes
+// 10.217.0.1:7001 (nothing there yet: unreachable), tells the test host it did, and probes on;
+// the test then puts 10.217.0.1 on the host's lo. Only the host-destination drop can turn the
+// cell's probe into "blocked": its rule `cidr: 0.0.0.0/0, port: 7001` accepts everything else.
+const char* kGainedAddressProbe = R"(import socket, errno, time
+def tcp(address, port):
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect((address, port))
+        return "ok"
+    except socket.timeout:
+        return "blocked"
+    except OSError as e:
+        return "blocked" if e.errno == errno.EPERM else "err:" + errno.errorcode.get(e.errno, "?")
+print("first", tcp("10.217.0.1", 7001), flush=True)
+print("signal", tcp("10.214.0.1", 7000), flush=True)
+last = None
+for i in range(150):  # bounded: at most 15 s
+    r = tcp("10.217.0.1", 7001)
+    if r != last:
+        print("probe", r, flush=True)
+        last = r
+    if r == "blocked":
+        break
+    time.sleep(0.1)
+)";
+
+TEST_F(HostDestinations, AnAddressTheHostGainsWhileACellRunsIsClosedToItAtOnce) {
+  UplinkHost host({7000}, {});
+  const std::string authority =
+      "  authority:\n"
+      "    egressRules:\n"
+      "      - {cidr: 0.0.0.0/0, port: 7001, protocol: tcp}\n"
+      "      - {cidr: 10.214.0.0/24, port: 7000, protocol: tcp}\n";
+  RunResult result{-1, "", ""};
+  std::thread cell([&]() {
+    result = run(
+        "gained.yaml",
+        cellDocument("host-gains", {"/usr/bin/python3", "-c", kGainedAddressProbe}, "", authority),
+        {"--uplink-netns", host.netnsPath()});
+  });
+  // The cell made its first probe: now the host gains the address (bounded wait).
+  for (int i = 0; i < 200 && host.tcpAccepted(7000) == 0; ++i) std::this_thread::sleep_for(50ms);
+  bool signalled = host.tcpAccepted(7000) == 1;
+  std::optional<NetnsProgram> add;
+  if (signalled) {
+    add.emplace(
+        host.netnsPath(),
+        std::vector<std::string>{"/usr/sbin/ip", "addr", "add", "10.217.0.1/32", "dev", "lo"},
+        stateDir_ + "/ip.out");
+  }
+  cell.join();
+  ASSERT_TRUE(signalled) << result.out << result.err;
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  auto got = lines(result.out);
+  EXPECT_EQ(got["first"].rfind("err:", 0), 0u) << "10.217.0.1 was not new: " << got["first"];
+  EXPECT_EQ(got["signal"], "ok");
+  EXPECT_NE(result.out.find("probe blocked"), std::string::npos)
+      << "the address the host gained stayed open to the running cell:\n"
+      << result.out;
+  EXPECT_EQ(result.out.find("probe ok"), std::string::npos) << result.out;
+  EXPECT_GE(flows()["host-destination:v4"]["packets"].get<int>(), 1);
 }
 
 }  // namespace
