@@ -237,6 +237,10 @@ kj::Promise<void> CellRun::createCell() {
     rules[i].setPort(egress[i].port);
     rules[i].setProtocol(egress[i].protocol);
   }
+  // The host is never a destination, except where this host's policy says so.
+  const auto& openHost = context_.policy.allowHostDestinations;
+  auto allowedHost = cell.initAllowedHostDestinations(openHost.size());
+  for (size_t i = 0; i < openHost.size(); ++i) allowedHost.set(i, openHost[i]);
   const auto& resolvers = spec.authority.dnsAuthority.resolvers;
   auto endpoints = cell.initResolvers(resolvers.size());
   for (size_t i = 0; i < resolvers.size(); ++i) {
@@ -256,6 +260,10 @@ kj::Promise<void> CellRun::createCell() {
                     {"cellAddress", network.getCellAddress().cStr()},
                     {"nftApplied", network.getNftApplied()},
                     {"nftRuleCount", network.getNftRuleCount()}};
+        hostDestinations_.clear();
+        for (auto range : network.getHostDestinations()) {
+          hostDestinations_.emplace_back(range.cStr());
+        }
         nlohmann::json timings = nlohmann::json::object();
         for (auto t : response.getTimings()) timings[t.getName().cStr()] = t.getMicros();
         network_["setupTimingsMicros"] = timings;
@@ -287,6 +295,11 @@ kj::Promise<void> CellRun::startDns() {
   if (network_.contains("cellAddress")) {
     policy.setCellSubnet(cellSubnet(network_["cellAddress"].get<std::string>()));
   }
+  auto hostList = policy.initHostDestinations(hostDestinations_.size());
+  for (size_t i = 0; i < hostDestinations_.size(); ++i) hostList.set(i, hostDestinations_[i]);
+  const auto& openHost = context_.policy.allowHostDestinations;
+  auto allowedHost = policy.initAllowedHostDestinations(openHost.size());
+  for (size_t i = 0; i < openHost.size(); ++i) allowedHost.set(i, openHost[i]);
   const auto& egress = document_.spec.authority.egressRules;
   std::vector<size_t> hostRules;
   for (size_t i = 0; i < egress.size(); ++i) {

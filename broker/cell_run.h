@@ -104,6 +104,7 @@ class CellRun {
   std::optional<ipc::DnsProxy::Client> dnsProxy_;
   nlohmann::json network_ =
       nlohmann::json::object();  // what createCell built, for network.v1.scoped
+  std::vector<std::string> hostDestinations_;  // the launcher's, for the DNS child (CIDR)
   std::vector<std::string> residue_;
   std::vector<std::pair<std::string, uint64_t>> timings_;  // phase -> µs, in order
   std::vector<std::string> materialized_;                  // secret names the cell received

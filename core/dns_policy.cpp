@@ -1,5 +1,6 @@
 #include "core/dns_policy.h"
 
+#include "core/host_destination.h"
 #include "core/hostname.h"
 
 #include <arpa/inet.h>
@@ -110,10 +111,20 @@ bool rebindingGuarded(std::span<const uint8_t> address,
   } else {
     return true;  // not an address: never let it through
   }
-  for (const auto* list : {&builtinGuardedRanges(), &configured}) {
-    for (const auto& range : *list) {
-      if (contains(range, full)) return true;
+  auto guarded = [&](const std::array<uint8_t, 16>& candidate) {
+    for (const auto* list : {&builtinGuardedRanges(), &configured}) {
+      for (const auto& range : *list) {
+        if (contains(range, candidate)) return true;
+      }
     }
+    return false;
+  };
+  if (guarded(full)) return true;
+  // An IPv6 form that stands for an IPv4 address (::127.0.0.1, 64:ff9b::7f00:1, ::ffff:0:7f00:1,
+  // a 6to4 or Teredo address around one) is judged as that address too: whether it can be
+  // routed today (a cell has no IPv6 route) must not decide whether it is refused.
+  for (const auto& v4 : embeddedIpv4(full)) {
+    if (guarded(mapped(v4.data()))) return true;
   }
   return false;
 }

@@ -53,7 +53,9 @@ std::optional<DnsAddressRange> parseAddressRange(std::string_view text);
 const std::vector<DnsAddressRange>& builtinGuardedRanges();
 
 // True when the address (4 bytes IPv4 or 16 bytes IPv6) lies in a built-in guarded range or
-// in one of `configured` (the cell's own subnet, the operator's private ranges).
+// in one of `configured` (the cell's own subnet, the operator's private ranges), or is an IPv6
+// address embedding an IPv4 address that does (core::embeddedIpv4: mapped, compatible, SIIT,
+// NAT64, 6to4, Teredo).
 bool rebindingGuarded(std::span<const uint8_t> address,
                       const std::vector<DnsAddressRange>& configured);
 

@@ -141,9 +141,9 @@ class PolicyReader {
       return out;
     }
     static constexpr std::string_view kKnown[] = {
-        "maxTtlSeconds", "maxTimeoutMs",       "maxMemoryBytes",
-        "maxPidsMax",    "defaultBackend",     "allowedBackends",
-        "allowedImages", "allowedEgressHosts", "allowedEgressCidrs"};
+        "maxTtlSeconds",      "maxTimeoutMs",         "maxMemoryBytes", "maxPidsMax",
+        "defaultBackend",     "allowedBackends",      "allowedImages",  "allowedEgressHosts",
+        "allowedEgressCidrs", "allowHostDestinations"};
     for (const auto& [name, value] : root.items()) {
       if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
         fail("$", "unknown field " + q(name));
@@ -179,6 +179,10 @@ class PolicyReader {
     out.allowedEgressCidrs =
         list(root, "allowedEgressCidrs", true,
              [&](const std::string& at, const std::string& text) { return cidr(at, text); });
+    out.allowHostDestinations =
+        list(root, "allowHostDestinations", true,
+             [&](const std::string& at, const std::string& text) { return cidr(at, text); })
+            .value_or(std::vector<std::string>{});
     return out;
   }
 

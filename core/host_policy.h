@@ -39,6 +39,12 @@ struct HostPolicy {
   // Address ranges ("10.0.0.0/8", "fd00::/8"), host bits zero. They bound egressRules[].cidr
   // and the addresses of dnsAuthority.resolvers.
   std::optional<std::vector<std::string>> allowedEgressCidrs;
+
+  // The host is never a destination (core/host_destination.h: its own addresses, the address
+  // pool, loopback, link-local, the IPv4-embedding IPv6 forms) except inside these ranges
+  // ("10.215.0.1/32": one host service an operator means cells to reach). Unlike the lists above,
+  // absent and empty mean the same: nothing of the host is opened unless it is listed here.
+  std::vector<std::string> allowHostDestinations;
 };
 
 // Policy files larger than this are refused before parsing.
@@ -52,11 +58,11 @@ struct HostPolicyParseResult {
 
 // Parses a policy file: one object whose members are the fields of HostPolicy, camelCase
 // (maxTtlSeconds, maxTimeoutMs, maxMemoryBytes, maxPidsMax, defaultBackend, allowedBackends,
-// allowedImages, allowedEgressHosts, allowedEgressCidrs). JSON when the first significant character
-// is '{', else YAML, typed as JSON would type the same text (a quoted "3600" is a string). Reports
-// every violation at once: unknown and duplicate keys, wrong types, numbers that are not positive
-// integers, invalid or duplicate entries, empty allowedBackends/allowedImages, a defaultBackend
-// allowedBackends does not list. Refused outright
+// allowedImages, allowedEgressHosts, allowedEgressCidrs, allowHostDestinations). JSON when the
+// first significant character is '{', else YAML, typed as JSON would type the same text (a quoted
+// "3600" is a string). Reports every violation at once: unknown and duplicate keys, wrong types,
+// numbers that are not positive integers, invalid or duplicate entries, empty
+// allowedBackends/allowedImages, a defaultBackend allowedBackends does not list. Refused outright
 // with one violation at "$": over kMaxHostPolicyBytes, syntax errors, several YAML documents,
 // explicit YAML tags, an empty file. Never throws for any input (only std::bad_alloc).
 HostPolicyParseResult parseHostPolicy(std::string_view bytes);

@@ -73,7 +73,39 @@ void checkId(const std::string& id) {
   }
 }
 
+// The elements of an interval set: the ranges of one family, a /32 or /128 as its address.
+std::string setElements(const std::vector<IpRange>& ranges, bool ipv6) {
+  std::string text;
+  for (const IpRange& range : ranges) {
+    if (range.ipv6 != ipv6) continue;
+    std::string shown = formatIpRange(range);
+    if (range.prefix == (ipv6 ? 128u : 32u)) shown.erase(shown.find('/'));
+    text += (text.empty() ? "" : ", ") + shown;
+  }
+  return text;
+}
+
+bool hasFamily(const std::vector<IpRange>& ranges, bool ipv6) {
+  return std::any_of(ranges.begin(), ranges.end(),
+                     [&](const IpRange& range) { return range.ipv6 == ipv6; });
+}
+
 }  // namespace
+
+std::string nftHostSet(bool ipv6, bool allowed) {
+  return std::string(allowed ? "host_allowed" : "host") + (ipv6 ? "_v6" : "_v4");
+}
+
+std::string nftHostDestinationElements(const NftPlan& plan) {
+  std::string text;
+  for (bool ipv6 : {false, true}) {
+    std::string set = "inet " + std::string(kNftTable) + " " + nftHostSet(ipv6, false);
+    text += "flush set " + set + "\n";
+    std::string elements = setElements(plan.hostDestinations, ipv6);
+    if (!elements.empty()) text += "add element " + set + " { " + elements + " }\n";
+  }
+  return text;
+}
 
 std::string nftHostSet(size_t index, bool ipv6) {
   return "egress_" + std::to_string(index) + (ipv6 ? "_v6" : "_v4");
@@ -83,6 +115,17 @@ std::vector<NftRule> nftRules(const NftPlan& plan) {
   std::vector<NftRule> rules;
   rules.push_back({"loopback", "output", "oifname \"lo\"", "accept"});
   rules.push_back({"established", "output", "ct state established,related", "accept"});
+  // Before every accept that a document controls: the host is never a destination, through a
+  // resolver, a cidr rule (0.0.0.0/0 too) or a DNS-learned address, unless the policy says so.
+  for (bool ipv6 : {false, true}) {
+    std::string family = ipv6 ? "ip6" : "ip";
+    std::string match = family + " daddr @" + nftHostSet(ipv6, false);
+    if (hasFamily(plan.allowedHostDestinations, ipv6)) {
+      match += " " + family + " daddr != @" + nftHostSet(ipv6, true);
+    }
+    rules.push_back(
+        {std::string("host-destination:") + (ipv6 ? "v6" : "v4"), "output", match, "drop"});
+  }
   for (const NftResolver& resolver : plan.resolvers) {
     checkId(resolver.resolverId);
     std::string family;
@@ -126,6 +169,17 @@ std::vector<NftRule> nftRules(const NftPlan& plan) {
 std::string nftRuleset(const NftPlan& plan) {
   std::vector<NftRule> rules = nftRules(plan);
   std::string text = "table inet " + std::string(kNftTable) + " {\n";
+  for (bool allowed : {false, true}) {
+    const auto& ranges = allowed ? plan.allowedHostDestinations : plan.hostDestinations;
+    for (bool ipv6 : {false, true}) {
+      if (allowed && !hasFamily(ranges, ipv6)) continue;
+      std::string elements = setElements(ranges, ipv6);
+      text += "  set " + nftHostSet(ipv6, allowed) + " { type " +
+              (ipv6 ? "ipv6_addr" : "ipv4_addr") + "; flags interval; " +
+              (allowed ? "auto-merge; " : "") +
+              (elements.empty() ? "" : "elements = { " + elements + " }; ") + "}\n";
+    }
+  }
   for (size_t i = 0; i < plan.egress.size(); ++i) {
     if (!plan.egress[i].host) continue;
     for (bool ipv6 : {false, true}) {

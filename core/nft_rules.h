@@ -4,12 +4,17 @@
 // text inside the cell's namespace (vmm-agent/network_scope.cpp); nothing here touches a socket.
 //
 // The ruleset is the whole egress authority of a cell:
-//   output: loopback; established/related; DNS to each declared resolver only from the DNS
-//           helper's uid (meta skuid); each cidr egress rule for its port and protocol; each host
-//           egress rule to the addresses in its own sets (filled by the DNS helper as names
-//           resolve); everything else counted and dropped.
+//   output: loopback; established/related; host destinations (core/host_destination.h: the
+//           host's own addresses, the address pool, loopback, link-local, the IPv4-embedding
+//           IPv6 forms) dropped unless the host policy allows them, before any accept below, so
+//           no resolver, cidr or host rule can reach the host; DNS to each declared resolver only
+//           from the DNS helper's uid (meta skuid); each cidr egress rule for its port and
+//           protocol; each host egress rule to the addresses in its own sets (filled by the DNS
+//           helper as names resolve); everything else counted and dropped.
 //   input:  loopback; established/related; everything else counted and dropped.
 // Every rule carries a counter and its id as comment, so counters map back to the document.
+
+#include "core/host_destination.h"
 
 #include <cstdint>
 #include <optional>
@@ -42,6 +47,12 @@ struct NftPlan {
   std::vector<NftEgress> egress;
   std::vector<NftResolver> resolvers;
   uint32_t dnsUid = 0;  // host uid of the DNS helper's per-cell child
+  // Dropped before every accept but loopback and established (sets host_v4 / host_v6). The
+  // launcher puts its hostDestinationRanges() here; a plan that is never told still keeps the
+  // built-in ones out. Ranges must not overlap (hostDestinationRanges() guarantees it).
+  std::vector<IpRange> hostDestinations = builtinHostDestinations();
+  // The host policy's allowHostDestinations: exempt from that drop (host_allowed_v4 / _v6).
+  std::vector<IpRange> allowedHostDestinations;
 };
 
 // One rule of the ruleset, in order.
@@ -68,6 +79,14 @@ std::string nftLearnedElements(const NftPlan& plan, size_t index,
                                const std::vector<std::vector<uint8_t>>& ipv4,
                                const std::vector<std::vector<uint8_t>>& ipv6,
                                uint32_t timeoutSeconds);
+
+// Names of the host-destination sets: "host_v4" / "host_v6", and the allowed ones
+// "host_allowed_v4" / "host_allowed_v6".
+std::string nftHostSet(bool ipv6, bool allowed);
+
+// The commands that replace the contents of host_v4 / host_v6 with plan.hostDestinations in one
+// transaction (the launcher's addresses changed since the ruleset was loaded).
+std::string nftHostDestinationElements(const NftPlan& plan);
 
 // The complete ruleset ("table inet cellos { ... }") for nft_run_cmd_from_buffer().
 std::string nftRuleset(const NftPlan& plan);

@@ -2,6 +2,7 @@
 
 #include "core/dns_policy.h"
 #include "core/dns_wire.h"
+#include "core/host_destination.h"
 #include "core/hostname.h"
 #include "dns-helper/seccomp_profile.h"
 #include "ipc/dns.capnp.h"
@@ -79,6 +80,10 @@ struct Config {
   std::optional<Upstream> upstream;
   uint32_t upstreamTimeoutMs = kDefaultUpstreamTimeoutMs;
   std::vector<core::DnsAddressRange> guarded;  // cell subnet + operator ranges
+  // The VM launcher's host destinations and the host policy's exemptions from them
+  // (core/host_destination.h): an answer pointing at the host is refused, never learned.
+  std::vector<core::IpRange> hostDestinations = core::builtinHostDestinations();
+  std::vector<core::IpRange> allowedHostDestinations;
   std::vector<EgressHost> egressHosts;
 };
 
@@ -135,6 +140,15 @@ Config readConfig() {
   for (auto host : policy.getEgressHosts()) {
     out.egressHosts.push_back({host.getRuleIndex(), host.getHost()});
   }
+  auto texts = [](capnp::List<capnp::Text>::Reader list) {
+    std::vector<std::string> out;
+    for (auto item : list) out.emplace_back(item.cStr());
+    return out;
+  };
+  if (policy.getHostDestinations().size() > 0) {
+    out.hostDestinations = core::parseIpRanges(texts(policy.getHostDestinations()));
+  }
+  out.allowedHostDestinations = core::parseIpRanges(texts(policy.getAllowedHostDestinations()));
   return out;
 }
 
@@ -521,6 +535,16 @@ class Child {
         answerLocally(p, core::DnsRcode::kRefused, "refused", "rebinding_guard");
         return true;
       }
+    }
+    // The host is never a destination: an answer naming one of the host's own addresses, the
+    // address pool or an IPv4-embedding IPv6 form is refused as a whole too, under its own
+    // reason (the host policy may open such an address; it never opens the guard above).
+    auto atHost = [&](std::span<const uint8_t> a) {
+      return core::isHostDestination(a, config_.hostDestinations, config_.allowedHostDestinations);
+    };
+    if (std::any_of(v4.begin(), v4.end(), atHost) || std::any_of(v6.begin(), v6.end(), atHost)) {
+      answerLocally(p, core::DnsRcode::kRefused, "refused", "host_destination");
+      return true;
     }
     if (!v4.empty() || !v6.empty()) {
       for (const auto& host : config_.egressHosts) {

@@ -13,6 +13,9 @@ struct DnsPolicy {
   upstreamTimeoutMs @5 :UInt32;       # 0 = the child's default; silence → SERVFAIL after this
   cellSubnet @6 :Text;                # the cell's own range ("10.213.0.0/30"): rebinding guard
   egressHosts @7 :List(DnsEgressHost);  # `host` egress rules: answers for them are learned
+  hostDestinations @8 :List(Text);    # CIDR, from the VM launcher: an answer pointing into one
+                                      # is refused (reason host_destination)
+  allowedHostDestinations @9 :List(Text);  # CIDR, the host policy's exemptions from that
 }
 
 struct DnsResolver {

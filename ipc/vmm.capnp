@@ -23,6 +23,9 @@ struct CellRequest {
   resolvers @15 :List(ResolverEndpoint);
   secretDelivery @16 :Text;            # "" (no secrets) | "env" | "file": the cell gets a
                                        # /run/secrets tmpfs for deliverSecrets to fill
+  allowedHostDestinations @17 :List(Text);
+                                       # the host policy's allowHostDestinations (CIDR): exempt
+                                       # from the drop of host destinations
 }
 
 struct EgressRule {
@@ -47,6 +50,8 @@ struct NetworkScope {
   cellAddress @2 :Text;                # eth0 inside the cell
   nftApplied @3 :Bool;
   nftRuleCount @4 :UInt32;
+  hostDestinations @5 :List(Text);     # CIDR: what the cell may never reach (host_destination.h),
+                                       # for the DNS child to refuse answers pointing there
 }
 
 struct PhaseTiming {

@@ -103,8 +103,11 @@ kj::Promise<LaunchedFds> LauncherLink::launch(ipc::CellRequest::Reader request) 
           out.initPid = launched.getInitPid();
           auto network = launched.getNetwork();
           out.network = CellNetworkInfo{network.getUplinkInterface(), network.getUplinkAddress(),
-                                        network.getCellAddress(), network.getNftApplied(),
-                                        network.getNftRuleCount()};
+                                        network.getCellAddress(),     network.getNftApplied(),
+                                        network.getNftRuleCount(),    {}};
+          for (auto range : network.getHostDestinations()) {
+            out.network.hostDestinations.emplace_back(range.cStr());
+          }
           for (auto timing : launched.getTimings()) {
             out.timings.emplace_back(timing.getName(), timing.getMicros());
           }
@@ -721,6 +724,10 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
     network.setCellAddress(cell.network.cellAddress);
     network.setNftApplied(cell.network.nftApplied);
     network.setNftRuleCount(cell.network.nftRuleCount);
+    auto hostList = network.initHostDestinations(cell.network.hostDestinations.size());
+    for (size_t i = 0; i < cell.network.hostDestinations.size(); ++i) {
+      hostList.set(i, cell.network.hostDestinations[i]);
+    }
     auto timings = results.initTimings(cell.timings.size());
     for (size_t i = 0; i < cell.timings.size(); ++i) {
       timings[i].setName(cell.timings[i].first);

@@ -20,6 +20,7 @@ struct CellNetworkInfo {
   std::string uplinkInterface, uplinkAddress, cellAddress;
   bool nftApplied = false;
   uint32_t nftRuleCount = 0;
+  std::vector<std::string> hostDestinations;  // CIDR, passed on for the DNS child's refusal
 };
 
 // What createCell gets back from the launcher: the cell's init pid, its fds, its network scope

@@ -1,7 +1,7 @@
 #include "vmm-agent/launcher.h"
 
 #include "core/cell_id.h"
-
+#include "core/host_destination.h"
 #include "core/nft_rules.h"
 #include "ipc/vmm.capnp.h"
 #include "privsep/daemon.h"
@@ -17,9 +17,11 @@
 #include "vmm-agent/slot_lease.h"
 #include "vmm-agent/sys_util.h"
 
+#include <arpa/inet.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
@@ -107,7 +109,35 @@ struct Launcher {
   UplinkNamespace uplink;
   std::map<std::string, LiveCell> cells;
   int gvisorSpawnerFd = -1;  // -1: no gvisor backend on this launcher
+  // What no cell may reach (core/host_destination.h), as of the last refresh.
+  std::vector<core::IpRange> hostDestinations;
 };
+
+// Lists the host's addresses again (the launcher's own namespace and the uplink namespace, every
+// interface, lo included) and, when they changed, rewrites the host-destination sets of every
+// live cell. Run before every launch and every DNS-learned update, and whenever netlink reports
+// an address change in either namespace (runLauncher).
+void refreshHostDestinations(Launcher& launcher) {
+  std::vector<std::string> addresses =
+      namespaceAddresses(launcher.uplink, launcher.config.homeNetnsFd);
+  if (launcher.config.uplinkNetnsFd != launcher.config.homeNetnsFd) {
+    for (std::string& a : namespaceAddresses(launcher.uplink, launcher.config.uplinkNetnsFd)) {
+      addresses.push_back(std::move(a));
+    }
+  }
+  std::vector<core::IpRange> fresh =
+      core::hostDestinationRanges(addresses, launcher.config.addresses->describe());
+  if (fresh == launcher.hostDestinations) return;
+  launcher.hostDestinations = std::move(fresh);
+  for (auto& [cellId, cell] : launcher.cells) {
+    cell.plan.hostDestinations = launcher.hostDestinations;
+    try {
+      addCellElements(launcher.uplink, cell.netns.fd, core::nftHostDestinationElements(cell.plan));
+    } catch (const std::exception& e) {
+      spdlog::error("cell {}: updating its host destinations: {}", cellId, e.what());
+    }
+  }
+}
 
 // Host pids a gvisor cell may hold beyond its pidsMax: runsc, the Sentry's and the gofer's
 // threads, the ptrace platform's traced helper processes. The document's pidsMax itself is
@@ -176,6 +206,9 @@ core::NftPlan nftPlanOf(const LauncherConfig& config, ipc::CellRequest::Reader r
     plan.resolvers.push_back({resolver.getResolverId(), resolver.getAddress(), resolver.getPort(),
                               resolver.getProtocol()});
   }
+  std::vector<std::string> allowed;
+  for (auto range : request.getAllowedHostDestinations()) allowed.emplace_back(range.cStr());
+  plan.allowedHostDestinations = core::parseIpRanges(allowed);
   return plan;
 }
 
@@ -205,7 +238,9 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
              "backend not available on this VM launcher", backend);
   // The rules are checked before anything exists: a bad one refuses the cell, it does not
   // leave it half-scoped.
+  refreshHostDestinations(launcher);
   core::NftPlan plan = nftPlanOf(config, request);
+  plan.hostDestinations = launcher.hostDestinations;
   core::nftRules(plan);
 
   // Host-wide slots: an address pair and an id range no other live cell on this host holds.
@@ -321,6 +356,10 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   network.setCellAddress(core::formatIpv4(addresses.cell));
   network.setNftApplied(true);
   network.setNftRuleCount(static_cast<uint32_t>(core::nftRules(plan).size()));
+  auto hostList = network.initHostDestinations(plan.hostDestinations.size());
+  for (size_t i = 0; i < plan.hostDestinations.size(); ++i) {
+    hostList.set(i, core::formatIpRange(plan.hostDestinations[i]));
+  }
   timings.emplace_back("total", elapsedMicros(started));
   auto timingList = out.initTimings(timings.size());
   for (size_t i = 0; i < timings.size(); ++i) {
@@ -483,6 +522,20 @@ void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Re
   std::vector<std::vector<uint8_t>> v4, v6;
   for (auto a : addresses.getIpv4()) v4.emplace_back(a.begin(), a.end());
   for (auto a : addresses.getIpv6()) v6.emplace_back(a.begin(), a.end());
+  // The DNS child refuses such answers already (host_destination); this is the launcher's own
+  // check, against the host's addresses as they are now, for a child that did not.
+  refreshHostDestinations(launcher);
+  for (const auto* list : {&v4, &v6}) {
+    for (const auto& a : *list) {
+      if (core::isHostDestination(a, launcher.hostDestinations,
+                                  live->second.plan.allowedHostDestinations)) {
+        char text[INET6_ADDRSTRLEN] = {};
+        inet_ntop(a.size() == 4 ? AF_INET : AF_INET6, a.data(), text, sizeof text);
+        throw std::runtime_error(std::string("learned address ") + text +
+                                 " is a host destination: not added");
+      }
+    }
+  }
   std::string commands = core::nftLearnedElements(live->second.plan, addresses.getRuleIndex(), v4,
                                                   v6, addresses.getTimeoutSeconds());
   if (!commands.empty()) addCellElements(launcher.uplink, live->second.netns.fd, commands);
@@ -505,11 +558,35 @@ void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Re
     spdlog::info("gVisor spawner pid {} (runsc {}, platform {})", spawner, config.gvisor->runsc,
                  config.gvisor->platform);
   }
+  // The host's addresses can change while cells run (an interface comes up, a lease renews):
+  // the launcher hears of every change in both namespaces and rewrites the live cells' host
+  // sets at once, instead of waiting for its next request.
+  std::vector<pollfd> waits = {{sock, POLLIN, 0}};
+  for (int netns : {config.homeNetnsFd, config.uplinkNetnsFd}) {
+    waits.push_back({watchAddressChanges(launcher.uplink, netns), POLLIN, 0});
+  }
   privsep::installSeccomp(kLauncherProfile);
   capnp::ReaderOptions options;
   options.traversalLimitInWords = 1 << 20;
   options.nestingLimit = 16;
   for (;;) {
+    for (auto& wait : waits) wait.revents = 0;
+    if (poll(waits.data(), waits.size(), -1) < 0) {
+      KJ_REQUIRE(errno == EINTR, "poll(launcher socket, address watches)", strerror(errno));
+      continue;
+    }
+    bool changed = false;
+    for (size_t i = 1; i < waits.size(); ++i) {
+      if (waits[i].revents != 0 && drainAddressChanges(waits[i].fd)) changed = true;
+    }
+    if (changed && !launcher.cells.empty()) {
+      try {
+        refreshHostDestinations(launcher);
+      } catch (const std::exception& e) {
+        spdlog::error("listing the host's addresses after a change: {}", e.what());
+      }
+    }
+    if (waits[0].revents == 0) continue;
     kj::Maybe<kj::Own<capnp::StreamFdMessageReader>> reader;
     try {
       reader = kj::heap<capnp::StreamFdMessageReader>(sock, options);

@@ -1,6 +1,8 @@
 #include "vmm-agent/network_scope.h"
 
 #include <arpa/inet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
@@ -9,6 +11,7 @@
 #include <netlink/route/route.h>
 #include <nftables/libnftables.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,6 +43,9 @@ struct NlAddrPut {
 };
 struct RoutePut {
   void operator()(rtnl_route* r) const { rtnl_route_put(r); }
+};
+struct CachePut {
+  void operator()(nl_cache* c) const { nl_cache_free(c); }
 };
 struct NftFree {
   void operator()(nft_ctx* c) const { nft_ctx_free(c); }
@@ -252,6 +258,63 @@ std::vector<std::string> removeCellNetwork(const UplinkNamespace& uplink, int ce
     }
   }
   return residue;
+}
+
+std::vector<std::string> namespaceAddresses(const UplinkNamespace& uplink, int netnsFd) {
+  std::vector<std::string> addresses;
+  inNetworkNamespace(netnsFd, uplink.homeFd, [&]() {
+    Socket sock = routeSocket();
+    nl_cache* raw = nullptr;
+    if (int err = rtnl_addr_alloc_cache(sock.get(), &raw); err < 0) failNl("RTM_GETADDR", err);
+    std::unique_ptr<nl_cache, CachePut> cache(raw);
+    for (nl_object* object = nl_cache_get_first(cache.get()); object != nullptr;
+         object = nl_cache_get_next(object)) {
+      nl_addr* local = rtnl_addr_get_local(reinterpret_cast<rtnl_addr*>(object));
+      if (local == nullptr) continue;
+      int family = nl_addr_get_family(local);
+      unsigned length = nl_addr_get_len(local);
+      if (!((family == AF_INET && length == 4) || (family == AF_INET6 && length == 16))) continue;
+      char text[INET6_ADDRSTRLEN] = {};
+      inet_ntop(family, nl_addr_get_binary_addr(local), text, sizeof text);
+      addresses.emplace_back(text);
+    }
+  });
+  return addresses;
+}
+
+int watchAddressChanges(const UplinkNamespace& uplink, int netnsFd) {
+  int fd = -1;
+  inNetworkNamespace(netnsFd, uplink.homeFd, [&]() {
+    // A netlink socket stays with the namespace it was made in, wherever the thread goes next.
+    fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket(NETLINK_ROUTE)");
+    sockaddr_nl local{};
+    local.nl_family = AF_NETLINK;
+    local.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) < 0) {
+      int error = errno;
+      close(fd);
+      throw std::system_error(error, std::generic_category(), "bind(RTMGRP_*_IFADDR)");
+    }
+  });
+  return fd;
+}
+
+bool drainAddressChanges(int watchFd) {
+  bool changed = false;
+  char buffer[8192];
+  for (;;) {
+    ssize_t n = recv(watchFd, buffer, sizeof buffer, MSG_DONTWAIT);
+    if (n > 0) {
+      changed = true;
+    } else if (n < 0 && errno == ENOBUFS) {
+      changed = true;  // notifications were lost: assume the worst
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return changed;  // EAGAIN: nothing more (0 cannot happen on a netlink socket)
+    }
+  }
 }
 
 bool interfaceExists(const UplinkNamespace& uplink, int netnsFd, const std::string& name) {

@@ -52,6 +52,20 @@ std::vector<core::NftCounter> readCellCounters(const UplinkNamespace& uplink, in
 std::vector<std::string> removeCellNetwork(const UplinkNamespace& uplink, int cellNetnsFd,
                                            const std::string& uplinkInterface);
 
+// Every address of every interface (lo included, both families) in the namespace `netnsFd`,
+// as address literals. Throws when the namespace's addresses cannot be listed.
+std::vector<std::string> namespaceAddresses(const UplinkNamespace& uplink, int netnsFd);
+
+// A netlink socket of the namespace `netnsFd` that receives a message whenever an IPv4 or IPv6
+// address is added or removed there (RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR); non-blocking,
+// close-on-exec, owned by the caller. Throws when it cannot be made.
+int watchAddressChanges(const UplinkNamespace& uplink, int netnsFd);
+
+// Reads everything pending on a watchAddressChanges() socket. True when anything was pending
+// (or the kernel dropped notifications for want of buffer space): the addresses may have
+// changed.
+bool drainAddressChanges(int watchFd);
+
 // True when an interface named `name` exists in the namespace `netnsFd`.
 bool interfaceExists(const UplinkNamespace& uplink, int netnsFd, const std::string& name);
 

@@ -681,9 +681,58 @@ TEST_P(CellBackends, EgressReachesTheTestHostOnlyWhereARuleAllows) {
   EXPECT_EQ(flows["default-drop"]["verdict"], "drop");
   EXPECT_GE(flows["default-drop"]["packets"].get<int>(), 2) << "the SYN to 8081 and the datagram";
   EXPECT_GE(flows["loopback"]["packets"].get<int>(), 1) << "the query to the DNS helper";
-  EXPECT_EQ(flows.size(), 8u) << "5 output rules and 3 input rules";
+  EXPECT_EQ(flows["host-destination:v4"]["verdict"], "drop") << "the host is never a destination";
+  EXPECT_EQ(flows["host-destination:v4"]["packets"], 0);
+  EXPECT_EQ(flows.size(), 10u) << "7 output rules and 3 input rules";
   EXPECT_EQ(verify().status, 0);
-  EXPECT_EQ(host.interfaces(), std::vector<std::string>{"lo"}) << "the cell's veth outlived it";
+  EXPECT_EQ(host.interfaces(), (std::vector<std::string>{"lo", "uplink0"}))
+      << "the cell's veth outlived it";
+}
+
+// Issue 14: the host is never a destination, on either backend. The uplink namespace stands for
+// the host and serves port 7000 on every address it has; a rule `cidr: 0.0.0.0/0` reaches none
+// of them (the cell's uplink end, uplink0 as the host's eth0, an address on the host's lo), and
+// still reaches the test host behind it.
+const char* kHostProbe = R"(import socket, errno
+def tcp(address):
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect((address, 7000))
+        return "ok:" + s.recv(16).decode().strip()
+    except socket.timeout:
+        return "blocked"
+    except OSError as e:
+        return "blocked" if e.errno == errno.EPERM else "err:" + str(e.errno)
+# The cell's own address (a UDP connect sends nothing); its uplink end is the one before it.
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect(("10.214.0.1", 9))
+mine = u.getsockname()[0].split(".")
+uplink = ".".join(mine[:3] + [str(int(mine[3]) - 1)])
+print("uplinkEnd", tcp(uplink))
+print("hostEth0", tcp("10.215.0.1"))
+print("hostLo", tcp("10.216.0.1"))
+print("control", tcp("10.214.0.1"))
+)";
+
+TEST_P(CellBackends, AWideCidrRuleReachesNoAddressOfTheHost) {
+  UplinkHost host({7000}, {}, "10.214.0.1", {7000});
+  std::string authority =
+      "  authority:\n"
+      "    egressRules:\n"
+      "      - {cidr: 0.0.0.0/0, port: 7000, protocol: tcp}\n";
+  auto result =
+      run("wide.yaml", doc("host-wide", {"/usr/bin/python3", "-c", kHostProbe}, "", authority),
+          {"--uplink-netns", host.netnsPath()});
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  EXPECT_EQ(result.out, "uplinkEnd blocked\nhostEth0 blocked\nhostLo blocked\ncontrol ok:ok\n");
+  EXPECT_EQ(host.hostTcpAccepted(7000), 0) << "a service on the host saw a cell's connection";
+  EXPECT_EQ(host.tcpAccepted(7000), 1) << "the test host behind the host was not reached";
+  std::map<std::string, nlohmann::json> flows;
+  for (const auto& flow : eventData("observability.v1.network_flow_decision")) {
+    flows[flow["ruleId"]] = flow;
+  }
+  EXPECT_GE(flows["host-destination:v4"]["packets"].get<int>(), 3);
 }
 
 // The host's default backend (host policy defaultBackend) runs a document that names none.

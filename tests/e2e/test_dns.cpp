@@ -1,7 +1,8 @@
 // End-to-end DNS: real `dig` in a real cell, the cell's DNS child forwarding to a real dnsmasq
 // (or a deliberately hostile test responder) in the uplink namespace this test made. Covers the
 // allowlist, query types, wildcards, TCP, the rebinding guard, an upstream that is down, answers
-// that do not match, hostile packets, and DNS-learned egress through nftables.
+// that do not match, hostile packets, DNS-learned egress through nftables, and (issue 14) that
+// the host is never a destination, through a wide cidr rule or a tenant resolver's answers.
 
 #include "tests/e2e/cell_e2e.h"
 #include "tests/e2e/uplink_host.h"
@@ -15,6 +16,8 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -75,9 +78,10 @@ bool waitForText(const std::string& path, const std::string& needle) {
 // dnsmasq as the cell's declared resolver: a few fixed records, every query it sees logged.
 class Dnsmasq {
  public:
-  Dnsmasq(const UplinkHost& host, const std::string& dir)
+  // `records`: more dnsmasq options (--host-record=...) beside the fixed ones.
+  Dnsmasq(const UplinkHost& host, const std::string& dir, std::vector<std::string> records = {})
       : log_(dir + "/dnsmasq.log"),
-        program_(host.netnsPath(),
+        program_(host.serviceNetnsPath(),
                  {"/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
                   "--no-resolv", "--no-hosts", "--pid-file=", "--user=root", "--bind-interfaces",
                   "--listen-address=" + host.address(), "--port=53", "--log-queries",
@@ -87,7 +91,7 @@ class Dnsmasq {
                   "--host-record=a.wild.test," + host.address(),
                   "--host-record=wild.test," + host.address(), "--host-record=loop.test,127.0.0.1",
                   "--txt-record=allowed.test,hello"},
-                 dir + "/dnsmasq.out", bigRecords()) {
+                 dir + "/dnsmasq.out", bigRecords(std::move(records))) {
     if (!waitForText(log_, "started, version")) {
       throw std::runtime_error("dnsmasq did not start: " + readAll(dir + "/dnsmasq.out"));
     }
@@ -95,8 +99,7 @@ class Dnsmasq {
   std::string queries() const { return readAll(log_); }
 
   // big.test has 40 A records: an answer of 700 bytes, over a plain UDP client's 512.
-  static std::vector<std::string> bigRecords() {
-    std::vector<std::string> out;
+  static std::vector<std::string> bigRecords(std::vector<std::string> out = {}) {
     for (int i = 10; i < 50; ++i)
       out.push_back("--host-record=big.test,10.214.1." + std::to_string(i));
     return out;
@@ -171,7 +174,7 @@ TEST_F(Dns, AllowedNamesResolveThroughTheUpstreamAndEverythingElseIsRefused) {
   UplinkHost host({8443}, {});
   Dnsmasq upstream(host, stateDir_);
   std::string second = stateDir_ + "/second.out";
-  NetnsProgram secondHost(host.netnsPath(), {"/usr/bin/python3", "-c", kSecondHost}, second);
+  NetnsProgram secondHost(host.serviceNetnsPath(), {"/usr/bin/python3", "-c", kSecondHost}, second);
   ASSERT_TRUE(waitForText(second, "ready")) << readAll(second);
   // The connect probe rides inline: the cell sees nothing of this test's files.
   std::string connect = "python3 -c \"$CONNECT\"";
@@ -318,7 +321,7 @@ while True:
 TEST_F(Dns, AnswersThatDoNotMatchTheQuestionOrComeFromElsewhereAreIgnored) {
   UplinkHost host({}, {});
   std::string out = stateDir_ + "/spoofer.out";
-  NetnsProgram spoofer(host.netnsPath(), {"/usr/bin/python3", "-c", kSpoofer}, out);
+  NetnsProgram spoofer(host.serviceNetnsPath(), {"/usr/bin/python3", "-c", kSpoofer}, out);
   ASSERT_TRUE(waitForText(out, "ready")) << readAll(out);
   auto result = run("spoof.yaml",
                     cellDocument("dns-spoof", {"/bin/bash", "-c", script("q a allowed.test A\n")},
@@ -388,6 +391,232 @@ TEST_F(Dns, HostilePacketsDoNotStopTheChild) {
     }
   }
   EXPECT_GE(malformed, 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: the host is never a destination. The uplink namespace stands for the host: a
+// service listening on all of its addresses (each cell's uplink end, uplink0 as the host's
+// eth0, its lo's 10.216.0.1 and 127.0.0.1) must see no connection from a cell, whatever the
+// cell's rules say, while the test host behind it (10.214.0.1) stays reachable.
+
+// The cell's default gateway (its uplink end, on the host) from /proc/net/route.
+const char* kGateway =
+    "GW=$(python3 -c \"import socket, struct\n"
+    "for line in open('/proc/net/route').readlines()[1:]:\n"
+    "    f = line.split()\n"
+    "    if f[1] == '00000000': print(socket.inet_ntoa(struct.pack('<I', int(f[2], 16))))\")\n";
+
+// The host's own service (UplinkHost's hostTcpPorts) listens on port 7000 of every address of
+// the uplink namespace; the test host (10.214.0.1) on port 7000 too.
+class HostDestinations : public Dns {
+ protected:
+  std::string connectBody(const std::string& probes) {
+    return "CONNECT='" + std::string(kConnect) + "'\n" + kGateway + probes;
+  }
+  std::map<std::string, nlohmann::json> flows() {
+    std::map<std::string, nlohmann::json> out;
+    for (const auto& flow : eventData("observability.v1.network_flow_decision")) {
+      out[flow["ruleId"]] = flow;
+    }
+    return out;
+  }
+  std::map<std::string, nlohmann::json> queriesByName() {
+    std::map<std::string, nlohmann::json> out;
+    for (const auto& q : queries()) {
+      out[q["qname"].get<std::string>() + "/" + q["qtype"].get<std::string>()] = q;
+    }
+    return out;
+  }
+};
+
+TEST_F(HostDestinations, AWideCidrRuleReachesNoAddressOfTheHostButStillTheTestHost) {
+  UplinkHost host({7000}, {}, "10.214.0.1", {7000});
+  std::string c = "python3 -c \"$CONNECT\"";
+  std::string body = connectBody(
+      c + " \"$GW\" 7000 uplinkEnd\n" + c + " " + UplinkHost::kUplinkLinkAddress +
+      " 7000 hostEth0\n" + c + " " + UplinkHost::kUplinkLoAddress + " 7000 hostLo\n" + c +
+      " 127.0.0.1 7000 loopback\n" + c + " 10.214.0.1 7000 control\n" + "echo \"gateway $GW\"\n");
+  const std::string authority =
+      "  authority:\n"
+      "    egressRules:\n"
+      "      - {cidr: 0.0.0.0/0, port: 7000, protocol: tcp}\n";
+  auto result =
+      run("wide.yaml", cellDocument("host-wide", {"/bin/bash", "-c", body}, "", authority),
+          {"--uplink-netns", host.netnsPath()});
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  auto got = lines(result.out);
+  ASSERT_EQ(got["gateway"].rfind("10.213.", 0), 0u) << result.out;
+  EXPECT_EQ(got["uplinkEnd"], "blocked") << "the cell's uplink end (the host) answered";
+  EXPECT_EQ(got["hostEth0"], "blocked") << "another interface of the host answered";
+  EXPECT_EQ(got["hostLo"], "blocked") << "an address on the host's lo answered";
+  // 127.0.0.1 is the cell's own lo (route_localnet is off, and the cell cannot route loopback
+  // out): nothing listens there, and the host's 127.0.0.1 is never reached.
+  EXPECT_NE(got["loopback"].find("err:"), std::string::npos) << got["loopback"];
+  EXPECT_EQ(host.hostTcpAccepted(7000), 0) << "a service on the host saw a cell's connection";
+  // The same rule reaches the test host behind the host: the test can fail.
+  EXPECT_EQ(got["control"], "ok:ok");
+  EXPECT_EQ(host.tcpAccepted(7000), 1);
+  auto counted = flows();
+  EXPECT_EQ(counted["host-destination:v4"]["verdict"], "drop");
+  EXPECT_GE(counted["host-destination:v4"]["packets"].get<int>(), 3)
+      << "the three SYNs to the host were dropped by the host-destination rule";
+  EXPECT_EQ(counted["host-destination:v4"]["rule"], "ip daddr @host_v4");
+}
+
+// The tenant's own resolver answers allowed names with the host's addresses: each answer is
+// refused (host_destination), nothing is learned, and the cell cannot connect.
+const std::vector<std::string> kHostRecords = {
+    std::string("--host-record=svc.test,") + UplinkHost::kUplinkLinkAddress,  // the host's eth0
+    "--host-record=peer.test,10.213.255.1",  // another cell's uplink end: the pool
+    std::string("--host-record=mapped.test,::ffff:") + UplinkHost::kUplinkLinkAddress,
+    "--host-record=nat64.test,64:ff9b::7f00:1",  // NAT64 form of 127.0.0.1
+    "--host-record=ok.test,10.214.0.1"};         // the test host: the control
+
+const std::string kHostRules =
+    "  authority:\n"
+    "    egressRules:\n"
+    "      - {host: svc.test, port: 7000, protocol: tcp}\n"
+    "      - {host: peer.test, port: 7000, protocol: tcp}\n"
+    "      - {host: mapped.test, port: 7000, protocol: tcp}\n"
+    "      - {host: ok.test, port: 7000, protocol: tcp}\n"
+    "    dnsAuthority:\n"
+    "      hostnameAllowlist: [svc.test, peer.test, mapped.test, nat64.test, ok.test]\n"
+    "      allowedQueryTypes: [A, AAAA]\n"
+    "      resolvers:\n"
+    "        - {resolverId: tenant, endpoint: \"10.214.0.1:53\", protocol: do53-udp}\n";
+
+TEST_F(HostDestinations, ATenantResolverCannotPointAHostRuleAtTheHost) {
+  UplinkHost host({7000}, {}, "10.214.0.1", {7000});
+  Dnsmasq tenant(host, stateDir_, kHostRecords);
+  std::string c = "python3 -c \"$CONNECT\"";
+  std::string body = connectBody("q svc svc.test A\n" + c + " " + UplinkHost::kUplinkLinkAddress +
+                                 " 7000 svcConnect\n" +
+                                 "q peer peer.test A\n"
+                                 "q mapped mapped.test AAAA\n"
+                                 "q nat64 nat64.test AAAA\n"
+                                 "q ok ok.test A\n" +
+                                 c + " 10.214.0.1 7000 okConnect\n");
+  auto result = run("tenant.yaml",
+                    cellDocument("host-dns", {"/bin/bash", "-c", script(body)}, "", kHostRules),
+                    {"--uplink-netns", host.netnsPath()});
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  auto got = lines(result.out);
+  EXPECT_EQ(got["svc"], "REFUSED,") << "an answer naming the host's address was relayed";
+  EXPECT_EQ(got["svcConnect"], "blocked");
+  EXPECT_EQ(got["peer"], "REFUSED,") << "an answer into the address pool was relayed";
+  EXPECT_EQ(got["mapped"], "REFUSED,") << "the IPv4-mapped form of a host address was relayed";
+  EXPECT_EQ(got["nat64"], "REFUSED,") << "the NAT64 form of loopback was relayed";
+  EXPECT_EQ(host.hostTcpAccepted(7000), 0) << "a service on the host saw a cell's connection";
+  // The same resolver's answer for the test host is relayed and reachable: the test can fail.
+  EXPECT_EQ(got["ok"], "NOERROR, 10.214.0.1");
+  EXPECT_EQ(got["okConnect"], "ok:ok");
+  EXPECT_EQ(host.tcpAccepted(7000), 1);
+  // The resolver did answer (it was asked), and the refusal says why.
+  EXPECT_NE(tenant.queries().find("query[A] svc.test"), std::string::npos) << tenant.queries();
+  auto byName = queriesByName();
+  EXPECT_EQ(byName["svc.test/A"]["reasonCode"], "host_destination");
+  EXPECT_EQ(byName["svc.test/A"]["decision"], "refused");
+  EXPECT_EQ(byName["svc.test/A"]["rcode"], 5);
+  EXPECT_EQ(byName["peer.test/A"]["reasonCode"], "host_destination");
+  EXPECT_EQ(byName["mapped.test/AAAA"]["reasonCode"], "host_destination");
+  EXPECT_EQ(byName["nat64.test/AAAA"]["reasonCode"], "rebinding_guard");
+  EXPECT_EQ(byName["ok.test/A"]["reasonCode"], "allowlist_match");
+  EXPECT_EQ(verify().status, 0);
+}
+
+// The host policy opens one host destination, deliberately: that address resolves and connects;
+// every other address of the host stays closed.
+TEST_F(HostDestinations, TheHostPolicyOpensOneHostDestinationAndNoOther) {
+  UplinkHost host({7000}, {}, "10.214.0.1", {7000});
+  Dnsmasq tenant(host, stateDir_, kHostRecords);
+  std::string policy = writeDocument("policy.yaml", std::string("allowHostDestinations: [") +
+                                                        UplinkHost::kUplinkLinkAddress + "/32]\n");
+  std::string c = "python3 -c \"$CONNECT\"";
+  std::string body = connectBody("q svc svc.test A\n" + c + " " + UplinkHost::kUplinkLinkAddress +
+                                 " 7000 svcConnect\n" + "q peer peer.test A\n" + c + " " +
+                                 UplinkHost::kUplinkLoAddress + " 7000 hostLo\n");
+  auto result = run("opened.yaml",
+                    cellDocument("host-open", {"/bin/bash", "-c", script(body)}, "", kHostRules),
+                    {"--uplink-netns", host.netnsPath(), "--policy", policy});
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  auto got = lines(result.out);
+  EXPECT_EQ(got["svc"], std::string("NOERROR, ") + UplinkHost::kUplinkLinkAddress);
+  EXPECT_EQ(got["svcConnect"], "ok:ok") << "the address the policy opened is not reachable";
+  EXPECT_EQ(got["peer"], "REFUSED,") << "the policy opened more than it lists";
+  EXPECT_EQ(got["hostLo"], "blocked");
+  EXPECT_EQ(host.hostTcpAccepted(7000), 1);
+  EXPECT_EQ(host.tcpAccepted(7000), 0);
+  auto byName = queriesByName();
+  EXPECT_EQ(byName["svc.test/A"]["reasonCode"], "allowlist_match");
+  EXPECT_EQ(byName["peer.test/A"]["reasonCode"], "host_destination");
+  EXPECT_EQ(flows()["host-destination:v4"]["rule"],
+            "ip daddr @host_v4 ip daddr != @host_allowed_v4");
+}
+
+// An address the host gains while a cell runs is closed to the cell from then on: the launcher
+// hears of the change (netlink) and rewrites the running cell's host set. The cell probes
+// 10.217.0.1:7001 (nothing there yet: unreachable), tells the test host it did, and probes on;
+// the test then puts 10.217.0.1 on the host's lo. Only the host-destination drop can turn the
+// cell's probe into "blocked": its rule `cidr: 0.0.0.0/0, port: 7001` accepts everything else.
+const char* kGainedAddressProbe = R"(import socket, errno, time
+def tcp(address, port):
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect((address, port))
+        return "ok"
+    except socket.timeout:
+        return "blocked"
+    except OSError as e:
+        return "blocked" if e.errno == errno.EPERM else "err:" + errno.errorcode.get(e.errno, "?")
+print("first", tcp("10.217.0.1", 7001), flush=True)
+print("signal", tcp("10.214.0.1", 7000), flush=True)
+last = None
+for i in range(150):  # bounded: at most 15 s
+    r = tcp("10.217.0.1", 7001)
+    if r != last:
+        print("probe", r, flush=True)
+        last = r
+    if r == "blocked":
+        break
+    time.sleep(0.1)
+)";
+
+TEST_F(HostDestinations, AnAddressTheHostGainsWhileACellRunsIsClosedToItAtOnce) {
+  UplinkHost host({7000}, {});
+  const std::string authority =
+      "  authority:\n"
+      "    egressRules:\n"
+      "      - {cidr: 0.0.0.0/0, port: 7001, protocol: tcp}\n"
+      "      - {cidr: 10.214.0.0/24, port: 7000, protocol: tcp}\n";
+  RunResult result{-1, "", ""};
+  std::thread cell([&]() {
+    result = run(
+        "gained.yaml",
+        cellDocument("host-gains", {"/usr/bin/python3", "-c", kGainedAddressProbe}, "", authority),
+        {"--uplink-netns", host.netnsPath()});
+  });
+  // The cell made its first probe: now the host gains the address (bounded wait).
+  for (int i = 0; i < 200 && host.tcpAccepted(7000) == 0; ++i) std::this_thread::sleep_for(50ms);
+  bool signalled = host.tcpAccepted(7000) == 1;
+  std::optional<NetnsProgram> add;
+  if (signalled) {
+    add.emplace(
+        host.netnsPath(),
+        std::vector<std::string>{"/usr/sbin/ip", "addr", "add", "10.217.0.1/32", "dev", "lo"},
+        stateDir_ + "/ip.out");
+  }
+  cell.join();
+  ASSERT_TRUE(signalled) << result.out << result.err;
+  ASSERT_EQ(result.status, 0) << result.out << result.err;
+  auto got = lines(result.out);
+  EXPECT_EQ(got["first"].rfind("err:", 0), 0u) << "10.217.0.1 was not new: " << got["first"];
+  EXPECT_EQ(got["signal"], "ok");
+  EXPECT_NE(result.out.find("probe blocked"), std::string::npos)
+      << "the address the host gained stayed open to the running cell:\n"
+      << result.out;
+  EXPECT_EQ(result.out.find("probe ok"), std::string::npos) << result.out;
+  EXPECT_GE(flows()["host-destination:v4"]["packets"].get<int>(), 1);
 }
 
 }  // namespace

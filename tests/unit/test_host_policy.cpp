@@ -199,6 +199,28 @@ TEST(HostPolicyFile, CidrsAreRangesWithoutHostBits) {
                    "allowedEgressCidrs[6]: \"fd00::/8\" is already listed at [5]"}));
 }
 
+// Issue 14: the host is never a destination unless the policy lists it; nothing by default.
+TEST(HostPolicyFile, AllowHostDestinationsIsAnExplicitListOfRangesAndEmptyByDefault) {
+  EXPECT_TRUE(policyFrom("maxTtlSeconds: 60\n").allowHostDestinations.empty());
+  EXPECT_TRUE(policyFrom("allowHostDestinations: []\n").allowHostDestinations.empty());
+  EXPECT_EQ(
+      policyFrom("allowHostDestinations: [10.215.0.1/32, \"FD00::/8\"]\n").allowHostDestinations,
+      Lines({"10.215.0.1/32", "fd00::/8"}));
+  EXPECT_EQ(policyFrom("{\"allowHostDestinations\": [\"10.215.0.1/32\"]}").allowHostDestinations,
+            Lines({"10.215.0.1/32"}));
+  EXPECT_EQ(policyProblems("allowHostDestinations: [10.215.0.1, 10.215.0.1/24, yes, "
+                           "10.215.0.1/32, 10.215.0.1/32]\n"),
+            Lines({"allowHostDestinations[0]: must be an address range like \"10.0.0.0/8\", "
+                   "got \"10.215.0.1\"",
+                   "allowHostDestinations[1]: \"10.215.0.1/24\" has host bits set; the range is "
+                   "\"10.215.0.0/24\"",
+                   "allowHostDestinations[2]: must be an address range like \"10.0.0.0/8\", "
+                   "got \"yes\"",
+                   "allowHostDestinations[4]: \"10.215.0.1/32\" is already listed at [3]"}));
+  EXPECT_EQ(policyProblems("allowHostDestinations: true\n"),
+            Lines({"allowHostDestinations: expected an array, got boolean"}));
+}
+
 TEST(HostPolicyFile, EveryViolationAtOnce) {
   EXPECT_EQ(policyProblems("maxTtlSeconds: 0\nmaxPidsMax: many\nallowedBackends: [qemu]\n"
                            "extra: 1\n"),

@@ -180,5 +180,31 @@ TEST(RebindingGuard, RefusesLoopbackLinkLocalAndConfiguredRangesOnly) {
       << "without the cell's subnet configured";
 }
 
+// Issue 14: IPv6 forms that stand for an IPv4 loopback (or any guarded IPv4 address) are refused
+// as that address, whatever route the cell has.
+TEST(RebindingGuard, RefusesEveryIpv6FormThatEmbedsAGuardedIpv4Address) {
+  std::vector<DnsAddressRange> configured = {*parseAddressRange("10.213.0.4/30")};
+  auto v6 = [&](const char* text) {
+    std::array<uint8_t, 16> bytes{};
+    EXPECT_EQ(inet_pton(AF_INET6, text, bytes.data()), 1) << text;
+    return rebindingGuarded(bytes, configured);
+  };
+  EXPECT_TRUE(v6("::127.0.0.1")) << "IPv4-compatible loopback";
+  EXPECT_TRUE(v6("::ffff:127.0.0.1")) << "IPv4-mapped loopback";
+  EXPECT_TRUE(v6("::ffff:0:7f00:1")) << "SIIT loopback";
+  EXPECT_TRUE(v6("64:ff9b::7f00:1")) << "NAT64 loopback";
+  EXPECT_TRUE(v6("64:ff9b::127.0.0.1"));
+  EXPECT_TRUE(v6("64:ff9b:1:7f00:0:100::")) << "NAT64 local-use /48 loopback (u-octet skipped)";
+  EXPECT_TRUE(v6("2002:7f00:1::1")) << "6to4 around loopback";
+  EXPECT_TRUE(v6("2001:0:7f00:1::1")) << "Teredo server loopback";
+  EXPECT_TRUE(v6("2001:0:5db8:1:0:0:80ff:fffe")) << "Teredo client 127.0.0.1, stored inverted";
+  EXPECT_TRUE(v6("64:ff9b::a9fe:a9fe")) << "NAT64 cloud metadata";
+  EXPECT_TRUE(v6("::ffff:0:a9fe:a9fe")) << "SIIT link-local";
+  EXPECT_TRUE(v6("64:ff9b::ad5:6")) << "NAT64 form of the cell's own subnet";
+  EXPECT_FALSE(v6("64:ff9b::5db8:d822")) << "NAT64 of a public address: not the guard's business";
+  EXPECT_FALSE(v6("2002:5db8:d822::1"));
+  EXPECT_FALSE(v6("2001:0:5db8:d822::a247:27dd")) << "Teredo: server and client both public";
+}
+
 }  // namespace
 }  // namespace cellos::core

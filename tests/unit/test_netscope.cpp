@@ -82,19 +82,92 @@ TEST(NftRules, DefaultDropWithEveryDeclaredRuleInOrder) {
   auto rules = nftRules(samplePlan());
   std::vector<std::string> ids;
   for (const auto& r : rules) ids.push_back(r.chain + "/" + r.id + "/" + r.verdict);
-  EXPECT_EQ(
-      ids, (std::vector<std::string>{"output/loopback/accept", "output/established/accept",
-                                     "output/resolver:corp-dns/accept", "output/resolver:v6/accept",
-                                     "output/egress[0]/accept", "output/egress[1]:v4/accept",
-                                     "output/egress[1]:v6/accept", "output/egress[2]/accept",
-                                     "output/default-drop/drop", "input/input-loopback/accept",
-                                     "input/input-established/accept", "input/input-drop/drop"}));
-  EXPECT_EQ(rules[2].match, "ip daddr 10.214.0.53 udp dport 53 meta skuid 997");
-  EXPECT_EQ(rules[3].match, "ip6 daddr fd00::53 tcp dport 53 meta skuid 997");
-  EXPECT_EQ(rules[4].match, "ip daddr 10.214.0.0/24 tcp dport 8080");
-  EXPECT_EQ(rules[5].match, "ip daddr @egress_1_v4 tcp dport 443");
-  EXPECT_EQ(rules[6].match, "ip6 daddr @egress_1_v6 tcp dport 443");
-  EXPECT_EQ(rules[7].match, "ip6 daddr fd00:10::/32 udp dport 53");
+  EXPECT_EQ(ids, (std::vector<std::string>{
+                     "output/loopback/accept", "output/established/accept",
+                     "output/host-destination:v4/drop", "output/host-destination:v6/drop",
+                     "output/resolver:corp-dns/accept", "output/resolver:v6/accept",
+                     "output/egress[0]/accept", "output/egress[1]:v4/accept",
+                     "output/egress[1]:v6/accept", "output/egress[2]/accept",
+                     "output/default-drop/drop", "input/input-loopback/accept",
+                     "input/input-established/accept", "input/input-drop/drop"}));
+  EXPECT_EQ(rules[2].match, "ip daddr @host_v4");
+  EXPECT_EQ(rules[3].match, "ip6 daddr @host_v6");
+  EXPECT_EQ(rules[4].match, "ip daddr 10.214.0.53 udp dport 53 meta skuid 997");
+  EXPECT_EQ(rules[5].match, "ip6 daddr fd00::53 tcp dport 53 meta skuid 997");
+  EXPECT_EQ(rules[6].match, "ip daddr 10.214.0.0/24 tcp dport 8080");
+  EXPECT_EQ(rules[7].match, "ip daddr @egress_1_v4 tcp dport 443");
+  EXPECT_EQ(rules[8].match, "ip6 daddr @egress_1_v6 tcp dport 443");
+  EXPECT_EQ(rules[9].match, "ip6 daddr fd00:10::/32 udp dport 53");
+}
+
+// Issue 14: the host is never a destination. The drop of host destinations comes before every
+// accept a document controls (resolvers, cidr rules, host rules), and only the policy's
+// allowHostDestinations are exempt from it.
+TEST(NftRules, HostDestinationsAreDroppedBeforeEveryAcceptADocumentControls) {
+  NftPlan plan = samplePlan();
+  plan.egress.push_back({std::nullopt, "0.0.0.0/0", 7000, "tcp"});
+  plan.egress.push_back({std::nullopt, "::/0", 7000, "tcp"});
+  plan.hostDestinations =
+      hostDestinationRanges({"10.215.0.1", "10.213.0.1", "2001:db8::7"}, "10.213.0.0/16");
+  auto rules = nftRules(plan);
+  size_t firstDrop = rules.size(), firstDocumentAccept = rules.size();
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (rules[i].id.rfind("host-destination:", 0) == 0 && firstDrop == rules.size()) firstDrop = i;
+    bool document = rules[i].id.rfind("resolver:", 0) == 0 || rules[i].id.rfind("egress[", 0) == 0;
+    if (document && firstDocumentAccept == rules.size()) firstDocumentAccept = i;
+  }
+  ASSERT_LT(firstDrop, rules.size());
+  EXPECT_LT(firstDrop, firstDocumentAccept);
+  EXPECT_EQ(rules[firstDrop].match, "ip daddr @host_v4");
+  EXPECT_EQ(rules[firstDrop + 1].match, "ip6 daddr @host_v6");
+  EXPECT_EQ(rules[firstDrop].verdict, "drop");
+  EXPECT_EQ(rules[0].id, "loopback") << "the cell's own lo (its DNS helper) stays reachable";
+
+  std::string text = nftRuleset(plan);
+  EXPECT_NE(text.find("  set host_v4 { type ipv4_addr; flags interval; elements = { 0.0.0.0/8, "
+                      "10.213.0.0/16, 10.215.0.1, 127.0.0.0/8, 169.254.0.0/16 }; }\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("  set host_v6 { type ipv6_addr; flags interval; elements = { ::/96, "
+                      "::ffff:0.0.0.0/96, ::ffff:0:0:0/96, 64:ff9b::/96, 64:ff9b:1::/48, "
+                      "2001::/32, 2001:db8::7, 2002::/16, fe80::/10 }; }\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("host_allowed"), std::string::npos) << "nothing allowed, no exemption";
+  // In the output chain the drop is written before the first accept of a resolver or rule.
+  size_t drop = text.find("ip daddr @host_v4 counter drop comment \"host-destination:v4\"");
+  ASSERT_NE(drop, std::string::npos) << text;
+  EXPECT_LT(drop, text.find("comment \"resolver:corp-dns\""));
+  EXPECT_LT(drop, text.find("ip daddr 0.0.0.0/0 tcp dport 7000 counter accept"));
+  EXPECT_LT(text.find("ip6 daddr @host_v6 counter drop"),
+            text.find("ip6 daddr ::/0 tcp dport 7000"));
+
+  // A plan nobody told about the host still keeps the built-in destinations out.
+  std::string untold = nftRuleset(samplePlan());
+  EXPECT_NE(untold.find("elements = { 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16 }"), std::string::npos)
+      << untold;
+
+  // The policy's grant: one host address exempt, by family.
+  plan.allowedHostDestinations = parseIpRanges({"10.215.0.1/32"});
+  rules = nftRules(plan);
+  EXPECT_EQ(rules[firstDrop].match, "ip daddr @host_v4 ip daddr != @host_allowed_v4");
+  EXPECT_EQ(rules[firstDrop + 1].match, "ip6 daddr @host_v6") << "no IPv6 grant";
+  text = nftRuleset(plan);
+  EXPECT_NE(text.find("  set host_allowed_v4 { type ipv4_addr; flags interval; auto-merge; "
+                      "elements = { 10.215.0.1 }; }\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("host_allowed_v6"), std::string::npos);
+
+  // The launcher's refresh when the host's addresses change: both sets replaced at once.
+  plan.hostDestinations = hostDestinationRanges({"10.215.0.2"}, "10.213.0.0/16");
+  EXPECT_EQ(nftHostDestinationElements(plan),
+            "flush set inet cellos host_v4\n"
+            "add element inet cellos host_v4 { 0.0.0.0/8, 10.213.0.0/16, 10.215.0.2, 127.0.0.0/8, "
+            "169.254.0.0/16 }\n"
+            "flush set inet cellos host_v6\n"
+            "add element inet cellos host_v6 { ::/96, ::ffff:0.0.0.0/96, ::ffff:0:0:0/96, "
+            "64:ff9b::/96, 64:ff9b:1::/48, 2001::/32, 2002::/16, fe80::/10 }\n");
 }
 
 TEST(NftRules, RulesetDeclaresSetsChainsCountersAndComments) {
@@ -114,8 +187,8 @@ TEST(NftRules, RulesetDeclaresSetsChainsCountersAndComments) {
     ++rules;
   for (size_t p = text.find(" counter "); p != std::string::npos; p = text.find(" counter ", p + 1))
     ++counters;
-  EXPECT_EQ(rules, 12u);
-  EXPECT_EQ(counters, 12u);
+  EXPECT_EQ(rules, 14u);
+  EXPECT_EQ(counters, 14u);
 }
 
 TEST(NftLearnedElements, AddsDeduplicatedAddressesWithTimeoutRefreshingOldOnes) {
