@@ -179,7 +179,7 @@ void EventDaemons::startHelpers() {
   launch("dns", "cellos-dns-helper", {"--socket=" + socket("dns")}, {});
 }
 
-void EventDaemons::startBroker(std::vector<std::string> extra) {
+void EventDaemons::startBroker(std::vector<std::string> extra, std::vector<std::string> env) {
   std::vector<std::string> args = {
       "--socket=" + socket("broker"), "--signer-socket=" + socket("signer"),
       "--vmm-socket=" + socket("vmm"), "--dns-socket=" + socket("dns"), "--events=" + eventsPath(),
@@ -187,7 +187,7 @@ void EventDaemons::startBroker(std::vector<std::string> extra) {
       // In the test's state directory: a host without /var/lib/cellos must not fail the start.
       "--export-root=" + stateDir_ + "/exports"};
   args.insert(args.end(), extra.begin(), extra.end());
-  launch("broker", "cellos-broker", args, {});
+  launch("broker", "cellos-broker", args, env);
 }
 
 void EventDaemons::startForwarder(const std::string& natsUrl, std::vector<std::string> extra) {
@@ -203,9 +203,15 @@ bool EventDaemons::running(const std::string& name) {
   int status = 0;
   if (waitpid(it->second, &status, WNOHANG) == it->second) {
     it->second = -1;
+    statuses_[name] = status;
     return false;
   }
   return true;
+}
+
+int EventDaemons::lastStatus(const std::string& name) const {
+  auto it = statuses_.find(name);
+  return it == statuses_.end() ? -1 : it->second;
 }
 
 pid_t EventDaemons::pid(const std::string& name) const {
@@ -223,6 +229,7 @@ int EventDaemons::stop(const std::string& name) {
     waitpid(p, &status, 0);
   }
   pids_[name] = -1;
+  statuses_[name] = status;
   return status;
 }
 
@@ -237,6 +244,7 @@ void EventDaemons::kill9(const std::string& name) {
   int status = 0;
   waitpid(it->second, &status, 0);
   it->second = -1;
+  statuses_[name] = status;
 }
 
 std::string EventDaemons::log(const std::string& name) const {

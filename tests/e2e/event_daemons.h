@@ -24,7 +24,7 @@ class EventDaemons {
   // does not come. `extra` are added options; `env` the daemon's environment.
   void startSigner(std::vector<std::string> extra = {}, std::vector<std::string> env = {});
   void startHelpers();  // vmm-agent and dns-helper
-  void startBroker(std::vector<std::string> extra = {});
+  void startBroker(std::vector<std::string> extra = {}, std::vector<std::string> env = {});
   // cellos-event-forwarder following the broker's log (its cursor under <stateDir>/forwarder).
   void startForwarder(const std::string& natsUrl, std::vector<std::string> extra = {});
   void startAll(std::vector<std::string> brokerExtra = {}) {
@@ -43,6 +43,8 @@ class EventDaemons {
   // SIGKILL and reap.
   void kill9(const std::string& name);
   bool running(const std::string& name);
+  // The wait status of the daemon's last exit seen by stop(), kill9() or running(); -1 if none.
+  int lastStatus(const std::string& name) const;
   pid_t pid(const std::string& name) const;
 
   // Everything the daemon wrote to stderr so far (across restarts).
@@ -65,6 +67,7 @@ class EventDaemons {
   std::string stateDir_;
   std::string runtimeDir_;
   std::map<std::string, pid_t> pids_;
+  std::map<std::string, int> statuses_;
   std::map<std::string, uint64_t> fileSizeLimits_;
 };
 
