@@ -114,9 +114,8 @@ std::vector<std::shared_ptr<RunRecord>> BrokerState::visibleTo(uid_t uid) const 
   for (const auto& [id, record] : runs_) {
     if (uid == 0 || record->owner == uid) out.push_back(record);
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return a->submittedMicros > b->submittedMicros;
-  });
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a->submittedMicros > b->submittedMicros; });
   return out;
 }
 
@@ -156,7 +155,7 @@ class ForwardingSink final : public ipc::OutputSink::Server {
   explicit ForwardingSink(kj::Maybe<ipc::OutputSink::Client> client) : client_(kj::mv(client)) {}
 
   kj::Promise<void> write(WriteContext context) override {
-    KJ_IF_MAYBE(client, client_) {
+    KJ_IF_MAYBE (client, client_) {
       auto params = context.getParams();
       auto request = client->writeRequest();
       request.setStream(params.getStream());
@@ -167,7 +166,7 @@ class ForwardingSink final : public ipc::OutputSink::Server {
   }
 
   kj::Promise<void> done(DoneContext) override {
-    KJ_IF_MAYBE(client, client_) {
+    KJ_IF_MAYBE (client, client_) {
       return client->doneRequest().send().ignoreResult().catch_([](kj::Exception&&) {});
     }
     return kj::READY_NOW;
@@ -180,12 +179,17 @@ class ForwardingSink final : public ipc::OutputSink::Server {
 class RunServer final : public ipc::Run::Server {
  public:
   RunServer(BrokerState& state, std::shared_ptr<RunRecord> record, bool cancelOnRelease)
-      : state_(state), record_(std::move(record)), cancelOnRelease_(cancelOnRelease) {}
+      : state_(state),
+        stateAlive_(state.aliveFlag()),
+        record_(std::move(record)),
+        cancelOnRelease_(cancelOnRelease) {}
 
   // The submitting client went away (closed the connection or dropped the capability) without
   // detaching: nobody can see the output any more, so stop the workload; teardown still runs.
+  // Not once the broker's state is gone (BrokerState::aliveFlag): the broker is exiting, and
+  // its cells go with its connection to the VM launcher.
   ~RunServer() noexcept(false) {
-    if (cancelOnRelease_) state_.cancel(record_);
+    if (cancelOnRelease_ && *stateAlive_) state_.cancel(record_);
   }
 
   kj::Promise<void> info(InfoContext context) override {
@@ -225,6 +229,7 @@ class RunServer final : public ipc::Run::Server {
 
  private:
   BrokerState& state_;
+  std::shared_ptr<const bool> stateAlive_;
   std::shared_ptr<RunRecord> record_;
   bool cancelOnRelease_;
 };

@@ -36,6 +36,13 @@ class BrokerState : private kj::TaskSet::ErrorHandler {
   // At most `maxConcurrent` cells run at once (at least 1). With a journal, every run is
   // recorded there from admission until its destroyed event is durable.
   BrokerState(BrokerContext& context, size_t maxConcurrent = 4, RunJournal* journal = nullptr);
+  ~BrokerState() noexcept(false) { *alive_ = false; }
+
+  // False once this state is gone. Cap'n Proto decides when a client's Run capability is
+  // released: one whose call was in flight when its client died can be released by the event
+  // loop's own destructor, after this state (on serve()'s stack) has gone. Such a capability
+  // holds this flag and touches nothing when it is false.
+  std::shared_ptr<const bool> aliveFlag() const { return alive_; }
 
   BrokerContext& context;
   kj::TaskSet tasks;
@@ -59,6 +66,7 @@ class BrokerState : private kj::TaskSet::ErrorHandler {
   void start(std::shared_ptr<RunRecord> record);
   void finished(const std::shared_ptr<RunRecord>& record, RunOutcome outcome);
 
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   size_t maxConcurrent_;
   RunJournal* journal_;
   size_t running_ = 0;
