@@ -40,6 +40,7 @@
 #include <cstring>
 #include <fstream>
 #include <thread>
+#include <tuple>
 
 #include <kj/debug.h>
 
@@ -321,33 +322,34 @@ int main(int argc, char** argv) {
   app.add_option("--connect-timeout", options.connectTimeoutSeconds,
                  "seconds to wait for the helpers' sockets at start")
       ->capture_default_str();
+  // Testing seams, hidden from --help (docs/operations.md, "Fault injection").
+  const std::vector<std::string> phases = {"admission", "network_scope", "secrets", "run",
+                                           "export",    "destroy",       "revoke"};
   app.add_option("--test-fault-phase", options.testFaultPhase,
                  "fault-injection tests: every run fails in this phase (needs "
                  "--enable-test-faults)")
-      ->check(CLI::IsMember(
-          {"admission", "network_scope", "secrets", "run", "export", "destroy", "revoke"}))
-      ->group("");  // hidden
+      ->check(CLI::IsMember(phases))
+      ->group("");
   app.add_option("--test-hold-phase", options.testHoldPhase,
                  "peer-death tests: every run stops for good in this phase, its helper call in "
                  "flight (needs --enable-test-faults)")
-      ->check(CLI::IsMember(
-          {"admission", "network_scope", "secrets", "run", "export", "destroy", "revoke"}))
-      ->group("");  // hidden
+      ->check(CLI::IsMember(phases))
+      ->group("");
   app.add_flag("--enable-test-faults", options.enableTestFaults,
-               "allow --test-fault-phase (a broker for tests, never for real cells)")
+               "allow --test-fault-phase and --test-hold-phase (a broker for tests, never for "
+               "real cells)")
       ->group("");  // hidden
   CLI11_PARSE(app, argc, argv);
-  if (!options.testHoldPhase.empty() && !options.enableTestFaults) {
-    fprintf(stderr,
-            "cellos-broker: --test-hold-phase stops every run and is for tests only; it needs "
-            "--enable-test-faults as well\n");
-    return 2;
-  }
-  if (!options.testFaultPhase.empty() && !options.enableTestFaults) {
-    fprintf(stderr,
-            "cellos-broker: --test-fault-phase makes every run fail and is for tests only; "
-            "it needs --enable-test-faults as well\n");
-    return 2;
+  for (const auto& [option, value, effect] :
+       {std::tuple{"--test-fault-phase", &options.testFaultPhase, "makes every run fail"},
+        std::tuple{"--test-hold-phase", &options.testHoldPhase, "stops every run"}}) {
+    if (!value->empty() && !options.enableTestFaults) {
+      fprintf(stderr,
+              "cellos-broker: %s %s and is for tests only; it needs --enable-test-faults as "
+              "well\n",
+              option, effect);
+      return 2;
+    }
   }
   return privsep::runDaemon("cellos-broker", options.common.logLevel,
                             [&]() { return serve(options); });
