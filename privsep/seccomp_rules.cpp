@@ -29,15 +29,42 @@ namespace {
 // readlink of /proc/self/exe, getpid/gettid for the report header, sched_yield while another
 // thread reports; a pipe2 pair to probe whether memory is readable before it dereferences it,
 // as UBSan's checks and the unwinder do), unwinding (sigaltstack, rt_sigaction, rt_sigprocmask),
-// its allocator (mmap/munmap/mprotect), and dying (exit_group). madvise stays answered by errno
-// where a profile says so: the runtime ignores its result.
-constexpr std::string_view kSanitizerRuntime[] = {
-    "write",         "writev",      "read",         "pread64",        "openat",   "open",
-    "close",         "fstat",       "newfstatat",   "lseek",          "readlink", "readlinkat",
-    "getpid",        "gettid",      "getppid",      "sched_yield",    "mmap",     "munmap",
-    "mprotect",      "sigaltstack", "rt_sigaction", "rt_sigprocmask", "prctl",    "futex",
-    "clock_gettime", "getrlimit",   "prlimit64",    "uname",          "pipe2",    "pipe",
-    "exit",          "exit_group"};
+// its allocator (mmap/munmap/mprotect), a new thread's start in a threaded daemon
+// (sched_getaffinity: libnats's threads in the forwarder), and dying (exit_group). madvise stays
+// answered by errno where a profile says so: the runtime ignores its result.
+constexpr std::string_view kSanitizerRuntime[] = {"write",
+                                                  "writev",
+                                                  "read",
+                                                  "pread64",
+                                                  "openat",
+                                                  "open",
+                                                  "close",
+                                                  "fstat",
+                                                  "newfstatat",
+                                                  "lseek",
+                                                  "readlink",
+                                                  "readlinkat",
+                                                  "getpid",
+                                                  "gettid",
+                                                  "getppid",
+                                                  "sched_yield",
+                                                  "mmap",
+                                                  "munmap",
+                                                  "mprotect",
+                                                  "sigaltstack",
+                                                  "rt_sigaction",
+                                                  "rt_sigprocmask",
+                                                  "prctl",
+                                                  "futex",
+                                                  "clock_gettime",
+                                                  "getrlimit",
+                                                  "prlimit64",
+                                                  "uname",
+                                                  "pipe2",
+                                                  "pipe",
+                                                  "sched_getaffinity",
+                                                  "exit",
+                                                  "exit_group"};
 #else
 constexpr std::span<const std::string_view> kSanitizerRuntime{};
 #endif

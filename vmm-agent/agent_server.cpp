@@ -60,7 +60,13 @@ kj::Promise<T> LauncherLink::serialized(kj::Function<kj::Promise<T>()> request) 
   auto* fulfiller = answer.fulfiller.get();
   // Fulfilling an answer nobody waits for any more is a no-op.
   exchanges_.add(
-      previous.then(kj::mv(request))
+      previous
+          .then([this, request = kj::mv(request)]() mutable -> kj::Promise<T> {
+            KJ_IF_MAYBE (why, broken_.why) {
+              return kj::cp(*why);
+            }
+            return request();
+          })
           .then([fulfiller](T&& value) { fulfiller->fulfill(kj::mv(value)); },
                 [fulfiller](kj::Exception&& e) { fulfiller->reject(kj::mv(e)); })
           .attach(kj::mv(answer.fulfiller),
@@ -74,13 +80,25 @@ void LauncherLink::taskFailed(kj::Exception&& exception) {
 
 kj::Promise<kj::Own<capnp::MessageReader>> LauncherLink::exchange(
     capnp::MessageBuilder& request, kj::ArrayPtr<kj::AutoCloseFd> fdSpace) {
-  return capnp::writeMessage(*stream_, nullptr, request).then([this, fdSpace]() {
-    return capnp::readMessage(*stream_, fdSpace, launcherReaderOptions())
-        .then([fdSpace](capnp::MessageReaderAndFds result) {
-          KJ_REQUIRE(result.fds.size() == 0 || result.fds.begin() == fdSpace.begin());
-          return kj::mv(result.reader);
-        });
-  });
+  return capnp::writeMessage(*stream_, nullptr, request)
+      .then([this, fdSpace]() {
+        return capnp::readMessage(*stream_, fdSpace, launcherReaderOptions())
+            .then([fdSpace](capnp::MessageReaderAndFds result) {
+              KJ_REQUIRE(result.fds.size() == 0 || result.fds.begin() == fdSpace.begin());
+              return kj::mv(result.reader);
+            });
+      })
+      .catch_([this](kj::Exception&& e) -> kj::Own<capnp::MessageReader> {
+        // Writing or reading failed part-way (a dead launcher, a reply too large to read whose
+        // body is still on the socket): the stream is out of step for good.
+        if (broken_.why == nullptr) {
+          spdlog::critical("the link to the launcher broke: {}", e.getDescription().cStr());
+          broken_.why = kj::cp(e);
+          stream_->shutdownWrite();
+          broken_.fulfiller->fulfill();
+        }
+        kj::throwFatalException(kj::mv(e));
+      });
 }
 
 kj::Promise<LaunchedFds> LauncherLink::launch(ipc::CellRequest::Reader request) {
@@ -280,6 +298,7 @@ void AgentState::taskFailed(kj::Exception&& exception) {
 }
 
 kj::Promise<void> AgentState::shutDown(kj::Duration limit) {
+  shuttingDown_ = true;
   // Copy first: abandon() does not erase, but a teardown that completes at once could.
   std::vector<CellAbandoner*> alive;
   for (auto& [id, cell] : cells) alive.push_back(cell);
@@ -291,7 +310,7 @@ kj::Promise<void> AgentState::shutDown(kj::Duration limit) {
             "start",
             liveCells.size());
       }))
-      .then([this]() { closed_ = true; });
+      .then([this]() { close(); });
 }
 
 namespace {
@@ -341,6 +360,7 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
         startFd_(kj::mv(fds.startFd)),
         statusFd_(kj::mv(fds.statusFd)),
         deadlines_(deadlines) {
+    serial = state_->nextSerial++;
     state_->cells[cellId_] = this;
     auto paf = kj::newPromiseAndFulfiller<void>();
     finished_ = paf.promise.fork();
@@ -356,10 +376,17 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
                  })
                  .eagerlyEvaluate(nullptr);
     }
+    // Launched while the agent was stopping: nobody will use it. Its teardown joins the tasks
+    // shutDown() is waiting for.
+    if (state_->shuttingDown()) {
+      spdlog::info("cell {}: launched while the agent stops; tearing down", cellId_);
+      teardown();
+    }
   }
 
   ~CellServer() noexcept(false) {
-    state_->cells.erase(cellId_);
+    auto entry = state_->cells.find(cellId_);
+    if (entry != state_->cells.end() && entry->second == this) state_->cells.erase(entry);
     if (destroyed_) return;
     if (state_->closed()) {
       // Released by the RPC system after the agent stopped (see AgentState): no new work in an
@@ -583,6 +610,14 @@ class CellServer final : public ipc::Cell::Server, public CellAbandoner {
     KJ_IF_MAYBE (running, teardown_) {
       return running->addBranch();
     }
+    if (state_->closed()) {
+      // The event loop is going (or gone): no new work in it. The cell's processes die now; the
+      // rest is the next start's reaper's.
+      destroyed_ = true;
+      signalInit(SIGKILL);
+      pidFd_ = nullptr;
+      return std::vector<std::string>{"left to the reaper: the agent was stopping"};
+    }
     destroyed_ = true;
     startFd_ = nullptr;  // a cell that never started aborts instead of running
     signalInit(SIGKILL);
@@ -671,9 +706,9 @@ struct CreatedCell {
 }  // namespace
 
 VmmAgentServer::~VmmAgentServer() noexcept(false) {
-  for (const auto& id : cellIds_) {
+  for (const auto& [id, serial] : cells_) {
     auto it = state_->cells.find(id);
-    if (it != state_->cells.end()) it->second->abandon();
+    if (it != state_->cells.end() && it->second->serial == serial) it->second->abandon();
   }
 }
 
@@ -687,7 +722,11 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
              backend);
   KJ_REQUIRE(request.getArgv().size() > 0, "argv must not be empty");
   KJ_REQUIRE(!state_->liveCells.count(cellId), "a cell with this id is already running", cellId);
+  KJ_REQUIRE(!state_->shuttingDown(), "the agent is stopping");
   state_->liveCells.insert(cellId);
+  // Until the launch is under way, a throw (copying the request can fail on the broker's
+  // data) must not leave the id counted as running.
+  KJ_ON_SCOPE_FAILURE(state_->liveCells.erase(cellId));
   CellDeadlines deadlines{request.getTimeoutMs(), request.getGracefulShutdownSeconds(),
                           request.getTtlSeconds()};
   // Launching runs to its end whatever happens to this call: if the broker dies half-way, the
@@ -717,6 +756,9 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
     // The caller's branch reports the failure.
   }));
   return created.addBranch().then([this, cellId, context](CreatedCell cell) mutable {
+    uint64_t serial = 0;
+    auto entry = state_->cells.find(cellId);
+    if (entry != state_->cells.end()) serial = entry->second->serial;
     auto results = context.getResults();
     auto network = results.initNetwork();
     network.setUplinkInterface(cell.network.uplinkInterface);
@@ -737,7 +779,7 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
     results.setCell(kj::mv(cell.cell));
     // The call holds this server, so the connection is still there: its cells are ours to
     // abandon when it goes.
-    cellIds_.push_back(cellId);
+    if (serial != 0) cells_.emplace_back(cellId, serial);
   });
 }
 

@@ -71,6 +71,11 @@ class LauncherLink : private kj::TaskSet::ErrorHandler {
                                                        ipc::SecretBundle::Reader bundle);
   kj::Promise<void> allowEgress(const std::string& cellId, ipc::EgressAddresses::Reader addresses);
 
+  // Resolves when an exchange failed part-way (the launcher half died, or sent what we cannot
+  // read): the stream is then out of step for good, so every later request fails at once and
+  // the agent stops (a restart reaps what the launcher left).
+  kj::Promise<void> onBroken() { return broken_.promise.addBranch(); }
+
  private:
   // Runs `request` after every earlier one has finished, so replies cannot interleave.
   template <typename T>
@@ -82,6 +87,16 @@ class LauncherLink : private kj::TaskSet::ErrorHandler {
 
   kj::Own<kj::AsyncCapabilityStream> stream_;
   kj::Promise<void> tail_ = kj::READY_NOW;
+  struct Broken {
+    Broken() {
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      promise = paf.promise.fork();
+      fulfiller = kj::mv(paf.fulfiller);
+    }
+    kj::ForkedPromise<void> promise = nullptr;
+    kj::Own<kj::PromiseFulfiller<void>> fulfiller;
+    kj::Maybe<kj::Exception> why;
+  } broken_;
   kj::TaskSet exchanges_;  // declared after stream_: cancelled before it goes
 };
 
@@ -89,6 +104,8 @@ class LauncherLink : private kj::TaskSet::ErrorHandler {
 class CellAbandoner {
  public:
   virtual void abandon() = 0;
+  // Unique per cell for the agent's lifetime (cell ids repeat: one document, many runs).
+  uint64_t serial = 0;
 
  protected:
   ~CellAbandoner() = default;
@@ -110,8 +127,10 @@ class AgentState final : public kj::Refcounted, private kj::TaskSet::ErrorHandle
   kj::AsyncIoContext& io;
   LauncherLink launcher;
   std::set<std::string> liveCells;
-  // Cells whose capability is still held somewhere, by id; a cell removes itself when it goes.
+  // Cells whose capability is still held somewhere, by id; a cell removes its own entry (not a
+  // later cell's of the same id) when it goes.
   std::map<std::string, CellAbandoner*> cells;
+  uint64_t nextSerial = 1;
   kj::TaskSet tasks;
 
   // Output beyond this many bytes per stream is drained but not relayed.
@@ -121,6 +140,11 @@ class AgentState final : public kj::Refcounted, private kj::TaskSet::ErrorHandle
   // and the teardowns get up to `limit` to finish. Resolves when they have (or the limit
   // passed); the state is closed from then on.
   kj::Promise<void> shutDown(kj::Duration limit);
+  // From the first line of shutDown() on: no new cell is accepted, and one whose launch was
+  // already under way is torn down as soon as it exists.
+  bool shuttingDown() const { return shuttingDown_; }
+  // Closes the state however serve() ends (also by an exception): see closed().
+  void close() { closed_ = true; }
 
   // True once shutDown() has resolved: the event loop is about to go, so a cell released after
   // this must not start work in it (it kills its init and leaves the rest to the next start's
@@ -129,6 +153,7 @@ class AgentState final : public kj::Refcounted, private kj::TaskSet::ErrorHandle
 
  private:
   void taskFailed(kj::Exception&& exception) override;
+  bool shuttingDown_ = false;
   bool closed_ = false;
 };
 
@@ -143,7 +168,9 @@ class VmmAgentServer final : public ipc::VmmAgent::Server {
 
  private:
   kj::Own<AgentState> state_;
-  std::vector<std::string> cellIds_;  // created through this connection
+  // Created through this connection: id and serial, so that a later cell of the same id made
+  // through another connection is never abandoned with ours.
+  std::vector<std::pair<std::string, uint64_t>> cells_;
 };
 
 }  // namespace cellos::vmm

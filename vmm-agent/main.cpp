@@ -158,6 +158,9 @@ int serve(const Options& options) {
   auto state = kj::refcounted<vmm::AgentState>(
       io, io.lowLevelProvider->wrapUnixSocketFd(kj::AutoCloseFd(launcherFd),
                                                 kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC));
+  // However serve() ends (also by an exception), a capability the event loop's destructor
+  // releases finds the state closed.
+  KJ_DEFER(state->close());
   privsep::installSeccomp(vmm::kAgentProfile);
 
   // Only the broker (and root, for administration) may connect. We send it one fd per message
@@ -172,11 +175,18 @@ int serve(const Options& options) {
       });
   privsep::signalReady(options.common.readyFd);
   spdlog::info("serving on {}", options.common.socketPath);
+  // A broken link to the launcher half (it died) ends the agent too: it cannot build or
+  // destroy cells any more, and its successor's reaper cleans up what the launcher left.
   int signal = listener->run()
                    .then([]() { return 0; })
                    .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort))
+                   .exclusiveJoin(state->launcher.onBroken().then([]() { return -1; }))
                    .wait(io.waitScope);
-  spdlog::info("shutting down on signal {}", signal);
+  if (signal < 0) {
+    spdlog::critical("lost the launcher half; exiting");
+  } else {
+    spdlog::info("shutting down on signal {}", signal);
+  }
   // Dropping the listener drops every connection; then every cell still alive is torn down,
   // whoever holds its capability, and the teardowns run to completion (bounded) so no cell
   // outlives the agent; whatever does not finish is reaped by the next start. A capability the
@@ -184,6 +194,7 @@ int serve(const Options& options) {
   // closed.
   listener = nullptr;
   state->shutDown(10 * kj::SECONDS).wait(io.waitScope);
+  if (signal < 0) return 1;
   return 0;
 }
 
