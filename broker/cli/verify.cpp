@@ -1,4 +1,5 @@
 #include "broker/cli/commands.h"
+#include "broker/cli/keys.h"
 #include "core/log_verifier.h"
 #include "core/verifiability.h"
 
@@ -98,22 +99,8 @@ bool verifyFile(const std::string& file, core::LogVerifier& verifier) {
 }  // namespace
 
 int verifyCommand(const VerifyOptions& options) {
-  std::string keysetPath =
-      options.keysetPath.empty() ? options.stateDir + "/signer/keyset.json" : options.keysetPath;
-  std::ifstream keysetFile(keysetPath);
-  if (!keysetFile) {
-    std::cerr << "cellos verify: cannot read keyset " << keysetPath << ": " << std::strerror(errno)
-              << " (pass --keys FILE)\n";
-    return kExitUsage;
-  }
-  std::stringstream keysetText;
-  keysetText << keysetFile.rdbuf();
-  std::string error;
-  auto keys = core::parseKeyset(keysetText.str(), &error);
-  if (!keys) {
-    std::cerr << "cellos verify: keyset " << keysetPath << ": " << error << "\n";
-    return kExitUsage;
-  }
+  auto keys = readVerificationKeys(options.keysetPath, options.stateDir, "verify");
+  if (!keys) return kExitUsage;
   core::LogVerifier verifier(*keys, !options.noChain);
 
   // Dead letters: the directory given, or the one the broker keeps beside each log.

@@ -181,9 +181,11 @@ void EventDaemons::startHelpers() {
 
 void EventDaemons::startBroker(std::vector<std::string> extra) {
   std::vector<std::string> args = {
-      "--socket=" + socket("broker"),  "--signer-socket=" + socket("signer"),
-      "--vmm-socket=" + socket("vmm"), "--dns-socket=" + socket("dns"),
-      "--events=" + eventsPath(),      "--host-id=evtest"};
+      "--socket=" + socket("broker"), "--signer-socket=" + socket("signer"),
+      "--vmm-socket=" + socket("vmm"), "--dns-socket=" + socket("dns"), "--events=" + eventsPath(),
+      "--host-id=evtest",
+      // Its own export root: the default (/var/lib/cellos/exports) needs a set-up host.
+      "--export-root=" + stateDir_ + "/exports"};
   args.insert(args.end(), extra.begin(), extra.end());
   launch("broker", "cellos-broker", args, {});
 }
