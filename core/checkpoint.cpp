@@ -152,35 +152,43 @@ std::optional<Checkpoint> verifyCheckpoint(const SignedNote& note, const Keyset&
 std::optional<std::string> checkLogAgainstCheckpoints(const LogLeaves& log,
                                                       const std::vector<Checkpoint>& checkpoints) {
   const uint64_t held = log.leafHashes.size();
+  auto describe = [&](size_t i) {
+    return "checkpoint " + std::to_string(i + 1) + " (tree size " +
+           std::to_string(checkpoints[i].size) + ")";
+  };
+  // A cut tail is named against the largest checkpoint, so the whole missing range shows.
+  size_t largest = 0;
+  for (size_t i = 0; i < checkpoints.size(); ++i) {
+    if (checkpoints[i].size > checkpoints[largest].size) largest = i;
+  }
+  if (!checkpoints.empty() && checkpoints[largest].size > held) {
+    const uint64_t size = checkpoints[largest].size;
+    const uint64_t missing = size - held;
+    const uint64_t firstMissingSequence = held == 0 ? 0 : log.sequences[held - 1] + 1;
+    return describe(largest) + ": the log holds only " + std::to_string(held) +
+           " of its events: events " + std::to_string(firstMissingSequence) + ".." +
+           std::to_string(firstMissingSequence + missing - 1) + " (" + std::to_string(missing) +
+           ", tree leaves " + std::to_string(held) + ".." + std::to_string(size - 1) +
+           ") are missing from the end of the log";
+  }
   const Checkpoint* previous = nullptr;
   for (size_t i = 0; i < checkpoints.size(); ++i) {
     const Checkpoint& checkpoint = checkpoints[i];
-    const std::string which = "checkpoint " + std::to_string(i + 1) + " (tree size " +
-                              std::to_string(checkpoint.size) + ")";
-    if (checkpoint.size > held) {
-      uint64_t missing = checkpoint.size - held;
-      uint64_t firstMissingSequence = held == 0 ? 0 : log.sequences[held - 1] + 1;
-      return which + ": the log holds only " + std::to_string(held) + " of its events: events " +
-             std::to_string(firstMissingSequence) + ".." +
-             std::to_string(firstMissingSequence + missing - 1) + " (" + std::to_string(missing) +
-             ", tree leaves " + std::to_string(held) + ".." + std::to_string(checkpoint.size - 1) +
-             ") are missing from the end of the log";
-    }
     if (merkleRoot(log.leafHashes, checkpoint.size) != checkpoint.root) {
-      return which + ": the first " + std::to_string(checkpoint.size) +
+      return describe(i) + ": the first " + std::to_string(checkpoint.size) +
              " events of the log do not hash to its root (an event was rewritten, inserted or "
              "removed)";
     }
     if (previous) {
       if (checkpoint.size < previous->size) {
-        return which + ": smaller than checkpoint " + std::to_string(i) + " (" +
+        return describe(i) + ": smaller than checkpoint " + std::to_string(i) + " (" +
                std::to_string(previous->size) + ")";
       }
       if (previous->size > 0) {
         auto proof = merkleConsistencyProof(log.leafHashes, previous->size, checkpoint.size);
         if (!verifyMerkleConsistency(previous->size, checkpoint.size, previous->root,
                                      checkpoint.root, proof)) {
-          return which + ": not consistent with checkpoint " + std::to_string(i);
+          return describe(i) + ": not consistent with checkpoint " + std::to_string(i);
         }
       }
     }

@@ -211,6 +211,10 @@ bool LogVerifier::checkEvent(std::string_view file, size_t lineNumber, std::stri
   previousDssematerial_ = dssematerial;
   previousKeyId_ = verified.keyId;
   ++eventsVerified_;
+  if (leaves_) {
+    leaves_->leafHashes.push_back(checkpointLeafHash(dssematerial));
+    leaves_->sequences.push_back(*sequence);
+  }
   return true;
 }
 

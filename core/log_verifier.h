@@ -14,6 +14,7 @@
 //     signing and writing) are declared by a signed `log.v1.resumed` event right after the gap,
 //     naming the last event the log does hold. An undeclared gap is a failure.
 
+#include "core/checkpoint.h"
 #include "core/signing.h"
 
 #include <nlohmann/json.hpp>
@@ -100,6 +101,10 @@ class LogVerifier {
   // preferably does not, feed that partial line first). Returns false if verification has failed.
   bool finishFile(std::string_view file, size_t lineNumber, bool lastLineHadNewline);
 
+  // From now on, appends each verified event's checkpoint leaf hash and sequence to `leaves`
+  // (which must outlive this), in chain order, dead-lettered events in their place.
+  void collectLeaves(LogLeaves* leaves) { leaves_ = leaves; }
+
   // The first failure, if any.
   const std::optional<VerifyFailure>& failure() const { return failure_; }
 
@@ -137,6 +142,7 @@ class LogVerifier {
   std::map<uint64_t, DeadLetter> deadLetters_;
   std::vector<KeyChange> keyChanges_;
   std::vector<DeclaredGap> declaredGaps_;
+  LogLeaves* leaves_ = nullptr;
 };
 
 }  // namespace cellos::core

@@ -76,6 +76,13 @@ int main(int argc, char** argv) {
                         "chain (default: <log>.dead-letter beside the log, when present)");
   verifyCmd->add_flag("--no-chain", verify.noChain,
                       "verify signatures only (events from other producers)");
+  verifyCmd->add_option("--checkpoint", verify.checkpointPath,
+                        "signed checkpoints (default none; the broker writes <log>.checkpoints): "
+                        "the log must hold exactly the tree each commits to, and each must be "
+                        "consistent with the one before");
+  verifyCmd->add_option("--prove", verify.proveSequence,
+                        "with --checkpoint: print the inclusion proof of the event with this "
+                        "sequence under the latest checkpoint covering it (JSON)");
 
   KeysOptions keysOptions;
   auto* keysCmd = app.add_subcommand(
