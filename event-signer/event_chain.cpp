@@ -120,9 +120,25 @@ std::vector<std::string> EventChain::signBatch(const std::vector<std::string>& u
     line += "\"sequence\":\"" + sequence + "\",\"cellosprev\":\"" + next.prevLink +
             "\",\"dssematerial\":\"" + dssematerial + "\"}";
     out.push_back(std::move(line));
-    unwritten_.emplace_back(next.nextSequence, core::checkpointLeafHash(dssematerial));
+    if (checkpoints_) {
+      unwritten_.emplace_back(next.nextSequence, core::checkpointLeafHash(dssematerial));
+    }
     next.nextSequence += 1;
     next.prevLink = core::chainLink(dssematerial);
+  }
+  if (!checkpoints_) {
+    // Checkpoints off: a tree turned on later starts after these events (a new origin).
+    tree_ = core::MerkleFrontier();
+    treeFromSequence_ = next.nextSequence;
+  } else if (unwritten_.size() > kMaxUnwritten) {
+    spdlog::warn(
+        "{} signed events were never reported written; the checkpoint tree starts "
+        "again at sequence {}",
+        unwritten_.size(), next.nextSequence);
+    unwritten_.clear();
+    tree_ = core::MerkleFrontier();
+    treeFromSequence_ = next.nextSequence;
+    lastCheckpointSize_ = 0;
   }
   // Persist before returning: a signature that leaves the process is always covered by the
   // durable head, so a restart continues after it.
@@ -138,7 +154,9 @@ std::vector<std::string> EventChain::signBatch(const std::vector<std::string>& u
   return out;
 }
 
-void EventChain::configureCheckpoints(std::string originPrefix, std::chrono::seconds interval) {
+void EventChain::configureCheckpoints(std::string originPrefix,
+                                      std::chrono::milliseconds interval) {
+  checkpoints_ = interval.count() > 0;
   originPrefix_ = std::move(originPrefix);
   checkpointInterval_ = interval;
   lastCheckpointSize_ = tree_.size();
@@ -158,6 +176,7 @@ std::string EventChain::checkpointOrigin() const {
 }
 
 std::string EventChain::written(uint64_t throughSequence, bool lostAfter, bool final) {
+  if (!checkpoints_) return "";
   bool changed = false;
   while (!unwritten_.empty() && unwritten_.front().first <= throughSequence) {
     // Only events of this tree, in order: an event from before the tree started is skipped.

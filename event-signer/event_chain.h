@@ -43,8 +43,14 @@ class EventChain {
 
   // Checkpoints: `originPrefix` + "/" + the tree's first sequence is the checkpoint origin
   // and key name (empty prefix: "cellos/<the chain's first keyid>"); one is due when
-  // `interval` has passed since the last and the tree grew. Call before the first written().
-  void configureCheckpoints(std::string originPrefix, std::chrono::seconds interval);
+  // `interval` has passed since the last and the tree grew. A zero interval turns the tree
+  // off (nothing is recorded, written() answers ""). Call before the first signBatch().
+  void configureCheckpoints(std::string originPrefix, std::chrono::milliseconds interval);
+
+  // Most signed events the tree waits to hear are written. A broker reports every batch, so
+  // this is only reached by a client that never reports: then the tree starts afresh after
+  // them (a new origin), rather than the chain head growing without bound.
+  static constexpr size_t kMaxUnwritten = 16384;
 
   // The broker reports every signed event up to `throughSequence` durable (see the written RPC
   // in ipc/signer.capnp). Those events enter the tree, in sequence order; with `lostAfter` the
@@ -71,7 +77,8 @@ class EventChain {
   uint64_t treeFromSequence_ = 0;
   std::deque<std::pair<uint64_t, std::string>> unwritten_;
   std::string originPrefix_;
-  std::chrono::seconds checkpointInterval_{5};
+  std::chrono::milliseconds checkpointInterval_{5000};
+  bool checkpoints_ = true;
   uint64_t lastCheckpointSize_ = 0;
   std::chrono::steady_clock::time_point lastCheckpointAt_{};
 };

@@ -41,7 +41,7 @@ struct Options {
   std::string clientGroup = "cellos";
   std::string keyFile;
   std::string algorithm = "ed25519";  // rotate: the new key's algorithm
-  unsigned checkpointInterval = 5;    // seconds between checkpoints while events flow
+  double checkpointInterval = 5;      // seconds between checkpoints while events flow; 0: off
   std::string checkpointOrigin;       // empty: cellos/<the chain's first keyid>
 };
 
@@ -90,8 +90,9 @@ int serve(const Options& options) {
   std::string keyFile = options.keyFile.empty() ? credentialKeyFile() : options.keyFile;
   signer::KeyStore keys(options.stateDir, keyFile);
   signer::EventChain chain(options.stateDir, keys.current());
-  chain.configureCheckpoints(options.checkpointOrigin,
-                             std::chrono::seconds(options.checkpointInterval));
+  chain.configureCheckpoints(
+      options.checkpointOrigin,
+      std::chrono::milliseconds(static_cast<int64_t>(options.checkpointInterval * 1000)));
   spdlog::info("signing with {} from sequence {}; checkpoints of {} every {} s",
                keys.current().keyId(), chain.head().nextSequence, chain.checkpointOrigin(),
                options.checkpointInterval);
@@ -192,7 +193,7 @@ int main(int argc, char** argv) {
                  "default $CREDENTIALS_DIRECTORY/signing-key when present");
   app.add_option("--checkpoint-interval", options.checkpointInterval,
                  "seconds between signed checkpoints of the event tree while events are "
-                 "written (one more when the broker stops)")
+                 "written (one more when the broker stops); 0 turns checkpoints off")
       ->capture_default_str();
   app.add_option("--checkpoint-origin", options.checkpointOrigin,
                  "checkpoint origin (and signed-note key name) before \"/<first sequence>\"; "

@@ -64,9 +64,9 @@ class Checkpoints : public ::testing::Test {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
-  // Signer with a checkpoint after every reported batch, helpers and broker.
+  // Signer with a checkpoint after (nearly) every reported batch, helpers and broker.
   void start(std::vector<std::string> brokerExtra = {}) {
-    daemons_->startSigner({"--checkpoint-interval=0"});
+    daemons_->startSigner({"--checkpoint-interval=0.001"});
     daemons_->startHelpers();
     daemons_->startBroker(std::move(brokerExtra));
   }
