@@ -194,6 +194,24 @@ TEST_F(Checkpoints, BrokerKilledMidRunLogAndCheckpointsVerify) {
   EXPECT_EQ(nlohmann::json::parse(lines[2])["type"], "dev.cellos.events.log.v1.resumed");
 }
 
+// The signer is killed (-9) between batches: its tree was persisted with its chain head, so
+// after a restart the checkpoints continue the same tree and the whole log still verifies.
+TEST_F(Checkpoints, SignerKilledMidRunTreeContinues) {
+  start();
+  submit("s", 3);
+  daemons_->kill9("signer");
+  daemons_->stop("broker");  // it exits on losing the signer anyway
+  daemons_->startSigner({"--checkpoint-interval=0.001"});
+  daemons_->startBroker();
+  submit("t", 3);
+  daemons_->stopAll();
+  auto result = verifyWithCheckpoints(daemons_->eventsPath(), keyset());
+  EXPECT_EQ(result.status, 0) << result.out;
+  auto lines = splitLines(readText(daemons_->eventsPath()));
+  ASSERT_EQ(lines.size(), 12u);
+  EXPECT_NE(result.out.find("the latest commits to 12 events"), std::string::npos) << result.out;
+}
+
 // One event shown to an auditor without the log: its leaf, the audit path, the checkpoint.
 TEST_F(Checkpoints, InclusionProofOfOneEvent) {
   start();
