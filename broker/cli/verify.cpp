@@ -243,7 +243,24 @@ int checkCheckpoints(const VerifyOptions& options, const core::Keyset& keys, cor
 
 }  // namespace
 
-int verifyCommand(const VerifyOptions& options) {
+int verifyCommand(const VerifyOptions& given) {
+  // `cellos verify events.jsonl.* events.jsonl` also names the checkpoint file beside the log
+  // (and the dead-letter and run directories): the checkpoints are checked as --checkpoint,
+  // directories are not log files.
+  VerifyOptions options = given;
+  options.files.clear();
+  for (const auto& file : given.files) {
+    if (std::filesystem::is_directory(file)) continue;
+    if (file.ends_with(".checkpoints")) {
+      if (options.checkpointPath.empty()) options.checkpointPath = file;
+      continue;
+    }
+    options.files.push_back(file);
+  }
+  if (options.files.empty()) {
+    std::cerr << "cellos verify: no log file among the paths given\n";
+    return kExitUsage;
+  }
   auto keys = readVerificationKeys(options.keysetPath, options.stateDir, "verify");
   if (!keys) return kExitUsage;
   core::LogVerifier verifier(*keys, !options.noChain);
