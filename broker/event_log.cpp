@@ -68,16 +68,51 @@ kj::Promise<void> EventLog::resume() {
                      "the event signer's chain does not continue this log (another chain at the "
                      "same sequence); use a new log file",
                      log_.path(), last->sequence);
-          return kj::READY_NOW;
         }
+        // The checkpoint tree resumes where the log does: what a predecessor wrote but did not
+        // report enters it, what was signed after the log's last event never will.
+        lastDurable_ = last->sequence;
+        auto reported = reportWritten(/*lostAfter=*/true, /*final=*/false);
+        if (next == last->sequence + 1) return reported;
         std::string reason = "events " + std::to_string(last->sequence + 1) + ".." +
                              std::to_string(next - 1) +
                              " were signed but never written to this log (the broker stopped "
                              "between signing and writing)";
         spdlog::warn("{}: {}; declaring the gap", log_.path(), reason);
-        return append(core::makeLogResumedEvent(options_.hostId, core::newUuidV7(),
-                                                core::formatRfc3339Micros(core::unixMicrosNow()),
-                                                last->sequence, last->dssematerial, reason));
+        auto resumed = core::makeLogResumedEvent(options_.hostId, core::newUuidV7(),
+                                                 core::formatRfc3339Micros(core::unixMicrosNow()),
+                                                 last->sequence, last->dssematerial, reason);
+        return reported.then(
+            [this, resumed = kj::mv(resumed)]() mutable { return append(kj::mv(resumed)); });
+      });
+}
+
+kj::Promise<void> EventLog::finish() {
+  return reportWritten(/*lostAfter=*/false, /*final=*/true);
+}
+
+kj::Promise<void> EventLog::reportWritten(bool lostAfter, bool final) {
+  if (!lastDurable_ || (!final && !lostAfter && lastReported_ == lastDurable_)) {
+    return kj::READY_NOW;
+  }
+  auto request = signer_.writtenRequest();
+  request.setThroughSequence(*lastDurable_);
+  request.setLostAfter(lostAfter);
+  request.setFinal(final);
+  lastReported_ = lastDurable_;
+  return request.send().then(
+      [this](capnp::Response<ipc::EventSigner::WrittenResults> response) {
+        std::string note = response.getCheckpoint();
+        if (note.empty()) return;
+        try {
+          log_.appendCheckpoint(note);
+        } catch (const kj::Exception& e) {
+          // The log itself is intact; the next checkpoint covers these events too.
+          spdlog::error("could not append a checkpoint: {}", describe(e));
+        }
+      },
+      [](kj::Exception&& e) {
+        spdlog::error("the signer did not take the written report: {}", describe(e));
       });
 }
 
@@ -126,7 +161,10 @@ kj::Promise<void> EventLog::flushBatch() {
           })
       .then([this]() -> kj::Promise<void> {
         if (!held_.empty()) return kj::NEVER_DONE;  // test hook: nothing more is signed
-        return flushBatch();
+        // Durable now: the signer may add the batch to its tree (and answer a checkpoint).
+        return reportWritten(/*lostAfter=*/false, /*final=*/false).then([this]() {
+          return flushBatch();
+        });
       });
 }
 
@@ -154,6 +192,7 @@ void EventLog::deliver(Batch& batch, capnp::List<capnp::Data>::Reader signedEven
     KJ_REQUIRE(sequence != std::nullopt, "the signer returned a bad sequence");
     log_.append(lines, *sequence, last.at("dssematerial").get<std::string>());
     written_ += lines.size();
+    lastDurable_ = *sequence;
     for (auto& p : batch) p.done->fulfill();
     return;
   } catch (const kj::Exception& e) {
@@ -166,8 +205,11 @@ void EventLog::deliver(Batch& batch, capnp::List<capnp::Data>::Reader signedEven
   spdlog::error("writing {} signed events to {} failed: {}", lines.size(), log_.path(), failure);
   for (size_t i = 0; i < batch.size(); ++i) {
     try {
-      deadLetters_.writeEvent(nlohmann::json::parse(lines[i]), "jsonl",
-                              "the event log could not take it: " + failure);
+      auto event = nlohmann::json::parse(lines[i]);
+      auto sequence = core::parseSequence(event.value("sequence", ""));
+      deadLetters_.writeEvent(event, "jsonl", "the event log could not take it: " + failure);
+      // `cellos verify` puts a dead letter back in its place, so it is in the tree too.
+      if (sequence) lastDurable_ = *sequence;
       batch[i].done->fulfill();
     } catch (const kj::Exception& e) {
       spdlog::critical("event lost: neither the log nor the dead-letter directory took it: {}",

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,10 @@ class EventLog {
   // another log): appending would fork the chain.
   kj::Promise<void> resume();
 
+  // Asks the signer for a last checkpoint over everything durable so far (the broker is
+  // stopping) and appends it to the checkpoint file. Never rejects: a failure is logged.
+  kj::Promise<void> finish();
+
   // Queues `event` (unsigned) for redaction, signing and writing. Resolves once it is durable.
   // Events appended in one turn of the event loop travel in one signing batch.
   kj::Promise<void> append(nlohmann::json event);
@@ -63,6 +68,9 @@ class EventLog {
   kj::Promise<void> flushBatch();
   void deliver(Batch& batch, capnp::List<capnp::Data>::Reader signedEvents);
   void deadLetterUnsigned(Batch& batch, const std::string& reason, const kj::Exception* error);
+  // Tells the signer every signed event up to lastDurable_ is durable (ipc/signer.capnp
+  // written) and appends the checkpoint it may return. Never rejects.
+  kj::Promise<void> reportWritten(bool lostAfter, bool final);
 
   ipc::EventSigner::Client signer_;
   JsonlLog& log_;
@@ -74,6 +82,8 @@ class EventLog {
   Batch held_;  // holdSignedBatch
   bool flushing_ = false;
   uint64_t written_ = 0;
+  std::optional<uint64_t> lastDurable_;   // last sequence in the log or the dead letters
+  std::optional<uint64_t> lastReported_;  // last one the signer was told about
   kj::Promise<void> flushTask_ = kj::READY_NOW;
 };
 

@@ -87,6 +87,15 @@ JsonlLog::JsonlLog(const std::string& path, uint64_t maxBytes, uid_t ownerUid, g
     KJ_SYSCALL(fchown(fd_, ownerUid, ownerGid), path);
   }
   size_ = static_cast<uint64_t>(st.st_size);
+  // The checkpoints beside the log: opened now, like the log, since seccomp allows no open of
+  // an existing file later.
+  std::string checkpointName = name_ + ".checkpoints";
+  KJ_SYSCALL(checkpointFd_ = openat(dirFd_, checkpointName.c_str(),
+                                    O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640),
+             checkpointPath());
+  if (geteuid() == 0) {
+    KJ_SYSCALL(fchown(checkpointFd_, ownerUid, ownerGid), checkpointPath());
+  }
 
   if (size_ > 0) {
     std::string tail = readTail(fd_, size_, path);
@@ -133,7 +142,16 @@ JsonlLog::JsonlLog(const std::string& path, uint64_t maxBytes, uid_t ownerUid, g
 
 JsonlLog::~JsonlLog() {
   if (fd_ >= 0) close(fd_);
+  if (checkpointFd_ >= 0) close(checkpointFd_);
   if (dirFd_ >= 0) close(dirFd_);
+}
+
+void JsonlLog::appendCheckpoint(const std::string& note) {
+  // One write of a few hundred bytes with O_APPEND: the note lands whole or not at all.
+  ssize_t n;
+  KJ_SYSCALL(n = write(checkpointFd_, note.data(), note.size()), checkpointPath());
+  KJ_REQUIRE(static_cast<size_t>(n) == note.size(), "short write", checkpointPath());
+  KJ_SYSCALL(fsync(checkpointFd_), checkpointPath());
 }
 
 void JsonlLog::checkRotationPossible() const {

@@ -60,7 +60,13 @@ class JsonlLog {
   void append(const std::vector<std::string>& lines, uint64_t lastSequence,
               const std::string& lastDssematerial);
 
+  // Appends one signed checkpoint (a C2SP signed note from the signer) to the checkpoint file
+  // beside the log, "<log>.checkpoints" (append-only, opened with the log), and fsyncs. Throws
+  // with the path if the write or fsync fails.
+  void appendCheckpoint(const std::string& note);
+
   const std::string& path() const { return path_; }
+  std::string checkpointPath() const { return path_ + ".checkpoints"; }
   uint64_t size() const { return size_; }
   // Names of the files rotated so far by this process (for logs and tests).
   const std::vector<std::string>& rotated() const { return rotated_; }
@@ -74,6 +80,7 @@ class JsonlLog {
   uint64_t maxBytes_;
   int dirFd_ = -1;
   int fd_ = -1;
+  int checkpointFd_ = -1;
   uint64_t size_ = 0;
   std::optional<LastEvent> last_;
   std::optional<std::string> partialTail_;

@@ -248,6 +248,12 @@ int serve(const Options& options) {
                  }))
                  .exclusiveJoin(kj::mv(helperLost))
                  .wait(io.waitScope);
+  // A last checkpoint over everything written, so a witness holds the log's final size.
+  if (code == 0) {
+    events.finish()
+        .exclusiveJoin(io.provider->getTimer().afterDelay(5 * kj::SECONDS))
+        .wait(io.waitScope);
+  }
   return code;
 }
 

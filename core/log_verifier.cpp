@@ -88,22 +88,49 @@ bool LogVerifier::checkEvent(std::string_view file, size_t lineNumber, std::stri
   if (!event) return fail(file, lineNumber, "invalid JSON: " + parseError);
   if (!event->is_object()) return fail(file, lineNumber, "not a JSON object");
 
-  constexpr std::array<std::string_view, 8> kRequired = {
-      "specversion", "id", "source", "type", "time", "sequence", "cellosprev", "dssematerial"};
-  for (auto name : kRequired) {
+  // CloudEvents 1.0 requires id, source, specversion and type (non-empty strings); the
+  // Verifiability extension adds dssematerial. Only our own chain needs time, sequence and
+  // cellosprev, so an event from another producer is judged by its signature alone.
+  constexpr std::array<std::string_view, 5> kRequiredByCloudEvents = {"specversion", "id", "source",
+                                                                      "type", "dssematerial"};
+  constexpr std::array<std::string_view, 3> kRequiredByChain = {"time", "sequence", "cellosprev"};
+  auto requireString = [&](std::string_view name) -> std::optional<std::string> {
     auto it = event->find(name);
-    if (it == event->end()) return fail(file, lineNumber, "missing attribute " + std::string(name));
-    if (!it->is_string()) {
-      return fail(file, lineNumber, "attribute " + std::string(name) + " is not a string");
+    if (it == event->end()) return "missing attribute " + std::string(name);
+    if (!it->is_string()) return "attribute " + std::string(name) + " is not a string";
+    if (it->get_ref<const std::string&>().empty()) {
+      return "attribute " + std::string(name) + " is empty";
     }
+    return std::nullopt;
+  };
+  for (auto name : kRequiredByCloudEvents) {
+    if (auto problem = requireString(name)) return fail(file, lineNumber, *problem);
   }
   if ((*event)["specversion"] != "1.0") return fail(file, lineNumber, "specversion is not 1.0");
-  auto sequence = parseSequence((*event)["sequence"].get_ref<const std::string&>());
-  if (!sequence) return fail(file, lineNumber, "sequence is not 20 decimal digits");
+  if (checkChain_) {
+    for (auto name : kRequiredByChain) {
+      if (auto problem = requireString(name)) return fail(file, lineNumber, *problem);
+    }
+  }
+  std::optional<uint64_t> sequence;
+  if (event->contains("sequence")) {
+    const auto& text = (*event)["sequence"];
+    sequence = text.is_string() ? parseSequence(text.get_ref<const std::string&>()) : std::nullopt;
+    if (!sequence && checkChain_) {
+      return fail(file, lineNumber, "sequence is not 20 decimal digits");
+    }
+  }
 
   VerifiedMaterial verified;
   if (auto reason = verifyEventSignature(*event, keys_, &verified)) {
     return fail(file, lineNumber, *reason);
+  }
+  if (!checkChain_) {
+    // Signatures only: whatever the producer chose to sign is all there is to check.
+    if (sequence && !firstSequence_) firstSequence_ = *sequence;
+    if (sequence) lastSequence_ = *sequence;
+    ++eventsVerified_;
+    return true;
   }
   // The chain is only as good as the signature over its links.
   for (const auto& name : kSignedExtensions) {
@@ -184,6 +211,10 @@ bool LogVerifier::checkEvent(std::string_view file, size_t lineNumber, std::stri
   previousDssematerial_ = dssematerial;
   previousKeyId_ = verified.keyId;
   ++eventsVerified_;
+  if (leaves_) {
+    leaves_->leafHashes.push_back(checkpointLeafHash(dssematerial));
+    leaves_->sequences.push_back(*sequence);
+  }
   return true;
 }
 

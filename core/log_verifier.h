@@ -14,6 +14,7 @@
 //     signing and writing) are declared by a signed `log.v1.resumed` event right after the gap,
 //     naming the last event the log does hold. An undeclared gap is a failure.
 
+#include "core/checkpoint.h"
 #include "core/signing.h"
 
 #include <nlohmann/json.hpp>
@@ -76,10 +77,13 @@ class LogVerifier {
   void addDeadLetter(uint64_t sequence, std::string file, std::string line);
 
   // Checks one line (without its trailing newline). A line must be a JSON object (strictly
-  // parsed: duplicate member names rejected) with string attributes specversion == "1.0", id,
-  // source, type, time, sequence (20 digits, see parseSequence), cellosprev and dssematerial; a
-  // valid signature from `keys` (verifyEventSignature) that covers sequence and cellosprev. With
-  // checkChain: each event's sequence is the previous one + 1 and its cellosprev is
+  // parsed: duplicate member names rejected) with what CloudEvents 1.0 and the Verifiability
+  // extension require, non-empty strings specversion == "1.0", id, source, type and
+  // dssematerial, and a valid signature from `keys` (verifyEventSignature). Without checkChain
+  // that is all: time, subject, data and any extension may be absent, and unsigned extensions
+  // are ignored. With checkChain the line must also carry time, sequence (20 digits, see
+  // parseSequence) and cellosprev, the signature must cover sequence and cellosprev, and each
+  // event's sequence is the previous one + 1 and its cellosprev is
   // chainLink(previous dssematerial); a different key than the previous event's is a rotation
   // (allowed, recorded) unless that key already signed earlier and was rotated away. A jump in
   // sequence is filled from the dead letters, or else must land on a `log.v1.resumed` event
@@ -96,6 +100,10 @@ class LogVerifier {
   // this fails with "truncated last line (no newline)" at that line (the caller need not, and
   // preferably does not, feed that partial line first). Returns false if verification has failed.
   bool finishFile(std::string_view file, size_t lineNumber, bool lastLineHadNewline);
+
+  // From now on, appends each verified event's checkpoint leaf hash and sequence to `leaves`
+  // (which must outlive this), in chain order, dead-lettered events in their place.
+  void collectLeaves(LogLeaves* leaves) { leaves_ = leaves; }
 
   // The first failure, if any.
   const std::optional<VerifyFailure>& failure() const { return failure_; }
@@ -134,6 +142,7 @@ class LogVerifier {
   std::map<uint64_t, DeadLetter> deadLetters_;
   std::vector<KeyChange> keyChanges_;
   std::vector<DeclaredGap> declaredGaps_;
+  LogLeaves* leaves_ = nullptr;
 };
 
 }  // namespace cellos::core

@@ -351,6 +351,18 @@ std::optional<PublicKey> PublicKey::fromPem(std::string_view spkiPem) {
                    std::move(*raw));
 }
 
+std::string PublicKey::spkiPem() const {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio) throwOpenssl("allocating a PEM buffer");
+  if (PEM_write_bio_PUBKEY(bio.get(), key_.get()) != 1) {
+    throwOpenssl("encoding a public key as SubjectPublicKeyInfo PEM");
+  }
+  char* data = nullptr;
+  long length = BIO_get_mem_data(bio.get(), &data);
+  if (length <= 0 || data == nullptr) throwOpenssl("reading the PEM buffer");
+  return std::string(data, static_cast<size_t>(length));
+}
+
 std::string PublicKey::keyId() const {
   return keyIdFor(algorithm_, raw_);
 }

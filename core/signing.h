@@ -106,6 +106,10 @@ class PublicKey {
   // keyIdFor(algorithm(), rawPublicKey()).
   std::string keyId() const;
 
+  // "-----BEGIN PUBLIC KEY-----" SubjectPublicKeyInfo PEM (RFC 8410 / RFC 5480), what
+  // `openssl pkeyutl -verify -pubin` and fromPem read.
+  std::string spkiPem() const;
+
   // True only if `signature` is a valid signature of `message` under this key, in the form
   // SigningKey::sign produces (P-256: raw r || s, 64 bytes; DER is rejected).
   bool verify(std::string_view message, std::string_view signature) const;

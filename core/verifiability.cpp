@@ -83,7 +83,11 @@ std::string normaliseTime(std::string_view text) {
     if (pos == start) throw invalid();
   }
   int offsetMinutes = 0;
-  if (expect(text, pos, "Zz")) {
+  if (pos == text.size()) {
+    // No offset at all: the Verifiability extension's canonical Timestamp rule says such a value
+    // is UTC (protobuf-format producers carry no zone), so it must verify, not be refused.
+    offsetMinutes = 0;
+  } else if (expect(text, pos, "Zz")) {
     offsetMinutes = 0;
   } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
     int sign = text[pos] == '-' ? -1 : 1;
@@ -119,12 +123,29 @@ std::string normaliseTime(std::string_view text) {
   return out;
 }
 
+// True if `datacontenttype` (absent: the JSON format's default, application/json) names JSON:
+// application/json or any "+json" structured-syntax suffix, parameters and case ignored.
+bool isJsonContentType(const nlohmann::json& event) {
+  auto it = event.find("datacontenttype");
+  if (it == event.end() || !it->is_string()) return true;
+  std::string type = it->get<std::string>();
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.pop_back();
+  for (char& c : type) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+  return type == "application/json" || (type.size() > 5 && type.ends_with("+json"));
+}
+
 // The bytes CORE_DIGEST covers for the event's payload.
 std::string dataBytes(const nlohmann::json& event) {
   auto data = event.find("data");
   auto dataBase64 = event.find("data_base64");
   if (data != event.end() && dataBase64 != event.end()) {
     throw std::invalid_argument("event has both \"data\" and \"data_base64\"");
+  }
+  // CloudEvents JSON format, 3.1: with a non-JSON datacontenttype a string `data` is the
+  // payload itself (e.g. text/plain), so its raw bytes are the string's UTF-8, not a JSON text.
+  if (data != event.end() && data->is_string() && !isJsonContentType(event)) {
+    return data->get<std::string>();
   }
   if (data != event.end()) return canonicalJsonNested(*data, 1);  // inside the event object
   if (dataBase64 != event.end()) {
@@ -164,17 +185,6 @@ const std::string* stringMember(const nlohmann::json& object, std::string_view n
   auto it = object.find(name);
   if (it == object.end() || !it->is_string()) return nullptr;
   return &it->get_ref<const std::string&>();
-}
-
-// True if `object` has a member not in `allowed`.
-bool hasUnknownMember(const nlohmann::json& object,
-                      std::initializer_list<std::string_view> allowed) {
-  for (const auto& item : object.items()) {
-    bool known = false;
-    for (auto name : allowed) known = known || item.key() == name;
-    if (!known) return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -278,9 +288,8 @@ std::optional<std::string> verifyEventSignature(const nlohmann::json& event, con
   auto envelope = parseStrictJson(*envelopeText, &parseError);
   if (!envelope) return "bad UTF-8/JSON in dssematerial envelope: " + parseError;
   if (!envelope->is_object()) return "dssematerial envelope is not a JSON object";
-  if (hasUnknownMember(*envelope, {"payload", "payloadType", "signatures"})) {
-    return "dssematerial envelope has an unknown member";
-  }
+  // Unknown members of the envelope, a signature entry and the material are ignored, as the
+  // extension requires (a later version may add some); only the known ones are trusted.
   const std::string* payloadType = stringMember(*envelope, "payloadType");
   const std::string* payloadText = stringMember(*envelope, "payload");
   if (!payloadType || !payloadText) return "dssematerial envelope lacks payloadType or payload";
@@ -298,7 +307,7 @@ std::optional<std::string> verifyEventSignature(const nlohmann::json& event, con
   bool anyKnownKey = false;
   std::optional<std::string> signedBy;
   for (const auto& entry : *signatures) {
-    if (!entry.is_object() || hasUnknownMember(entry, {"keyid", "sig"})) {
+    if (!entry.is_object()) {
       return "malformed signature entry in dssematerial";
     }
     const std::string* keyid = stringMember(entry, "keyid");
@@ -324,9 +333,6 @@ std::optional<std::string> verifyEventSignature(const nlohmann::json& event, con
   auto material = parseStrictJson(*payload, &parseError);
   if (!material) return "bad UTF-8/JSON in verification material: " + parseError;
   if (!material->is_object()) return "verification material is not a JSON object";
-  if (hasUnknownMember(*material, {"core", "ext", "signedextattrs"})) {
-    return "verification material has an unknown member";
-  }
   const bool hasExt = material->contains("ext");
   const bool hasNames = material->contains("signedextattrs");
   if (hasExt && !hasNames) return "ext without signedextattrs";

@@ -28,12 +28,16 @@ inline const std::vector<std::string> kSignedExtensions = {"sequence", "cellospr
 //          SHA256(datacontenttype) || SHA256(dataschema) || SHA256(subject) ||
 //          SHA256(time) || SHA256(data bytes)),
 // where an absent attribute contributes SHA256(""); `time` is normalised to UTC at second
-// precision ("YYYY-MM-DDTHH:MM:SSZ", fraction truncated, offsets applied); `data` (any JSON
-// value, a JSON string included) is hashed as its RFC 8785 canonical text; `data_base64` is
-// hashed as its decoded bytes. Throws std::invalid_argument if `event` is not an object, an
-// attribute is present with a non-string value, `time` is not RFC 3339 (leap second :60 and years
-// outside 0000..9999 after normalisation are refused), `data_base64` is not strict base64, both
-// `data` and `data_base64` are present, or `data` cannot be canonicalised (see canonicalJson).
+// precision ("YYYY-MM-DDTHH:MM:SSZ", fraction truncated, offsets applied, a value without an
+// offset taken as UTC, as the extension's Timestamp rule says); `data` is hashed as its RFC 8785
+// canonical text, except that a JSON string under a non-JSON datacontenttype (text/plain...) is
+// the payload itself and hashed as its UTF-8 bytes (JSON event format, 3.1); `data_base64` is
+// hashed as its decoded bytes. Only id, source, specversion, type and the payload matter to
+// CloudEvents 1.0's required set; every other attribute may be absent. Throws std::invalid_argument
+// if `event` is not an object, an attribute is present with a non-string value, `time` is not RFC
+// 3339 (leap second :60 and years outside 0000..9999 after normalisation are refused),
+// `data_base64` is not strict base64, both `data` and `data_base64` are present, or `data` cannot
+// be canonicalised (see canonicalJson).
 std::string coreDigest(const nlohmann::json& event);
 
 // EXT_DIGEST: SHA256 of the concatenated SHA256 of each named extension attribute's value, in
@@ -72,13 +76,14 @@ struct VerifiedMaterial {
 // Checks `event`'s dssematerial against `keys`. Returns nullopt when valid, otherwise a short
 // reason. Discards, as events.md requires: a missing or non-string dssematerial, bad base64,
 // bad UTF-8 or JSON (duplicate member names included) in the envelope or material, an envelope
-// or signature entry with missing, mistyped or unknown members, a wrong payloadType, no
+// or signature entry with missing or mistyped members, a wrong payloadType, no
 // signatures, no keyid in `keys` ("unknown keyid ..."), no signature valid under its key
 // ("bad signature"), a `core` or `ext` digest that is not 32 bytes, `ext` without
 // `signedextattrs` or the reverse, duplicate names / a core attribute / dssematerial in
 // signedextattrs, an event whose attributes cannot be digested ("invalid event: ..."), and a
-// core or ext digest mismatch. Malformed input never throws; only resource exhaustion or an
-// OpenSSL failure can.
+// core or ext digest mismatch. Members of the envelope, a signature entry or the material that
+// the extension does not define are ignored (it says they MUST be). Malformed input never throws;
+// only resource exhaustion or an OpenSSL failure can.
 std::optional<std::string> verifyEventSignature(const nlohmann::json& event, const Keyset& keys);
 
 // As above; on success also reports, through `verified` (if not null), which key signed and

@@ -3,11 +3,16 @@
 // the head before any signature leaves the process, so a crash can lose unsent signatures but
 // never reuse a sequence number or fork the chain.
 
+#include "core/merkle.h"
 #include "core/signing.h"
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <cstdint>
+#include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cellos::signer {
@@ -36,6 +41,29 @@ class EventChain {
   // continues from the same head.
   void keyRotated();
 
+  // Checkpoints: `originPrefix` + "/" + the tree's first sequence is the checkpoint origin
+  // and key name (empty prefix: "cellos/<the chain's first keyid>"); one is due when
+  // `interval` has passed since the last and the tree grew. A zero interval turns the tree
+  // off (nothing is recorded, written() answers ""). Call before the first signBatch().
+  void configureCheckpoints(std::string originPrefix, std::chrono::milliseconds interval);
+
+  // Most signed events the tree waits to hear are written. A broker reports every batch, so
+  // this is only reached by a client that never reports: then the tree starts afresh after
+  // them (a new origin), rather than the chain head growing without bound.
+  static constexpr size_t kMaxUnwritten = 16384;
+
+  // The broker reports every signed event up to `throughSequence` durable (see the written RPC
+  // in ipc/signer.capnp). Those events enter the tree, in sequence order; with `lostAfter` the
+  // ones signed after it are dropped (never written). The tree is persisted with the head.
+  // Returns a signed checkpoint note when one is due (or `final` and the tree grew since the
+  // last one), else "". Throws only if persisting fails. No checkpoint while the signing key is
+  // not Ed25519 (signed-note type 0x01).
+  std::string written(uint64_t throughSequence, bool lostAfter, bool final);
+
+  // The tree over the events reported written, and its origin (for tests and logs).
+  const core::MerkleFrontier& tree() const { return tree_; }
+  std::string checkpointOrigin() const;
+
  private:
   void persist();
 
@@ -43,6 +71,16 @@ class EventChain {
   const core::SigningKey& key_;
   ChainHead head_;
   nlohmann::json keys_ = nlohmann::json::array();
+  // RFC 9162 tree over the events the broker has reported durable, from sequence
+  // treeFromSequence_; unwritten_: (sequence, leaf hash) signed but not yet reported.
+  core::MerkleFrontier tree_;
+  uint64_t treeFromSequence_ = 0;
+  std::deque<std::pair<uint64_t, std::string>> unwritten_;
+  std::string originPrefix_;
+  std::chrono::milliseconds checkpointInterval_{5000};
+  bool checkpoints_ = true;
+  uint64_t lastCheckpointSize_ = 0;
+  std::chrono::steady_clock::time_point lastCheckpointAt_{};
 };
 
 }  // namespace cellos::signer

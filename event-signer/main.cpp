@@ -41,6 +41,8 @@ struct Options {
   std::string clientGroup = "cellos";
   std::string keyFile;
   std::string algorithm = "ed25519";  // rotate: the new key's algorithm
+  double checkpointInterval = 5;      // seconds between checkpoints while events flow; 0: off
+  std::string checkpointOrigin;       // empty: cellos/<the chain's first keyid>
 };
 
 // The state directory holds the private key: it must be ours alone. Created when missing; an
@@ -88,8 +90,12 @@ int serve(const Options& options) {
   std::string keyFile = options.keyFile.empty() ? credentialKeyFile() : options.keyFile;
   signer::KeyStore keys(options.stateDir, keyFile);
   signer::EventChain chain(options.stateDir, keys.current());
-  spdlog::info("signing with {} from sequence {}", keys.current().keyId(),
-               chain.head().nextSequence);
+  chain.configureCheckpoints(
+      options.checkpointOrigin,
+      std::chrono::milliseconds(static_cast<int64_t>(options.checkpointInterval * 1000)));
+  spdlog::info("signing with {} from sequence {}; checkpoints of {} every {} s",
+               keys.current().keyId(), chain.head().nextSequence, chain.checkpointOrigin(),
+               options.checkpointInterval);
 
   // Group cellos may connect (to read the keyset): its connections stay below the fd limit,
   // which is read now (seccomp allows no getrlimit later). The signer's own files are few.
@@ -188,6 +194,13 @@ int main(int argc, char** argv) {
   app.add_option("--key-file", options.keyFile,
                  "operator key (PKCS#8 PEM, Ed25519 or P-256) instead of the generated one; "
                  "default $CREDENTIALS_DIRECTORY/signing-key when present");
+  app.add_option("--checkpoint-interval", options.checkpointInterval,
+                 "seconds between signed checkpoints of the event tree while events are "
+                 "written (one more when the broker stops); 0 turns checkpoints off")
+      ->capture_default_str();
+  app.add_option("--checkpoint-origin", options.checkpointOrigin,
+                 "checkpoint origin (and signed-note key name) before \"/<first sequence>\"; "
+                 "default cellos/<the chain's first keyid>");
   auto* keysetCommand =
       app.add_subcommand("keyset", "print the public keyset (<state-dir>/keyset.json) and exit");
   keysetCommand->fallthrough();  // `keyset --state-dir DIR` as well as `--state-dir DIR keyset`

@@ -64,4 +64,23 @@ kj::Promise<void> SignerServer::rotate(RotateContext context) {
   return kj::READY_NOW;
 }
 
+kj::Promise<void> SignerServer::written(WrittenContext context) {
+  KJ_REQUIRE(maySign_, "only the broker reports written events");
+  auto params = context.getParams();
+  KJ_REQUIRE(params.getThroughSequence() < chain_.head().nextSequence,
+             "written: sequence not signed yet", params.getThroughSequence());
+  std::string checkpoint;
+  try {
+    checkpoint =
+        chain_.written(params.getThroughSequence(), params.getLostAfter(), params.getFinal());
+  } catch (const std::exception& e) {
+    KJ_FAIL_REQUIRE("cannot record written events", e.what());
+  }
+  if (!checkpoint.empty()) {
+    spdlog::debug("checkpoint at tree size {}", chain_.tree().size());
+  }
+  context.getResults().setCheckpoint(checkpoint);
+  return kj::READY_NOW;
+}
+
 }  // namespace cellos::signer

@@ -18,6 +18,7 @@ class SignerServer final : public ipc::EventSigner::Server {
   kj::Promise<void> keyset(KeysetContext context) override;
   kj::Promise<void> head(HeadContext context) override;
   kj::Promise<void> rotate(RotateContext context) override;
+  kj::Promise<void> written(WrittenContext context) override;
 
   static constexpr size_t kMaxBatch = 4096;
   static constexpr size_t kMaxEventBytes = 256 * 1024;

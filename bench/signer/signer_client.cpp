@@ -4,15 +4,21 @@
 // Used by bench/signer/run; the rate is through the whole RPC path: Cap'n Proto framing,
 // the signer's JSON parsing, digests, signature, and the fsynced chain head per batch.
 //
-// usage: cellos-bench-signer SOCKET EVENTS BATCH DEPTH
+// With REPORT = 1 it also does what the broker does once a batch is durable: reports it written
+// (the signer adds it to its checkpoint tree and answers a signed checkpoint when one is due),
+// and prints how many checkpoints came back and the seconds between them.
+//
+// usage: cellos-bench-signer SOCKET EVENTS BATCH DEPTH [REPORT]
 
 #include "ipc/signer.capnp.h"
 #include "ipc/socket.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <kj/async-io.h>
 #include <kj/debug.h>
@@ -44,14 +50,15 @@ std::string event(size_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: %s SOCKET EVENTS BATCH DEPTH\n", argv[0]);
+  if (argc != 5 && argc != 6) {
+    fprintf(stderr, "usage: %s SOCKET EVENTS BATCH DEPTH [REPORT]\n", argv[0]);
     return 2;
   }
   std::string socket = argv[1];
   size_t total = std::strtoull(argv[2], nullptr, 10);
   size_t batch = std::strtoull(argv[3], nullptr, 10);
   size_t depth = std::strtoull(argv[4], nullptr, 10);
+  bool report = argc == 6 && std::string(argv[5]) == "1";
   auto io = kj::setupAsyncIo();
   cellos::ipc::RpcLink link(*io.lowLevelProvider, cellos::ipc::connectUnix(socket),
                             {.maxFdsPerMessage = 0, .traversalLimitWords = 64 << 20},
@@ -61,6 +68,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> events;
   for (size_t i = 0; i < batch; ++i) events.push_back(event(i));
 
+  uint64_t base = signer.headRequest().send().wait(io.waitScope).getNextSequence();
+  std::vector<double> checkpointTimes;
+  auto start = std::chrono::steady_clock::now();
   size_t sent = 0, signedCount = 0;
   std::function<kj::Promise<void>()> next = [&]() -> kj::Promise<void> {
     if (sent >= total) return kj::READY_NOW;
@@ -72,17 +82,35 @@ int main(int argc, char** argv) {
       list.set(i, kj::arrayPtr(reinterpret_cast<const capnp::byte*>(events[i].data()),
                                events[i].size()));
     }
-    return request.send().then([&](capnp::Response<cellos::ipc::EventSigner::SignResults> r) {
+    return request.send().then([&](capnp::Response<cellos::ipc::EventSigner::SignResults> r)
+                                   -> kj::Promise<void> {
       signedCount += r.getSigned().size();
-      return next();
+      if (!report) return next();
+      // Responses on one connection arrive in chain order: all up to here are signed.
+      auto written = signer.writtenRequest();
+      written.setThroughSequence(base + signedCount - 1);
+      return written.send().then([&](capnp::Response<cellos::ipc::EventSigner::WrittenResults> w) {
+        if (w.getCheckpoint().size() > 0) {
+          checkpointTimes.push_back(
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        return next();
+      });
     });
   };
-  auto start = std::chrono::steady_clock::now();
+  start = std::chrono::steady_clock::now();
   kj::Vector<kj::Promise<void>> lanes;
   for (size_t i = 0; i < depth; ++i) lanes.add(next());
   kj::joinPromises(lanes.releaseAsArray()).wait(io.waitScope);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   KJ_REQUIRE(signedCount == total, signedCount, total);
+  if (report) {
+    double widest = 0;
+    for (size_t i = 1; i < checkpointTimes.size(); ++i) {
+      widest = std::max(widest, checkpointTimes[i] - checkpointTimes[i - 1]);
+    }
+    printf("checkpoints %zu, widest gap %.3f s; ", checkpointTimes.size(), widest);
+  }
   printf("%zu events in %.3f s: %.1f events/s\n", total, seconds, total / seconds);
   return 0;
 }

@@ -1,6 +1,8 @@
 #pragma once
 // The `cellos` subcommands. Each returns the process exit status.
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,8 @@ struct VerifyOptions {
   std::string stateDir = "/var/lib/cellos";
   std::string deadLetterDir;  // default: <log>.dead-letter beside each log file, if present
   bool noChain = false;
+  std::string checkpointPath;             // signed checkpoints the log must match (empty: none)
+  std::optional<uint64_t> proveSequence;  // print the inclusion proof of this event
 };
 int verifyCommand(const VerifyOptions& options);
 

@@ -2,6 +2,7 @@
 
 #include "broker/cli/commands.h"
 #include "broker/cli/doctor.h"
+#include "broker/cli/keys.h"
 #include "privsep/daemon.h"
 
 #include <CLI/CLI.hpp>
@@ -66,13 +67,36 @@ int main(int argc, char** argv) {
       "cellosprev chain; names the first bad line; exit 1 on any failure");
   verifyCmd->add_option("PATH", verify.files, "event log files, in order")->required();
   verifyCmd->add_option("--keys", verify.keysetPath,
-                        "keyset JSON (default <state-dir>/signer/keyset.json)");
+                        "trusted public keys: a keyset, a PEM file (SubjectPublicKeyInfo blocks, "
+                        "each under a \"keyid: \" line) or a JWK / JWK Set (default "
+                        "<state-dir>/signer/keyset.json)");
   verifyCmd->add_option("--state-dir", verify.stateDir)->capture_default_str();
   verifyCmd->add_option("--dead-letter", verify.deadLetterDir,
                         "dead-letter directory whose signed events fill their place in the "
                         "chain (default: <log>.dead-letter beside the log, when present)");
   verifyCmd->add_flag("--no-chain", verify.noChain,
                       "verify signatures only (events from other producers)");
+  verifyCmd->add_option("--checkpoint", verify.checkpointPath,
+                        "signed checkpoints (default none; the broker writes <log>.checkpoints): "
+                        "the log must hold exactly the tree each commits to, and each must be "
+                        "consistent with the one before");
+  verifyCmd->add_option("--prove", verify.proveSequence,
+                        "with --checkpoint: print the inclusion proof of the event with this "
+                        "sequence under the latest checkpoint covering it (JSON)");
+
+  KeysOptions keysOptions;
+  auto* keysCmd = app.add_subcommand(
+      "keys",
+      "print the signer's public keys with their keyids, as PEM (SubjectPublicKeyInfo, what "
+      "`openssl pkeyutl -verify -pubin` reads), a JWK Set (RFC 8037 Ed25519, RFC 7518 P-256) or "
+      "a keyset");
+  keysCmd->add_option("--keys", keysOptions.keysPath,
+                      "read these keys instead (any form `verify --keys` takes; default "
+                      "<state-dir>/signer/keyset.json)");
+  keysCmd->add_option("--state-dir", keysOptions.stateDir)->capture_default_str();
+  keysCmd->add_option("--format", keysOptions.format, "pem, jwk or keyset")
+      ->check(CLI::IsMember({"pem", "jwk", "keyset"}))
+      ->capture_default_str();
 
   // Host-service mode: a broker running as a daemon (systemd units in packaging/).
   ServiceOptions service;
@@ -110,6 +134,7 @@ int main(int argc, char** argv) {
     if (*runCmd) return runCommand(run);
     if (*validateCmd) return validateCommand(validateFiles);
     if (*verifyCmd) return verifyCommand(verify);
+    if (*keysCmd) return keysCommand(keysOptions);
     if (*doctorCmd) return doctorCommand(doctor);
     if (*submitCmd) return submitCommand(service, submitFile, submitWait);
     if (*psCmd) return psCommand(service);

@@ -1,5 +1,9 @@
 #include "broker/cli/commands.h"
+#include "broker/cli/keys.h"
+#include "core/checkpoint.h"
+#include "core/encoding.h"
 #include "core/log_verifier.h"
+#include "core/merkle.h"
 #include "core/verifiability.h"
 
 #include <algorithm>
@@ -10,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include <kj/debug.h>
 #include <nlohmann/json.hpp>
 
 namespace cellos::cli {
@@ -95,26 +100,178 @@ bool verifyFile(const std::string& file, core::LogVerifier& verifier) {
   return verifier.finishFile(file, lineNumber, lastHadNewline);
 }
 
+// The sequence a checkpoint tree starts at: the origin's last "/<digits>" (the signer's
+// convention); 0 when it has none.
+uint64_t treeStartOf(const std::string& origin) {
+  auto slash = origin.rfind('/');
+  if (slash == std::string::npos) return 0;
+  auto sequence = origin.substr(slash + 1);
+  if (sequence.empty() || sequence.size() > 19 ||
+      !std::all_of(sequence.begin(), sequence.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return 0;
+  }
+  return std::stoull(sequence);
+}
+
+// The log line of the event with `sequence`, from the files given.
+std::optional<std::string> lineWithSequence(const std::vector<std::string>& files,
+                                            uint64_t sequence) {
+  const std::string wanted = "\"sequence\":\"" + core::formatSequence(sequence) + "\"";
+  for (const auto& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    for (std::string line; std::getline(in, line);) {
+      if (line.find(wanted) == std::string::npos) continue;
+      auto event = nlohmann::json::parse(line, nullptr, false);
+      if (event.is_object() && event.value("sequence", "") == core::formatSequence(sequence)) {
+        return line;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+// A signed note as it appears in the checkpoint file.
+std::string noteText(const core::SignedNote& note) {
+  std::string out = note.text + "\n";
+  for (const auto& signature : note.signatures) {
+    out += "\xE2\x80\x94 " + signature.keyName + " " +
+           core::base64Encode(signature.keyId + signature.signature) + "\n";
+  }
+  return out;
+}
+
+// Checks the verified log against the checkpoint file; prints what it proved, or the failure.
+// With `prove`, prints the inclusion proof of that event under the latest checkpoint covering
+// it. Returns the exit status.
+int checkCheckpoints(const VerifyOptions& options, const core::Keyset& keys, core::LogLeaves log) {
+  std::ifstream in(options.checkpointPath, std::ios::binary);
+  if (!in) {
+    std::cerr << "cellos verify: cannot read " << options.checkpointPath << ": "
+              << std::strerror(errno) << "\n";
+    return kExitUsage;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string error;
+  auto notes = core::parseSignedNotes(text.str(), &error);
+  if (!notes) {
+    std::cout << options.checkpointPath << ": " << error << "\nFAILED\n";
+    return 1;
+  }
+  std::vector<core::Checkpoint> checkpoints;
+  for (size_t i = 0; i < notes->size(); ++i) {
+    auto checkpoint = core::verifyCheckpoint((*notes)[i], keys, &error);
+    if (!checkpoint) {
+      std::cout << options.checkpointPath << ": checkpoint " << i + 1 << ": " << error
+                << "\nFAILED\n";
+      return 1;
+    }
+    if (!checkpoints.empty() && checkpoint->origin != checkpoints.front().origin) {
+      std::cout << options.checkpointPath << ": checkpoint " << i + 1 << " is of another log ("
+                << checkpoint->origin << ", not " << checkpoints.front().origin << ")\nFAILED\n";
+      return 1;
+    }
+    checkpoints.push_back(std::move(*checkpoint));
+  }
+  if (checkpoints.empty()) {
+    std::cout << options.checkpointPath << ": no checkpoints\nFAILED\n";
+    return 1;
+  }
+  // The tree starts at the origin's sequence: earlier events of the files are not its leaves.
+  const uint64_t start = treeStartOf(checkpoints.front().origin);
+  if (!log.sequences.empty() && log.sequences.front() > start) {
+    std::cout << "the log files start at sequence " << log.sequences.front()
+              << ", the checkpoint tree at " << start << ": give every file from sequence " << start
+              << "\nFAILED\n";
+    return 1;
+  }
+  size_t skip = 0;
+  while (skip < log.sequences.size() && log.sequences[skip] < start) ++skip;
+  log.leafHashes.erase(log.leafHashes.begin(), log.leafHashes.begin() + skip);
+  log.sequences.erase(log.sequences.begin(), log.sequences.begin() + skip);
+
+  if (auto failure = core::checkLogAgainstCheckpoints(log, checkpoints)) {
+    std::cout << options.checkpointPath << ": " << *failure << "\nFAILED\n";
+    return 1;
+  }
+  const auto& latest = checkpoints.back();
+  std::cout << "  " << checkpoints.size() << " checkpoints verified (" << latest.origin
+            << ", signed by " << latest.keyId << "), each consistent with the one before; the "
+            << "latest commits to " << latest.size << " events, root "
+            << core::base64Encode(latest.root);
+  if (log.leafHashes.size() > latest.size) {
+    std::cout << "; " << log.leafHashes.size() - latest.size
+              << " later events are not covered by a checkpoint yet";
+  }
+  std::cout << "\n";
+
+  if (options.proveSequence) {
+    auto at = std::find(log.sequences.begin(), log.sequences.end(), *options.proveSequence);
+    if (at == log.sequences.end()) {
+      std::cout << "no event with sequence " << *options.proveSequence << " in the tree\n";
+      return 1;
+    }
+    uint64_t index = static_cast<uint64_t>(at - log.sequences.begin());
+    const core::Checkpoint* covering = nullptr;
+    size_t noteIndex = 0;
+    for (size_t i = 0; i < checkpoints.size(); ++i) {
+      if (checkpoints[i].size > index) {
+        covering = &checkpoints[i];
+        noteIndex = i;
+      }
+    }
+    if (!covering) {
+      std::cout << "event " << *options.proveSequence << " is not under a checkpoint yet\n";
+      return 1;
+    }
+    auto proof = core::merkleInclusionProof(log.leafHashes, index, covering->size);
+    KJ_ASSERT(core::verifyMerkleInclusion(index, covering->size, log.leafHashes[index], proof,
+                                          covering->root));
+    nlohmann::json out = {
+        {"sequence", *options.proveSequence},
+        {"leafIndex", index},
+        {"treeSize", covering->size},
+        {"leafHash", core::base64Encode(log.leafHashes[index])},
+        {"inclusionProof", nlohmann::json::array()},
+        {"checkpoint", noteText((*notes)[noteIndex])},
+        {"event", lineWithSequence(options.files, *options.proveSequence).value_or("")}};
+    for (const auto& hash : proof) out["inclusionProof"].push_back(core::base64Encode(hash));
+    std::cout << out.dump(2) << "\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
-int verifyCommand(const VerifyOptions& options) {
-  std::string keysetPath =
-      options.keysetPath.empty() ? options.stateDir + "/signer/keyset.json" : options.keysetPath;
-  std::ifstream keysetFile(keysetPath);
-  if (!keysetFile) {
-    std::cerr << "cellos verify: cannot read keyset " << keysetPath << ": " << std::strerror(errno)
-              << " (pass --keys FILE)\n";
+int verifyCommand(const VerifyOptions& given) {
+  // `cellos verify events.jsonl.* events.jsonl` also names the checkpoint file beside the log
+  // (and the dead-letter and run directories): the checkpoints are checked as --checkpoint,
+  // directories are not log files.
+  VerifyOptions options = given;
+  options.files.clear();
+  for (const auto& file : given.files) {
+    if (std::filesystem::is_directory(file)) continue;
+    if (file.ends_with(".checkpoints")) {
+      if (options.checkpointPath.empty()) options.checkpointPath = file;
+      continue;
+    }
+    options.files.push_back(file);
+  }
+  if (options.files.empty()) {
+    std::cerr << "cellos verify: no log file among the paths given\n";
     return kExitUsage;
   }
-  std::stringstream keysetText;
-  keysetText << keysetFile.rdbuf();
-  std::string error;
-  auto keys = core::parseKeyset(keysetText.str(), &error);
-  if (!keys) {
-    std::cerr << "cellos verify: keyset " << keysetPath << ": " << error << "\n";
-    return kExitUsage;
-  }
+  auto keys = readVerificationKeys(options.keysetPath, options.stateDir, "verify");
+  if (!keys) return kExitUsage;
   core::LogVerifier verifier(*keys, !options.noChain);
+  core::LogLeaves leaves;
+  if (!options.checkpointPath.empty()) {
+    if (options.noChain) {
+      std::cerr << "cellos verify: --checkpoint needs the chain (drop --no-chain)\n";
+      return kExitUsage;
+    }
+    verifier.collectLeaves(&leaves);
+  }
 
   // Dead letters: the directory given, or the one the broker keeps beside each log.
   std::vector<DeadLetterSummary> deadLetters;
@@ -164,6 +321,11 @@ int verifyCommand(const VerifyOptions& options) {
     std::cout << "  declared gap: events " << gap.firstMissing << ".." << gap.lastMissing
               << " were signed but never written (declared at " << gap.file << ":" << gap.line
               << ")\n";
+  }
+  if (!options.checkpointPath.empty()) {
+    if (int status = checkCheckpoints(options, *keys, std::move(leaves)); status != 0) {
+      return status;
+    }
   }
   if (verifier.deadLettersVerified() > 0) {
     std::cout << "  " << verifier.deadLettersVerified()

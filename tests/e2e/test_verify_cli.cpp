@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -342,6 +343,113 @@ TEST_F(VerifyCli, OpensslVerifiesTheSignatureOverThePaeBytes) {
   EXPECT_NE(ok.out.find("key rotated at " + daemons_->eventsPath() + ":2: ed25519:"),
             std::string::npos)
       << ok.out;
+}
+
+// `cellos keys` exports the signer's public keys (from <state-dir>/signer/keyset.json, as the
+// signer keeps it): the PEM block under each keyid is all `openssl` needs to check that key's
+// event signatures, and the JWK Set reads back to the same keys, for `cellos` and itself.
+TEST_F(VerifyCli, ExportedPemVerifiesWithOpensslAloneAndJwkRoundTrips) {
+  std::filesystem::create_directory(dir_ + "/log");
+  daemons_ = std::make_unique<EventDaemons>(dir_ + "/log");
+  daemons_->startAll();
+  ASSERT_TRUE(
+      submitDocuments(daemons_->socket("broker"), {rejectedDocument("keys-ed")})[0].delivered);
+  auto rotated = runShell(binary("cellos-event-signer") + " rotate --algorithm p256 --socket " +
+                          daemons_->socket("signer") + " --state-dir " + daemons_->signerDir() +
+                          " --config /dev/null");
+  ASSERT_EQ(rotated.status, 0) << rotated.out;
+  ASSERT_TRUE(
+      submitDocuments(daemons_->socket("broker"), {rejectedDocument("keys-p256")})[0].delivered);
+  daemons_->stopAll();
+
+  const std::string cellos = binary("cellos");
+  auto pem = runShell(cellos + " keys --state-dir " + daemons_->stateDir());
+  ASSERT_EQ(pem.status, 0) << pem.out;
+  auto jwk = runShell(cellos + " keys --format jwk --state-dir " + daemons_->stateDir());
+  ASSERT_EQ(jwk.status, 0) << jwk.out;
+  writeText(dir_ + "/keys.pem", pem.out);
+  writeText(dir_ + "/keys.jwk", jwk.out);
+
+  auto lines = splitLines(readText(daemons_->eventsPath()));
+  ASSERT_EQ(lines.size(), 2u);
+  std::set<std::string> algorithms;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    auto event = nlohmann::json::parse(lines[i]);
+    Envelope envelope = envelopeOf(event);
+    SCOPED_TRACE(envelope.keyId);
+    // The exported block under this event's keyid, as a file of its own.
+    size_t at = pem.out.find("keyid: " + envelope.keyId + "\n");
+    ASSERT_NE(at, std::string::npos) << pem.out;
+    size_t begin = pem.out.find("-----BEGIN PUBLIC KEY-----", at);
+    size_t end = pem.out.find("-----END PUBLIC KEY-----\n", begin);
+    ASSERT_NE(end, std::string::npos);
+    std::string base = dir_ + "/x" + std::to_string(i);
+    writeText(
+        base + ".pem",
+        pem.out.substr(begin, end + std::string("-----END PUBLIC KEY-----\n").size() - begin));
+    std::string pae = "DSSEv1 " + std::to_string(core::kDssePayloadType.size()) + " " +
+                      std::string(core::kDssePayloadType) + " " +
+                      std::to_string(envelope.payload.size()) + " " + envelope.payload;
+    writeText(base + ".pae", pae);
+    pae.back() ^= 0x01;
+    writeText(base + ".bad.pae", pae);
+    std::string command;
+    if (envelope.keyId.rfind("ed25519:", 0) == 0) {
+      writeText(base + ".sig", envelope.signature);
+      command = "openssl pkeyutl -verify -pubin -inkey " + base + ".pem -rawin -sigfile " + base +
+                ".sig -in ";
+    } else {
+      writeText(base + ".sig", ecdsaDer(envelope.signature));
+      command = "openssl dgst -sha256 -verify " + base + ".pem -signature " + base + ".sig ";
+    }
+    algorithms.insert(envelope.keyId.substr(0, envelope.keyId.find(':')));
+    auto good = runShell(command + base + ".pae");
+    EXPECT_EQ(good.status, 0) << good.out;
+    EXPECT_NE(good.out.find("Verified"), std::string::npos) << good.out;
+    auto bad = runShell(command + base + ".bad.pae");
+    EXPECT_NE(bad.status, 0) << bad.out;
+  }
+  EXPECT_EQ(algorithms, (std::set<std::string>{"ed25519", "p256"}));
+
+  // Both exports verify the whole log, chain included, and read back to the same export.
+  for (const char* file : {"/keys.pem", "/keys.jwk"}) {
+    auto ok = cellosVerify({"--keys", dir_ + file, daemons_->eventsPath()});
+    EXPECT_EQ(ok.status, 0) << file << ": " << ok.out;
+  }
+  auto jwkAgain = runShell(cellos + " keys --format jwk --keys " + dir_ + "/keys.jwk");
+  EXPECT_EQ(jwkAgain.out, jwk.out);
+  auto pemFromJwk = runShell(cellos + " keys --keys " + dir_ + "/keys.jwk");
+  EXPECT_EQ(pemFromJwk.out, pem.out);
+  auto set = nlohmann::json::parse(jwk.out);
+  ASSERT_EQ(set["keys"].size(), 2u);
+  for (const auto& key : set["keys"]) {
+    EXPECT_FALSE(key.contains("d"));
+    EXPECT_TRUE(key["kty"] == "OKP" || key["kty"] == "EC") << key;
+  }
+}
+
+// Events of another producer, with only the attributes CloudEvents requires, verify with
+// --no-chain and the spec's key in any form `cellos keys` prints.
+TEST_F(VerifyCli, ForeignProducerEventsVerifyWithoutTheChain) {
+  const std::string data = std::string(CELLOS_TEST_SOURCE_DIR) + "/tests/data/verifiability/";
+  std::string events;
+  std::istringstream records(readText(data + "independent-vectors.jsonl"));
+  for (std::string line; std::getline(records, line);) {
+    events += nlohmann::json::parse(line)["event"].dump() + "\n";
+  }
+  writeText(dir_ + "/foreign.jsonl", events);
+  for (const char* format : {"pem", "jwk", "keyset"}) {
+    auto keys =
+        runShell(binary("cellos") + " keys --format " + format + " --keys " + data + "keyset.json");
+    ASSERT_EQ(keys.status, 0) << keys.out;
+    writeText(dir_ + "/spec-keys", keys.out);
+    auto ok = cellosVerify({"--no-chain", "--keys", dir_ + "/spec-keys", dir_ + "/foreign.jsonl"});
+    EXPECT_EQ(ok.status, 0) << format << ": " << ok.out;
+    EXPECT_NE(ok.out.find("OK: 20 events verified"), std::string::npos) << ok.out;
+  }
+  auto chained = cellosVerify({"--keys", data + "keyset.json", dir_ + "/foreign.jsonl"});
+  EXPECT_EQ(chained.status, 1);
+  EXPECT_NE(chained.out.find("missing attribute time"), std::string::npos) << chained.out;
 }
 
 // The npm `cloudevents` SDK (installed into the build directory from the committed lockfile)

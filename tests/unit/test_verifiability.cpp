@@ -118,7 +118,6 @@ TEST(CoreDigest, OffsetsCrossDayAndYear) {
 TEST(CoreDigest, RejectsBadTimesAndTypes) {
   const char* badTimes[] = {"",
                             "2026-11-29",
-                            "2026-11-29T10:00:00",    // no offset
                             "2026-11-29 10:00:00Z",   // space separator
                             "2026-11-29T10:00:00.Z",  // empty fraction
                             "2026-11-29T24:00:00Z",
@@ -148,6 +147,15 @@ TEST(CoreDigest, RejectsBadTimesAndTypes) {
   EXPECT_THROW(coreDigest(both), std::invalid_argument);
 }
 
+// The extension's Timestamp rule: a value without an offset is UTC (protobuf-format producers).
+TEST(CoreDigest, TimeWithoutOffsetIsUtc) {
+  nlohmann::json a = sampleEvent();
+  nlohmann::json b = sampleEvent();
+  a["time"] = "2026-11-29T10:00:00.5";
+  b["time"] = "2026-11-29T10:00:00Z";
+  EXPECT_EQ(coreDigest(a), coreDigest(b));
+}
+
 TEST(CoreDigest, DataForms) {
   nlohmann::json event = nlohmann::json::object();
   auto digestWithData = [](std::string_view bytes) {
@@ -165,6 +173,20 @@ TEST(CoreDigest, DataForms) {
   EXPECT_EQ(coreDigest(event), digestWithData(std::string("\x00\xff raw", 6)));
   event["data_base64"] = "not base64";
   EXPECT_THROW(coreDigest(event), std::invalid_argument);
+  // A string under a non-JSON datacontenttype is the payload itself (JSON event format 3.1).
+  event.erase("data_base64");
+  event["data"] = "abc";
+  event["datacontenttype"] = "Text/Plain; charset=utf-8";
+  std::string empty = sha256(""), list;
+  for (int i = 0; i < 8; ++i) list += i == 4 ? sha256("Text/Plain; charset=utf-8") : empty;
+  EXPECT_EQ(coreDigest(event), sha256(list + sha256("abc")));
+  event["datacontenttype"] = "application/cloudevents+json";  // a +json suffix is JSON
+  list.clear();
+  for (int i = 0; i < 8; ++i) list += i == 4 ? sha256("application/cloudevents+json") : empty;
+  EXPECT_EQ(coreDigest(event), sha256(list + sha256("\"abc\"")));
+  nlohmann::json bare = nlohmann::json::object();
+  bare["data"] = "abc";
+  EXPECT_EQ(coreDigest(bare), digestWithData("\"abc\""));  // absent type: application/json
 }
 
 TEST(ExtDigest, Definition) {
@@ -391,7 +413,10 @@ TEST_F(Tampering, VerifiersMustDiscard) {
       {R"({"core":")" + core + R"(","core":")" + core + R"("})",
        "bad UTF-8/JSON in verification material: duplicate member name \"core\""},
       {"not json", "bad UTF-8/JSON in verification material"},
-      {R"({"core":")" + core + R"(","extra":1})", "verification material has an unknown member"},
+      // The extension: unknown members of the material MUST be ignored.
+      {R"({"core":")" + core + R"(","ext":")" + ext + R"(","signedextattrs":)" + names +
+           R"(,"extra":1})",
+       "ok"},
       {R"({"core":")" + base64Encode(std::string(32, '\0')) + R"("})", "core digest mismatch"},
       {R"({"core":")" + core + R"(","ext":")" + base64Encode(std::string(32, '\0')) +
            R"(","signedextattrs":)" + names + "}",
@@ -428,8 +453,9 @@ TEST_F(Tampering, EnvelopeShape) {
   e["payload"] = "%%%";
   EXPECT_EQ(withEnvelope(e), "bad base64 in envelope payload");
   e = envelope;
-  e["unsigned"] = "extra";
-  EXPECT_EQ(withEnvelope(e), "dssematerial envelope has an unknown member");
+  e["unsigned"] = "extra";  // unknown members are ignored, as the extension requires
+  e["signatures"][0]["note"] = "extra";
+  EXPECT_EQ(withEnvelope(e), "ok");
   e = envelope;
   e.erase("payloadType");
   EXPECT_EQ(withEnvelope(e), "dssematerial envelope lacks payloadType or payload");
