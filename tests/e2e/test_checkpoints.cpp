@@ -9,6 +9,7 @@
 #include "core/encoding.h"
 #include "core/merkle.h"
 #include "core/verifiability.h"
+#include "tests/e2e/cellos_process.h"
 #include "tests/e2e/event_daemons.h"
 
 #include <gtest/gtest.h>
@@ -24,24 +25,6 @@
 
 namespace cellos::testing {
 namespace {
-
-std::string readText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-void writeText(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-}
-
-std::vector<std::string> splitLines(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
 
 std::string joinLines(const std::vector<std::string>& lines, size_t count) {
   std::string out;
@@ -96,10 +79,10 @@ TEST_F(Checkpoints, CutTailOfOneTwoOrTenLinesFailsNamingTheRange) {
   start();
   submit("cut", 12);
   daemons_->stopAll();
-  auto lines = splitLines(readText(daemons_->eventsPath()));
+  auto lines = readLines(daemons_->eventsPath());
   ASSERT_EQ(lines.size(), 24u);
   std::string error;
-  auto notes = core::parseSignedNotes(readText(checkpointsPath()), &error);
+  auto notes = core::parseSignedNotes(readFile(checkpointsPath()), &error);
   ASSERT_TRUE(notes) << error;
   EXPECT_GE(notes->size(), 2u);  // while events flowed, and at shutdown
 
@@ -115,7 +98,7 @@ TEST_F(Checkpoints, CutTailOfOneTwoOrTenLinesFailsNamingTheRange) {
   for (size_t cut : {1, 2, 10}) {
     SCOPED_TRACE(cut);
     std::string path = dir_ + "/cut.jsonl";
-    writeText(path, joinLines(lines, lines.size() - cut));
+    writeFile(path, joinLines(lines, lines.size() - cut));
     // The chain alone cannot tell: what is left is a valid chain.
     auto chainOnly = cellosVerify({"--keys", keyset(), path});
     EXPECT_EQ(chainOnly.status, 0) << chainOnly.out;
@@ -131,7 +114,7 @@ TEST_F(Checkpoints, RewrittenPrefixResignedWithAnotherKeyFails) {
   start();
   submit("rewrite", 5);
   daemons_->stopAll();
-  auto lines = splitLines(readText(daemons_->eventsPath()));
+  auto lines = readLines(daemons_->eventsPath());
   ASSERT_EQ(lines.size(), 10u);
   // The holder of the log rewrites event 2 and re-signs the whole chain with a key of its own.
   core::SigningKey forger = core::SigningKey::generate();
@@ -147,12 +130,12 @@ TEST_F(Checkpoints, RewrittenPrefixResignedWithAnotherKeyFails) {
     forged += event.dump() + "\n";
   }
   std::string path = dir_ + "/forged.jsonl";
-  writeText(path, forged);
+  writeFile(path, forged);
   // Trusting the forger's key too, the chain verifies; the checkpoints (by the signer's key)
   // do not match it.
-  auto genuine = nlohmann::json::parse(readText(keyset()));
+  auto genuine = nlohmann::json::parse(readFile(keyset()));
   genuine[forger.keyId()] = core::base64UrlEncode(forger.rawPublicKey());
-  writeText(dir_ + "/both.json", genuine.dump());
+  writeFile(dir_ + "/both.json", genuine.dump());
   auto chainOnly = cellosVerify({"--keys", dir_ + "/both.json", path});
   EXPECT_EQ(chainOnly.status, 0) << chainOnly.out;
   auto result = verifyWithCheckpoints(path, dir_ + "/both.json");
@@ -161,7 +144,7 @@ TEST_F(Checkpoints, RewrittenPrefixResignedWithAnotherKeyFails) {
   // A checkpoint file re-signed by the forger is no checkpoint of this signer.
   std::string forgedNote =
       core::signCheckpoint("cellos/forged/0", 10, std::string(32, '\x07'), forger);
-  writeText(checkpointsPath(), forgedNote);
+  writeFile(checkpointsPath(), forgedNote);
   result = verifyWithCheckpoints(daemons_->eventsPath(), keyset());
   EXPECT_EQ(result.status, 1) << result.out;
   EXPECT_NE(result.out.find("no signature by a trusted Ed25519 key"), std::string::npos)
@@ -191,7 +174,7 @@ TEST_F(Checkpoints, BrokerKilledMidRunLogAndCheckpointsVerify) {
   auto result = verifyWithCheckpoints(daemons_->eventsPath(), keyset());
   EXPECT_EQ(result.status, 0) << result.out;
   EXPECT_NE(result.out.find("declared gap: events 2.."), std::string::npos) << result.out;
-  auto lines = splitLines(readText(daemons_->eventsPath()));
+  auto lines = readLines(daemons_->eventsPath());
   // 2 before the kill, the resumed event, 6 after: every line is in the tree.
   ASSERT_EQ(lines.size(), 9u);
   EXPECT_NE(result.out.find("the latest commits to 9 events"), std::string::npos) << result.out;
@@ -211,7 +194,7 @@ TEST_F(Checkpoints, SignerKilledMidRunTreeContinues) {
   daemons_->stopAll();
   auto result = verifyWithCheckpoints(daemons_->eventsPath(), keyset());
   EXPECT_EQ(result.status, 0) << result.out;
-  auto lines = splitLines(readText(daemons_->eventsPath()));
+  auto lines = readLines(daemons_->eventsPath());
   ASSERT_EQ(lines.size(), 12u);
   EXPECT_NE(result.out.find("the latest commits to 12 events"), std::string::npos) << result.out;
 }
@@ -236,7 +219,7 @@ TEST_F(Checkpoints, InclusionProofOfOneEvent) {
   std::string error;
   auto notes = core::parseSignedNotes(json["checkpoint"].get<std::string>(), &error);
   ASSERT_TRUE(notes) << error;
-  auto keys = core::parseKeyset(readText(keyset()), &error);
+  auto keys = core::parseKeyset(readFile(keyset()), &error);
   ASSERT_TRUE(keys) << error;
   auto checkpoint = core::verifyCheckpoint(notes->front(), *keys, &error);
   ASSERT_TRUE(checkpoint) << error;
@@ -254,7 +237,7 @@ TEST_F(Checkpoints, IndependentCheckerVerifiesSignatureAndRoot) {
   auto pem = runShell(binary("cellos") + " keys --state-dir " + daemons_->stateDir());
   ASSERT_EQ(pem.status, 0) << pem.out;
   size_t begin = pem.out.find("-----BEGIN");
-  writeText(dir_ + "/key.pem", pem.out.substr(begin));
+  writeFile(dir_ + "/key.pem", pem.out.substr(begin));
   const std::string checker =
       std::string(CELLOS_TEST_SOURCE_DIR) + "/tests/e2e/check_checkpoint.py ";
   auto ok = runShell("python3 " + checker + daemons_->eventsPath() + " " + checkpointsPath() + " " +
@@ -263,16 +246,16 @@ TEST_F(Checkpoints, IndependentCheckerVerifiesSignatureAndRoot) {
   EXPECT_NE(ok.out.find("OK: cellos/ed25519:"), std::string::npos) << ok.out;
   EXPECT_NE(ok.out.find("tree size 12"), std::string::npos) << ok.out;
   // It, too, refuses a cut log and a changed checkpoint.
-  auto lines = splitLines(readText(daemons_->eventsPath()));
-  writeText(dir_ + "/cut.jsonl", joinLines(lines, lines.size() - 1));
+  auto lines = readLines(daemons_->eventsPath());
+  writeFile(dir_ + "/cut.jsonl", joinLines(lines, lines.size() - 1));
   auto cut = runShell("python3 " + checker + dir_ + "/cut.jsonl " + checkpointsPath() + " " + dir_ +
                       "/key.pem");
   EXPECT_NE(cut.status, 0) << cut.out;
-  std::string notes = readText(checkpointsPath());
+  std::string notes = readFile(checkpointsPath());
   size_t sizeLine = notes.rfind("\n12\n");
   ASSERT_NE(sizeLine, std::string::npos);
   notes.replace(sizeLine, 4, "\n11\n");
-  writeText(dir_ + "/changed.checkpoints", notes);
+  writeFile(dir_ + "/changed.checkpoints", notes);
   auto changed = runShell("python3 " + checker + daemons_->eventsPath() + " " + dir_ +
                           "/changed.checkpoints " + dir_ + "/key.pem");
   EXPECT_NE(changed.status, 0) << changed.out;
