@@ -701,6 +701,7 @@ struct CreatedCell {
   ipc::NetworkNamespace::Client netns = nullptr;
   CellNetworkInfo network;
   std::vector<std::pair<std::string, uint64_t>> timings;
+  uint64_t serial = 0;  // the CellServer's (CellAbandoner::serial)
 };
 
 }  // namespace
@@ -744,7 +745,10 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
                 out.network = fds.network;
                 out.timings = fds.timings;
                 out.netns = kj::heap<NetworkNamespaceServer>(cellId, kj::mv(fds.netnsFd));
-                out.cell = kj::heap<CellServer>(kj::addRef(*state), cellId, kj::mv(fds), deadlines);
+                auto server =
+                    kj::heap<CellServer>(kj::addRef(*state), cellId, kj::mv(fds), deadlines);
+                out.serial = server->serial;
+                out.cell = kj::mv(server);
                 return out;
               },
               [state, cellId](kj::Exception&& e) -> CreatedCell {
@@ -756,9 +760,6 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
     // The caller's branch reports the failure.
   }));
   return created.addBranch().then([this, cellId, context](CreatedCell cell) mutable {
-    uint64_t serial = 0;
-    auto entry = state_->cells.find(cellId);
-    if (entry != state_->cells.end()) serial = entry->second->serial;
     auto results = context.getResults();
     auto network = results.initNetwork();
     network.setUplinkInterface(cell.network.uplinkInterface);
@@ -779,7 +780,7 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
     results.setCell(kj::mv(cell.cell));
     // The call holds this server, so the connection is still there: its cells are ours to
     // abandon when it goes.
-    if (serial != 0) cells_.emplace_back(cellId, serial);
+    cells_.emplace_back(cellId, cell.serial);
   });
 }
 
