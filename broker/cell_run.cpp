@@ -96,6 +96,14 @@ class DnsEgressSinkServer final : public ipc::DnsEgressSink::Server {
 
 // The cell's own /30 ("10.213.0.4/30", the VM launcher's address pairs) from its address: the
 // DNS child refuses answers that point into it.
+// The one place a backend's name becomes the VM agent's enum. The document validator accepts
+// the names of every backend the spec defines; this version builds cells on two of them.
+ipc::Backend backendOf(const std::string& name) {
+  if (name == "linux") return ipc::Backend::LINUX;
+  if (name == "gvisor") return ipc::Backend::GVISOR;
+  KJ_FAIL_REQUIRE("backend not available in this version of cellos", name);
+}
+
 std::string cellSubnet(const std::string& cellAddress) {
   in_addr address{};
   if (inet_pton(AF_INET, cellAddress.c_str(), &address) != 1) return "";
@@ -189,7 +197,7 @@ kj::Promise<void> CellRun::createCell() {
   const auto& spec = document_.spec;
   cell.setCellId(spec.id);
   cell.setRunId(runId());
-  cell.setBackend(spec.placement.backend.value_or("linux"));
+  cell.setBackend(backendOf(spec.placement.backend.value_or("linux")));
   if (spec.run) {
     const auto& run = *spec.run;
     auto argv = cell.initArgv(run.argv.size());
@@ -260,6 +268,9 @@ kj::Promise<void> CellRun::createCell() {
                     {"cellAddress", network.getCellAddress().cStr()},
                     {"nftApplied", network.getNftApplied()},
                     {"nftRuleCount", network.getNftRuleCount()}};
+        if (network.getDnsBindAddress().size() > 0) {
+          dnsBindAddress_ = network.getDnsBindAddress().cStr();
+        }
         hostDestinations_.clear();
         for (auto range : network.getHostDestinations()) {
           hostDestinations_.emplace_back(range.cStr());
@@ -284,7 +295,7 @@ kj::Promise<void> CellRun::startDns() {
   }
   auto typeList = policy.initAllowedQueryTypes(types.size());
   for (size_t i = 0; i < types.size(); ++i) typeList.set(i, types[i]);
-  policy.setBindAddress("127.0.0.1");
+  policy.setBindAddress(dnsBindAddress_);
   auto resolvers = policy.initResolvers(dns.resolvers.size());
   for (size_t i = 0; i < dns.resolvers.size(); ++i) {
     resolvers[i].setResolverId(dns.resolvers[i].resolverId);

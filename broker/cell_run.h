@@ -103,8 +103,9 @@ class CellRun {
   std::optional<ipc::NetworkNamespace::Client> netns_;
   std::optional<ipc::DnsProxy::Client> dnsProxy_;
   nlohmann::json network_ =
-      nlohmann::json::object();  // what createCell built, for network.v1.scoped
+      nlohmann::json::object();                // what createCell built, for network.v1.scoped
   std::vector<std::string> hostDestinations_;  // the launcher's, for the DNS child (CIDR)
+  std::string dnsBindAddress_ = "127.0.0.1";   // the backend's, for the DNS child
   std::vector<std::string> residue_;
   std::vector<std::pair<std::string, uint64_t>> timings_;  // phase -> µs, in order
   std::vector<std::string> materialized_;                  // secret names the cell received

@@ -7,7 +7,7 @@ using Common = import "common.capnp";
 struct CellRequest {
   cellId @0 :Text;
   runId @1 :Text;
-  backend @2 :Text;                    # "linux" in this version
+  backend @2 :Backend;                 # spec.placement.backend (the broker maps the name)
   argv @3 :List(Text);
   env @4 :List(Common.KeyValue);
   workingDirectory @5 :Text;
@@ -26,6 +26,13 @@ struct CellRequest {
   allowedHostDestinations @17 :List(Text);
                                        # the host policy's allowHostDestinations (CIDR): exempt
                                        # from the drop of host destinations
+}
+
+enum Backend {
+  # The cell backends of this version; the VM launcher's table (vmm-agent/launcher/
+  # backend_table.h) says which of them this host runs.
+  linux @0;
+  gvisor @1;
 }
 
 struct EgressRule {
@@ -52,6 +59,8 @@ struct NetworkScope {
   nftRuleCount @4 :UInt32;
   hostDestinations @5 :List(Text);     # CIDR: what the cell may never reach (host_destination.h),
                                        # for the DNS child to refuse answers pointing there
+  dnsBindAddress @6 :Text;             # where the DNS helper binds in the cell's namespace (the
+                                       # backend says; "" from an older agent: 127.0.0.1)
 }
 
 struct PhaseTiming {

@@ -15,10 +15,10 @@
 #include "ipc/socket.h"
 #include "privsep/credentials.h"
 #include "privsep/daemon.h"
-#include "vmm-agent/agent_server.h"
-#include "vmm-agent/cell_records.h"
-#include "vmm-agent/launcher.h"
-#include "vmm-agent/reaper.h"
+#include "vmm-agent/agent/agent_server.h"
+#include "vmm-agent/launcher/cell_records.h"
+#include "vmm-agent/launcher/launcher.h"
+#include "vmm-agent/launcher/reaper.h"
 #include "vmm-agent/seccomp_profile.h"
 
 #include <fcntl.h>

@@ -6,7 +6,7 @@
 
 #include "tests/e2e/cell_e2e.h"
 #include "tests/e2e/uplink_host.h"
-#include "vmm-agent/cgroup.h"
+#include "vmm-agent/cell/cgroup.h"
 
 #include <fcntl.h>
 #include <signal.h>

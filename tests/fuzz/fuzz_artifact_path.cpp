@@ -4,7 +4,7 @@
 // returns a regular file that lies inside the working directory -- through openat2 and through
 // the fallback walk alike.
 
-#include "vmm-agent/artifact_open.h"
+#include "vmm-agent/launcher/artifact_open.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

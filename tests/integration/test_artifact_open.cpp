@@ -2,7 +2,7 @@
 // plant in its working directory: symlinks out, "..", FIFOs, devices, sparse giants. Both the
 // openat2 path and the component walk used where openat2 is missing.
 
-#include "vmm-agent/artifact_open.h"
+#include "vmm-agent/launcher/artifact_open.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

@@ -24,10 +24,10 @@
 #include <thread>
 
 #include "tests/e2e/uplink_host.h"
-#include "vmm-agent/cell_records.h"
-#include "vmm-agent/linux_cell.h"
-#include "vmm-agent/network_scope.h"
-#include "vmm-agent/slot_lease.h"
+#include "vmm-agent/backends/linux/linux_cell.h"
+#include "vmm-agent/launcher/cell_records.h"
+#include "vmm-agent/launcher/network_scope.h"
+#include "vmm-agent/launcher/slot_lease.h"
 
 namespace cellos::vmm {
 namespace {
@@ -110,9 +110,9 @@ class CellNetworkTest : public ::testing::Test {
 
   void TearDown() override {
     if (launched_) {
-      for (int fd : {cell_.pidFd, cell_.netnsFd, cell_.stdoutFd, cell_.stderrFd, cell_.startFd,
-                     cell_.statusFd}) {
-        if (fd >= 0) close(fd);
+      for (Fd* fd : {&cell_.pidFd, &cell_.netnsFd, &cell_.stdoutFd, &cell_.stderrFd, &cell_.startFd,
+                     &cell_.statusFd}) {
+        fd->reset();
       }
     }
     if (netns_ >= 0) {
@@ -140,7 +140,7 @@ class CellNetworkTest : public ::testing::Test {
     l.ids = CellIdRange{0x61000000u + static_cast<uint32_t>(counter_) * 65536u, 65536};
     cell_ = launchCell(l);
     launched_ = true;
-    netns_ = fcntl(cell_.netnsFd, F_DUPFD_CLOEXEC, 3);
+    netns_ = fcntl(cell_.netnsFd.get(), F_DUPFD_CLOEXEC, 3);
     addresses_ = core::CellAddressPair{0x0ad5fe00, 0x0ad5fe01, 0x0ad5fe02};  // 10.213.254.0/30
     createCellLink(uplink_, netns_, iface_, addresses_);
     applyCellRuleset(uplink_, netns_, plan);
@@ -148,9 +148,9 @@ class CellNetworkTest : public ::testing::Test {
 
   std::string runToEnd() {
     char go = 1;
-    EXPECT_EQ(write(cell_.startFd, &go, 1), 1);
-    std::string out = readAllFrom(cell_.stdoutFd, 15000ms);
-    readAllFrom(cell_.statusFd, 2000ms);
+    EXPECT_EQ(write(cell_.startFd.get(), &go, 1), 1);
+    std::string out = readAllFrom(cell_.stdoutFd.get(), 15000ms);
+    readAllFrom(cell_.statusFd.get(), 2000ms);
     return out;
   }
 

@@ -391,7 +391,7 @@ class DaemonSocketsTest : public ::testing::Test {
         auto request = agent.createCellRequest();
         auto cell = request.initRequest();
         cell.setCellId("../x");
-        cell.setBackend("linux");
+        cell.setBackend(ipc::Backend::LINUX);
         cell.initArgv(1).set(0, "/bin/true");
         std::string error =
             callError(ipc::withTimeout(timer, limit, "createCell", request.send()).ignoreResult());

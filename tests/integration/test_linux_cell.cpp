@@ -29,10 +29,10 @@
 
 #include "privsep/credentials.h"
 #include "privsep/seccomp.h"
-#include "vmm-agent/cgroup.h"
-#include "vmm-agent/linux_cell.h"
+#include "vmm-agent/backends/linux/linux_cell.h"
+#include "vmm-agent/cell/cgroup.h"
+#include "vmm-agent/cell/workload_filter.h"
 #include "vmm-agent/seccomp_profile.h"
-#include "vmm-agent/workload_filter.h"
 
 namespace cellos::vmm {
 namespace {
@@ -55,8 +55,9 @@ CellOutcome collect(const LaunchedCell& cell, std::chrono::milliseconds timeout 
     int fd;
     std::string* sink;
     bool open = true;
-  } streams[] = {
-      {cell.stdoutFd, &outcome.out}, {cell.stderrFd, &outcome.err}, {cell.statusFd, &status}};
+  } streams[] = {{cell.stdoutFd.get(), &outcome.out},
+                 {cell.stderrFd.get(), &outcome.err},
+                 {cell.statusFd.get(), &status}};
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     std::vector<pollfd> fds;
@@ -136,10 +137,6 @@ class LinuxCellTest : public ::testing::Test {
   void TearDown() override {
     for (TestCell& c : cells_) {
       if (c.launched) {
-        for (int fd : {c.cell.pidFd, c.cell.netnsFd, c.cell.stdoutFd, c.cell.stderrFd,
-                       c.cell.startFd, c.cell.statusFd}) {
-          if (fd >= 0) close(fd);
-        }
         EXPECT_EQ(joined(destroyCell(c.id, c.cell.initPid)), "");
       } else {
         destroyCell(c.id, -1);
@@ -189,9 +186,8 @@ class LinuxCellTest : public ::testing::Test {
   // initStatus, the init's own wait status.
   CellOutcome startAndCollect(TestCell& c, int* initStatus = nullptr) {
     char go = 1;
-    EXPECT_EQ(write(c.cell.startFd, &go, 1), 1);
-    close(c.cell.startFd);
-    c.cell.startFd = -1;
+    EXPECT_EQ(write(c.cell.startFd.get(), &go, 1), 1);
+    c.cell.startFd.reset();
     return collectAndReap(c, initStatus);
   }
 
@@ -354,8 +350,7 @@ TEST_F(LinuxCellTest, ExecOfNonExecutableGives126) {
 
 TEST_F(LinuxCellTest, ClosingStartFdAbortsWithoutRunningArgv) {
   TestCell& c = launchShell("echo ran");
-  close(c.cell.startFd);
-  c.cell.startFd = -1;
+  c.cell.startFd.reset();
   int initStatus = -1;
   CellOutcome outcome = collectAndReap(c, &initStatus);
   EXPECT_EQ(outcome.out, "");
@@ -369,8 +364,7 @@ TEST_F(LinuxCellTest, AnotherCellsInitHoldsNoCopyOfOurStartFd) {
   // A's startFd would not abort A.
   TestCell& a = launchShell("echo ran");
   TestCell& b = launchShell("echo b");
-  close(a.cell.startFd);
-  a.cell.startFd = -1;
+  a.cell.startFd.reset();
   int initStatus = -1;
   CellOutcome outcome = collectAndReap(a, &initStatus);
   EXPECT_EQ(outcome.out, "");
@@ -395,15 +389,15 @@ TEST_F(LinuxCellTest, NothingIsMountedOnTheHostSide) {
 TEST_F(LinuxCellTest, DestroyKillsBackgroundProcessesAndLeavesNoResidue) {
   TestCell& c = launchShell("sleep 1000 & echo started; exec sleep 1000");
   char go = 1;
-  ASSERT_EQ(write(c.cell.startFd, &go, 1), 1);
+  ASSERT_EQ(write(c.cell.startFd.get(), &go, 1), 1);
   // Wait for "started" so the background sleep exists.
   std::string out;
   auto deadline = std::chrono::steady_clock::now() + 5s;
   while (out.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{c.cell.stdoutFd, POLLIN, 0};
+    pollfd p{c.cell.stdoutFd.get(), POLLIN, 0};
     poll(&p, 1, 100);
     char buf[256];
-    ssize_t n = read(c.cell.stdoutFd, buf, sizeof buf);
+    ssize_t n = read(c.cell.stdoutFd.get(), buf, sizeof buf);
     if (n > 0) out.append(buf, static_cast<size_t>(n));
   }
   ASSERT_EQ(out, "started\n");
@@ -534,7 +528,7 @@ TEST_F(LinuxCellTest, DestroyByIdAloneStillReapsTheInitThisProcessLaunched) {
   // the cell is found through the launcher's own pidfd and the cgroup.
   TestCell& c = launchShell("exec sleep 1000");
   char go = 1;
-  ASSERT_EQ(write(c.cell.startFd, &go, 1), 1);
+  ASSERT_EQ(write(c.cell.startFd.get(), &go, 1), 1);
   EXPECT_EQ(joined(destroyCell(c.id, 0)), "");
   c.initReaped = true;
   EXPECT_EQ(waitpid(c.cell.initPid, nullptr, WNOHANG), -1) << "init left as a zombie";
@@ -558,8 +552,8 @@ TEST_F(LinuxCellTest, LaunchWorksWhenSeccompHidesClone3) {
     try {
       LaunchedCell cell = launchCell(launch);
       char go = 1;
-      if (write(cell.startFd, &go, 1) != 1) _exit(11);
-      close(cell.startFd);
+      if (write(cell.startFd.get(), &go, 1) != 1) _exit(11);
+      cell.startFd.reset();
       CellOutcome outcome = collect(cell);
       if (outcome.out != "ok\n" || !outcome.waitStatus || *outcome.waitStatus != 0) _exit(12);
       if (!destroyCell(c.id, cell.initPid).empty()) _exit(13);
@@ -594,7 +588,7 @@ TEST_F(LinuxCellTest, WorkloadIsRootOnlyInItsOwnUserNamespace) {
       "cat /etc/shadow >/dev/null 2>&1 || echo shadow-unreadable; "
       "echo x > /workspace/f && stat -c %u:%g /workspace/f; exec sleep 1000");
   char go = 1;
-  ASSERT_EQ(write(c.cell.startFd, &go, 1), 1);
+  ASSERT_EQ(write(c.cell.startFd.get(), &go, 1), 1);
   // From the host, the workload's processes run as the cell's base id, never as root.
   // Wait until the shell has exec'd sleep: then the cell is exactly init and sleep.
   std::vector<pid_t> pids;
@@ -810,14 +804,14 @@ TEST_F(LinuxCellTest, ImageRootReplacesTheHostView) {
 TEST_F(LinuxCellTest, SigtermToTheInitReachesEveryProcessOfTheCell) {
   TestCell& c = launchShell("sleep 1000 & echo started; wait; echo after-wait");
   char go = 1;
-  ASSERT_EQ(write(c.cell.startFd, &go, 1), 1);
+  ASSERT_EQ(write(c.cell.startFd.get(), &go, 1), 1);
   std::vector<pid_t> pids;
   for (int i = 0; i < 300 && pids.size() < 3; ++i) {
     pids = CellCgroup::open(c.id).processes();
     std::this_thread::sleep_for(10ms);
   }
   ASSERT_EQ(pids.size(), 3u);
-  ASSERT_EQ(syscall(SYS_pidfd_send_signal, c.cell.pidFd, SIGTERM, nullptr, 0), 0);
+  ASSERT_EQ(syscall(SYS_pidfd_send_signal, c.cell.pidFd.get(), SIGTERM, nullptr, 0), 0);
   CellOutcome outcome = collect(c.cell, 5000ms);
   ASSERT_TRUE(outcome.waitStatus.has_value()) << "the init reports the workload's end";
   EXPECT_TRUE(WIFSIGNALED(*outcome.waitStatus));

@@ -14,11 +14,11 @@
 #include <fstream>
 #include <string>
 
-#include "vmm-agent/cell_records.h"
-#include "vmm-agent/cgroup.h"
-#include "vmm-agent/linux_cell.h"
-#include "vmm-agent/reaper.h"
-#include "vmm-agent/slot_lease.h"
+#include "vmm-agent/backends/linux/linux_cell.h"
+#include "vmm-agent/cell/cgroup.h"
+#include "vmm-agent/launcher/cell_records.h"
+#include "vmm-agent/launcher/reaper.h"
+#include "vmm-agent/launcher/slot_lease.h"
 
 namespace cellos::vmm {
 namespace {

@@ -3,7 +3,7 @@
 
 #include "broker/secret_broker.h"
 #include "ipc/vmm.capnp.h"
-#include "vmm-agent/secret_files.h"
+#include "vmm-agent/cell/secret_files.h"
 
 #include <capnp/serialize.h>
 #include <fcntl.h>

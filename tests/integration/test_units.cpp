@@ -9,7 +9,7 @@
 #include "event-forwarder/seccomp_profile.h"
 #include "event-signer/seccomp_profile.h"
 #include "tests/integration/command.h"
-#include "vmm-agent/cgroup.h"
+#include "vmm-agent/cell/cgroup.h"
 #include "vmm-agent/seccomp_profile.h"
 
 #include <gtest/gtest.h>

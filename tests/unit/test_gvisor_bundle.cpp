@@ -1,7 +1,7 @@
 // The gvisor backend's OCI bundle (config.json) as generated from a cell launch, the root view it
 // binds, and how runsc's exit becomes the workload's wait status.
 
-#include "vmm-agent/gvisor_cell.h"
+#include "vmm-agent/backends/gvisor/gvisor_cell.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -1,7 +1,7 @@
 // docs/security.md lists the calls the workload filter denies; this keeps the page and the
 // filter the same list.
 
-#include "vmm-agent/workload_filter.h"
+#include "vmm-agent/cell/workload_filter.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>

@@ -1,13 +1,12 @@
-#include "vmm-agent/reaper.h"
-
-#include "vmm-agent/gvisor_cell.h"
+#include "vmm-agent/launcher/reaper.h"
 
 #include "core/cell_id.h"
 
-#include "vmm-agent/cell_records.h"
-#include "vmm-agent/linux_cell.h"
-#include "vmm-agent/network_scope.h"
-#include "vmm-agent/slot_lease.h"
+#include "vmm-agent/cell/cell_processes.h"
+#include "vmm-agent/launcher/backend_table.h"
+#include "vmm-agent/launcher/cell_records.h"
+#include "vmm-agent/launcher/network_scope.h"
+#include "vmm-agent/launcher/slot_lease.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -62,7 +61,7 @@ void reapCell(const std::string& cellId, const std::string& cellDir) {
               cellDir.compare(cellDir.size() - expected.size(), expected.size(), expected) == 0;
   if (!ours && !cellDir.empty())
     spdlog::error("leftover cell {}: not removing {}", cellId, cellDir);
-  for (const auto& residue : removeGvisorLeftovers(cellId, ours ? cellDir : "")) {
+  for (const auto& residue : removeLeftoversOfAnyBackend(cellId, ours ? cellDir : "")) {
     spdlog::error("leftover cell {}: {}", cellId, residue);
   }
   if (ours && rmdir(cellDir.c_str()) < 0 && errno != ENOENT) {

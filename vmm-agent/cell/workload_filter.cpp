@@ -1,4 +1,4 @@
-#include "vmm-agent/workload_filter.h"
+#include "vmm-agent/cell/workload_filter.h"
 
 #include <linux/audit.h>
 #include <linux/filter.h>

@@ -1,4 +1,4 @@
-#include "vmm-agent/network_scope.h"
+#include "vmm-agent/launcher/network_scope.h"
 
 #include <arpa/inet.h>
 #include <linux/netlink.h>

@@ -1,4 +1,4 @@
-#include "vmm-agent/artifact_open.h"
+#include "vmm-agent/launcher/artifact_open.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>

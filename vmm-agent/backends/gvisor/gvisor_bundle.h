@@ -1,35 +1,15 @@
 #pragma once
-// The gvisor backend: one cell is one gVisor sandbox (`runsc run`), its workload's system calls
-// answered by gVisor's Sentry instead of the host kernel.
-//
-// What it shares with the linux backend (linux_cell.h), so the rest of the agent cannot tell the
-// two apart: the same CellLaunch, the same LaunchedCell fds (start byte, raw wait status,
-// stdout/stderr pipes, a pidfd to signal, the network namespace), the same cgroup leaves
-// (cgroup.h: the limits are written by the same code, v1 or v2), the same veth + nftables scope
-// and DNS helper (the cell's network namespace is ours, and runsc runs in it with
-// --network=host, so its sockets are ordinary host sockets in that namespace), the same record
-// and reaping.
-//
-// How a cell runs. The launcher prepares the cell directory <cellDir> (gvisorBundle below): a
-// read-only root made of bind mounts (the host's /usr and /etc, or a registered image's
-// entries), a working directory on the host (<cellDir>/work, bound at the document's
-// workingDirectory, owned by the cell's host id) and config.json. The gVisor spawner, a process
-// the launcher forks before it installs its seccomp profile (runsc needs ptrace, which that
-// profile refuses), clones the cell's *supervisor* into new pid, mount, network, uts and ipc
-// namespaces. The supervisor is pid 1 there: it mounts a /proc of its own (runsc reads
-// /proc/<pid> of the pids it starts), brings up lo, waits for the start byte, runs `runsc run`
-// with the workload's pipes, passes SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 on with `runsc kill
-// --all`, and writes the wait status. SIGKILL to the supervisor ends its pid namespace, so the
-// sandbox, the gofer and every runsc process die with it: nothing of a cell outlives its
-// supervisor, which is also why teardown never runs `runsc delete` from outside (the pids in
-// runsc's state are pids of the cell's namespace; from the host they would name other
-// processes).
+// The gvisor backend's bundle: the OCI runtime configuration and the directory layout of a
+// gvisor cell, built by the launcher from a CellLaunch. Pure except writeGvisorBundle and
+// removeGvisorLeftovers, which touch only the cell's own directory (and, on cgroup v1, the
+// cgroups runsc made for it).
 
-#include "vmm-agent/linux_cell.h"
+#include "vmm-agent/cell/cell_backend.h"
 
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cellos::vmm {
@@ -46,11 +26,6 @@ inline constexpr const char* kGvisorSecretsSource = "/cellos-secrets";
 inline constexpr const char* kGvisorPrivateBundle = "/cellos-bundle";
 inline constexpr const char* kGvisorPrivateState = "/cellos-runsc";
 inline constexpr const char* kGvisorSecretsAnnotation = "dev.cellos.secret-delivery";
-
-struct GvisorConfig {
-  std::string runsc = "/usr/bin/runsc";
-  std::string platform = "ptrace";  // runsc --platform: ptrace | kvm (Debian's 0.0~20221219)
-};
 
 // Paths of a gvisor cell inside its cell directory.
 struct GvisorPaths {
@@ -105,20 +80,6 @@ void writeGvisorBundle(const CellLaunch& launch);
 // start leaves them). Returns what it could not remove. Safe on a linux cell (nothing there).
 std::vector<std::string> removeGvisorLeftovers(const std::string& cellId,
                                                const std::string& cellDir);
-
-// The gVisor spawner: forked by the launcher before its seccomp profile, so runsc (which needs
-// ptrace and a Go runtime's system calls) can run. It answers only its launcher, over a
-// SOCK_SEQPACKET pair: "spawn <cellId>" -> the supervisor's fds. Returns its pid; `launcherEnd`
-// receives the launcher's end (CLOEXEC). The spawner exits when that end closes (and dies with
-// the launcher: PDEATHSIG).
-pid_t startGvisorSpawner(const GvisorConfig& config, const std::string& runDir, int& launcherEnd);
-
-// Asks the spawner at `spawnerFd` for the supervisor of cell launch.cellId (whose bundle exists)
-// and returns its ends, as launchCell() does, once the supervisor has built its root (so
-// /proc/<initPid>/root is the cell's view). The supervisor does nothing until the start byte.
-// The caller moves initPid into the cell's cgroup before writing it. Throws std::runtime_error
-// with the spawner's reason.
-LaunchedCell spawnGvisorCell(int spawnerFd, const std::string& cellId);
 
 // How a `runsc run` exit becomes the workload's wait status: runsc exits 128+n when the
 // workload was killed by signal n (1..64), else with the workload's exit code.

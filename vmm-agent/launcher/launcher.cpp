@@ -1,4 +1,7 @@
-#include "vmm-agent/launcher.h"
+#include "vmm-agent/launcher/launcher.h"
+
+#include "vmm-agent/launcher/backend_table.h"
+#include "vmm-agent/launcher/launcher_request.h"
 
 #include "core/cell_id.h"
 #include "core/host_destination.h"
@@ -6,16 +9,15 @@
 #include "ipc/vmm.capnp.h"
 #include "privsep/daemon.h"
 #include "privsep/seccomp.h"
-#include "vmm-agent/artifact_open.h"
-#include "vmm-agent/cell_records.h"
-#include "vmm-agent/cgroup.h"
-#include "vmm-agent/gvisor_cell.h"
-#include "vmm-agent/linux_cell.h"
-#include "vmm-agent/network_scope.h"
+#include "vmm-agent/cell/cell_backend.h"
+#include "vmm-agent/cell/cgroup.h"
+#include "vmm-agent/cell/secret_files.h"
+#include "vmm-agent/cell/sys_util.h"
+#include "vmm-agent/launcher/artifact_open.h"
+#include "vmm-agent/launcher/cell_records.h"
+#include "vmm-agent/launcher/network_scope.h"
+#include "vmm-agent/launcher/slot_lease.h"
 #include "vmm-agent/seccomp_profile.h"
-#include "vmm-agent/secret_files.h"
-#include "vmm-agent/slot_lease.h"
-#include "vmm-agent/sys_util.h"
 
 #include <arpa/inet.h>
 #include <capnp/message.h>
@@ -64,32 +66,14 @@ uint64_t elapsedMicros(std::chrono::steady_clock::time_point since) {
       .count();
 }
 
-// An fd this launcher owns.
-struct OwnedFd {
-  int fd = -1;
-  OwnedFd() = default;
-  explicit OwnedFd(int f) : fd(f) {}
-  OwnedFd(OwnedFd&& o) noexcept : fd(o.fd) { o.fd = -1; }
-  OwnedFd& operator=(OwnedFd&& o) noexcept {
-    if (this != &o) {
-      if (fd >= 0) close(fd);
-      fd = o.fd;
-      o.fd = -1;
-    }
-    return *this;
-  }
-  ~OwnedFd() {
-    if (fd >= 0) close(fd);
-  }
-};
-
 // A cell this launcher built and has not destroyed yet. The leases and the record are held for
 // exactly as long as the cell exists; the netns fd lets teardown and counters reach the cell's
 // namespace after its init is gone.
 struct LiveCell {
+  CellBackend* backend;
   std::string cellDir;
   std::string uplinkInterface;
-  OwnedFd netns;
+  Fd netns;
   core::NftPlan plan;
   SlotLease addressLease;
   SlotLease idLease;
@@ -98,17 +82,17 @@ struct LiveCell {
   // destroy: the export phase reads artifacts through it after the cell's init, and with it the
   // cell's mount namespace, are gone.
   std::string workingDirectory;
-  OwnedFd workdir;
+  Fd workdir;
   // The cell's secrets tmpfs (O_PATH), when the cell was built for secrets; -1 otherwise.
-  OwnedFd secrets;
+  Fd secrets;
   uint32_t workloadId = 0;  // host id of the workload: owner of the secret files
 };
 
 struct Launcher {
   const LauncherConfig& config;
   UplinkNamespace uplink;
+  BackendTable& backends;
   std::map<std::string, LiveCell> cells;
-  int gvisorSpawnerFd = -1;  // -1: no gvisor backend on this launcher
   // What no cell may reach (core/host_destination.h), as of the last refresh.
   std::vector<core::IpRange> hostDestinations;
 };
@@ -132,84 +116,12 @@ void refreshHostDestinations(Launcher& launcher) {
   for (auto& [cellId, cell] : launcher.cells) {
     cell.plan.hostDestinations = launcher.hostDestinations;
     try {
-      addCellElements(launcher.uplink, cell.netns.fd, core::nftHostDestinationElements(cell.plan));
+      addCellElements(launcher.uplink, cell.netns.get(),
+                      core::nftHostDestinationElements(cell.plan));
     } catch (const std::exception& e) {
       spdlog::error("cell {}: updating its host destinations: {}", cellId, e.what());
     }
   }
-}
-
-// Host pids a gvisor cell may hold beyond its pidsMax: runsc, the Sentry's and the gofer's
-// threads, the ptrace platform's traced helper processes. The document's pidsMax itself is
-// enforced inside the sandbox (RLIMIT_NPROC, see gvisorOciConfig); this is only the host's
-// backstop.
-constexpr uint64_t kGvisorHostPidsAllowance = 512;
-// pids.max refuses more than PID_MAX_LIMIT (4194304 on 64-bit, kernel/cgroup/pids.c): the
-// allowance saturates there, and a pidsMax the broker did not validate cannot wrap around.
-constexpr uint64_t kPidsMaxLimit = 4'194'304;
-
-uint64_t gvisorHostPidsMax(uint64_t pidsMax) {
-  return pidsMax >= kPidsMaxLimit - kGvisorHostPidsAllowance ? kPidsMaxLimit
-                                                             : pidsMax + kGvisorHostPidsAllowance;
-}
-
-// A gvisor cell: its bundle, its cgroup with the limits, and its supervisor (in the cgroup
-// before it may start runsc).
-LaunchedCell launchGvisorCell(const Launcher& launcher, const CellLaunch& launch) {
-  writeGvisorBundle(launch);
-  CellCgroup cgroup = CellCgroup::create(launch.cellId);
-  try {
-    if (launch.pidsMax) cgroup.setPidsMax(gvisorHostPidsMax(*launch.pidsMax));
-    if (launch.memoryMaxBytes) cgroup.setMemoryMax(*launch.memoryMaxBytes);
-    if (launch.cpuMax) cgroup.setCpuMax(launch.cpuMax->quotaMicros, launch.cpuMax->periodMicros);
-  } catch (...) {
-    cgroup.remove();
-    throw;
-  }
-  LaunchedCell cell{};
-  try {
-    cell = spawnGvisorCell(launcher.gvisorSpawnerFd, launch.cellId);
-  } catch (...) {
-    cgroup.remove();
-    throw;
-  }
-  try {
-    cgroup.addProcess(cell.initPid);
-    // The pid was still the supervisor's when it went into the cgroup: it waits for the start
-    // byte and nothing else ends it (its pidfd pins it).
-    if (syscall(SYS_pidfd_send_signal, cell.pidFd, 0, nullptr, 0) < 0) {
-      throw std::system_error(errno, std::generic_category(), "gvisor supervisor gone");
-    }
-  } catch (...) {
-    syscall(SYS_pidfd_send_signal, cell.pidFd, SIGKILL, nullptr, 0);
-    for (int fd :
-         {cell.pidFd, cell.netnsFd, cell.stdoutFd, cell.stderrFd, cell.startFd, cell.statusFd}) {
-      close(fd);
-    }
-    throw;  // the caller's destroyCell() empties and removes the cgroup
-  }
-  return cell;
-}
-
-core::NftPlan nftPlanOf(const LauncherConfig& config, ipc::CellRequest::Reader request) {
-  core::NftPlan plan;
-  plan.dnsUid = config.dnsUid;
-  for (auto rule : request.getEgressRules()) {
-    core::NftEgress egress;
-    if (rule.getHost().size() > 0) egress.host = rule.getHost().cStr();
-    if (rule.getCidr().size() > 0) egress.cidr = rule.getCidr().cStr();
-    egress.port = rule.getPort();
-    egress.protocol = rule.getProtocol();
-    plan.egress.push_back(std::move(egress));
-  }
-  for (auto resolver : request.getResolvers()) {
-    plan.resolvers.push_back({resolver.getResolverId(), resolver.getAddress(), resolver.getPort(),
-                              resolver.getProtocol()});
-  }
-  std::vector<std::string> allowed;
-  for (auto range : request.getAllowedHostDestinations()) allowed.emplace_back(range.cStr());
-  plan.allowedHostDestinations = core::parseIpRanges(allowed);
-  return plan;
 }
 
 void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request) {
@@ -217,29 +129,15 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   auto started = std::chrono::steady_clock::now();
   std::vector<std::pair<std::string, uint64_t>> timings;
 
-  CellLaunch launch;
-  launch.cellId = request.getCellId();
-  KJ_REQUIRE(core::isValidCellId(launch.cellId), "invalid cell id", launch.cellId);
+  LaunchRequest decoded = decodeLaunchRequest(request, config.dnsUid);
+  CellLaunch& launch = decoded.launch;
   KJ_REQUIRE(!launcher.cells.count(launch.cellId), "a cell with this id is live", launch.cellId);
-  for (auto arg : request.getArgv()) launch.argv.emplace_back(arg.cStr());
-  for (auto kv : request.getEnv())
-    launch.env.emplace_back(kv.getKey().cStr(), kv.getValue().cStr());
-  launch.workingDirectory = request.getWorkingDirectory();
-  if (request.getPidsMax() != 0) launch.pidsMax = request.getPidsMax();
-  if (request.getMemoryMaxBytes() != 0) launch.memoryMaxBytes = request.getMemoryMaxBytes();
-  if (request.getCpuQuotaMicros() != 0) {
-    uint64_t period = request.getCpuPeriodMicros() != 0 ? request.getCpuPeriodMicros() : 100000;
-    launch.cpuMax = CellCpuMax{request.getCpuQuotaMicros(), period};
-  }
-  launch.imageRoot = registeredImageRoot(config.imagesDir, request.getImage());
-  launch.secretDelivery = request.getSecretDelivery();
-  const std::string backend = request.getBackend().size() > 0 ? request.getBackend() : "linux";
-  KJ_REQUIRE(backend == "linux" || (backend == "gvisor" && launcher.gvisorSpawnerFd >= 0),
-             "backend not available on this VM launcher", backend);
+  CellBackend& backend = launcher.backends.get(decoded.backend);
+  launch.imageRoot = registeredImageRoot(config.imagesDir, decoded.image);
   // The rules are checked before anything exists: a bad one refuses the cell, it does not
   // leave it half-scoped.
   refreshHostDestinations(launcher);
-  core::NftPlan plan = nftPlanOf(config, request);
+  core::NftPlan plan = std::move(decoded.plan);
   plan.hostDestinations = launcher.hostDestinations;
   core::nftRules(plan);
 
@@ -284,61 +182,42 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
     }
   }();
 
-  LaunchedCell cell{};
+  LaunchedCell cell;
   bool launched = false;
-  OwnedFd netns, workdir, secrets;
+  Fd netns;
   try {
     auto step = std::chrono::steady_clock::now();
-    if (backend == "gvisor") {
-      try {
-        cell = launchGvisorCell(launcher, launch);
-      } catch (...) {
-        destroyCell(launch.cellId, 0);
-        removeGvisorLeftovers(launch.cellId, launch.cellDir);
-        throw;
-      }
-    } else {
-      cell = launchCell(launch);
+    try {
+      cell = backend.launch(launch);
+    } catch (...) {
+      backend.destroy(launch.cellId, 0);
+      backend.removeLeftovers(launch.cellId, launch.cellDir);
+      throw;
     }
     launched = true;
     timings.emplace_back("cell", elapsedMicros(step));
-    netns = OwnedFd(fcntl(cell.netnsFd, F_DUPFD_CLOEXEC, 3));
-    KJ_REQUIRE(netns.fd >= 0, "fcntl(netns, F_DUPFD_CLOEXEC)", strerror(errno));
-    // The init has built the cell's root and mounted the working directory, and the workload
-    // has not run yet: the path, resolved through the init's root, is still ours.
-    std::string workdirPath =
-        "/proc/" + std::to_string(cell.initPid) + "/root" + launch.workingDirectory;
-    workdir = OwnedFd(openWorkingDirectory(workdirPath));
-    KJ_REQUIRE(workdir.fd >= 0, "open(O_PATH)", workdirPath, strerror(errno));
-    if (!launch.secretDelivery.empty()) {
-      // The linux cell's /run/secrets tmpfs; the gvisor cell's, in its supervisor's root.
-      std::string secretsPath = "/proc/" + std::to_string(cell.initPid) + "/root" +
-                                (backend == "gvisor" ? kGvisorSecretsSource : kSecretsDirectory);
-      secrets = OwnedFd(openWorkingDirectory(secretsPath));
-      KJ_REQUIRE(secrets.fd >= 0, "open(O_PATH)", secretsPath, strerror(errno));
-    }
+    netns = Fd(fcntl(cell.netnsFd.get(), F_DUPFD_CLOEXEC, 3));
+    KJ_REQUIRE(netns.get() >= 0, "fcntl(netns, F_DUPFD_CLOEXEC)", strerror(errno));
+    KJ_REQUIRE(cell.workingDirectory.get() >= 0, "the backend opened no working directory");
+    KJ_REQUIRE(launch.secretDelivery.empty() || cell.secrets.get() >= 0,
+               "the backend opened no secrets directory");
 
     step = std::chrono::steady_clock::now();
-    createCellLink(launcher.uplink, netns.fd, uplinkInterface, addresses);
+    createCellLink(launcher.uplink, netns.get(), uplinkInterface, addresses);
     timings.emplace_back("link", elapsedMicros(step));
     step = std::chrono::steady_clock::now();
-    applyCellRuleset(launcher.uplink, netns.fd, plan);
+    applyCellRuleset(launcher.uplink, netns.get(), plan);
     timings.emplace_back("nftables", elapsedMicros(step));
   } catch (...) {
-    if (launched) {
-      for (int fd :
-           {cell.pidFd, cell.netnsFd, cell.stdoutFd, cell.stderrFd, cell.startFd, cell.statusFd}) {
-        close(fd);
-      }
-    }
-    for (const auto& r : removeCellNetwork(launcher.uplink, netns.fd, uplinkInterface)) {
+    for (const auto& r : removeCellNetwork(launcher.uplink, netns.get(), uplinkInterface)) {
       spdlog::error("cell {}: undoing a failed launch: {}", launch.cellId, r);
     }
     if (launched) {
-      for (const auto& r : destroyCell(launch.cellId, cell.initPid)) {
+      cell = LaunchedCell();  // every fd of the cell closed before its processes are killed
+      for (const auto& r : backend.destroy(launch.cellId, cell.initPid)) {
         spdlog::error("cell {}: undoing a failed launch: {}", launch.cellId, r);
       }
-      for (const auto& r : removeGvisorLeftovers(launch.cellId, launch.cellDir)) {
+      for (const auto& r : backend.removeLeftovers(launch.cellId, launch.cellDir)) {
         spdlog::error("cell {}: undoing a failed launch: {}", launch.cellId, r);
       }
     }
@@ -356,6 +235,7 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   network.setCellAddress(core::formatIpv4(addresses.cell));
   network.setNftApplied(true);
   network.setNftRuleCount(static_cast<uint32_t>(core::nftRules(plan).size()));
+  network.setDnsBindAddress(cell.dnsBindAddress);
   auto hostList = network.initHostDestinations(plan.hostDestinations.size());
   for (size_t i = 0; i < plan.hostDestinations.size(); ++i) {
     hostList.set(i, core::formatIpRange(plan.hostDestinations[i]));
@@ -367,31 +247,44 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
     timingList[i].setMicros(timings[i].second);
   }
   launcher.cells.emplace(
-      launch.cellId, LiveCell{launch.cellDir, uplinkInterface, std::move(netns), std::move(plan),
-                              std::move(addressLease), std::move(idLease), std::move(recordFile),
-                              launch.workingDirectory, std::move(workdir), std::move(secrets),
-                              launch.ids.hostBase});
-  std::vector<int> fds = {cell.pidFd,    cell.netnsFd, cell.stdoutFd,
-                          cell.stderrFd, cell.startFd, cell.statusFd};
+      launch.cellId,
+      LiveCell{&backend, launch.cellDir, uplinkInterface, std::move(netns), std::move(plan),
+               std::move(addressLease), std::move(idLease), std::move(recordFile),
+               launch.workingDirectory, std::move(cell.workingDirectory), std::move(cell.secrets),
+               launch.ids.hostBase});
+  std::vector<Fd> agentFds = cell.releaseAgentFds();
+  std::vector<int> fds;
+  for (const Fd& fd : agentFds) fds.push_back(fd.get());
   sendReply(sock, reply, fds);
-  for (int fd : fds) close(fd);  // the agent holds them now
+  // `agentFds` closes our copies: the agent holds them now.
 }
 
-void handleDestroy(int sock, Launcher& launcher, ipc::DestroyRequest::Reader request) {
-  std::string cellId = request.getCellId();
-  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
+void handleDestroy(int sock, Launcher& launcher, const DestroyCommand& request) {
+  const std::string& cellId = request.cellId;
   std::vector<std::string> residue;
   auto live = launcher.cells.find(cellId);
   if (live != launcher.cells.end()) {
-    live->second.workdir = OwnedFd();  // the working directory's tmpfs goes with the cell
-    live->second.secrets = OwnedFd();
+    live->second.workdir = Fd();  // the working directory's tmpfs goes with the cell
+    live->second.secrets = Fd();
     residue =
-        removeCellNetwork(launcher.uplink, live->second.netns.fd, live->second.uplinkInterface);
+        removeCellNetwork(launcher.uplink, live->second.netns.get(), live->second.uplinkInterface);
   }
-  for (std::string& r : destroyCell(cellId, request.getInitPid())) residue.push_back(std::move(r));
   std::string cellDir = launcher.config.runDir + "/cells/" + cellId;
-  // A gvisor cell's bundle and any cgroup runsc made (nothing there for a linux cell).
-  for (std::string& r : removeGvisorLeftovers(cellId, cellDir)) residue.push_back(std::move(r));
+  // A live cell's own backend; for one this launcher does not know (it did not build it, or
+  // gave up its record), every backend's teardown, each safe on another backend's cell.
+  std::vector<CellBackend*> backends = live != launcher.cells.end()
+                                           ? std::vector<CellBackend*>{live->second.backend}
+                                           : launcher.backends.all();
+  for (CellBackend* backend : backends) {
+    for (std::string& r : backend->destroy(cellId, request.initPid)) {
+      residue.push_back(std::move(r));
+    }
+  }
+  for (CellBackend* backend : backends) {
+    for (std::string& r : backend->removeLeftovers(cellId, cellDir)) {
+      residue.push_back(std::move(r));
+    }
+  }
   if (rmdir(cellDir.c_str()) < 0 && errno != ENOENT) {
     residue.push_back(cellDir + ": " + strerror(errno));
   }
@@ -401,7 +294,7 @@ void handleDestroy(int sock, Launcher& launcher, ipc::DestroyRequest::Reader req
       if (interfaceExists(launcher.uplink, launcher.uplink.uplinkFd, cell.uplinkInterface)) {
         residue.push_back("veth " + cell.uplinkInterface + " still exists");
       }
-      if (cellTableExists(launcher.uplink, cell.netns.fd)) {
+      if (cellTableExists(launcher.uplink, cell.netns.get())) {
         residue.push_back("nftables table inet cellos still exists in the cell's namespace");
       }
     } catch (const std::exception& e) {
@@ -421,7 +314,6 @@ void handleDestroy(int sock, Launcher& launcher, ipc::DestroyRequest::Reader req
 }
 
 void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
-  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
   capnp::MallocMessageBuilder reply;
   auto report = reply.initRoot<ipc::LauncherReply>().initInspected();
   CellCgroup cgroup = CellCgroup::open(cellId);
@@ -436,7 +328,7 @@ void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
   auto live = launcher.cells.find(cellId);
   if (live != launcher.cells.end()) {
     std::vector<core::NftCounter> counters =
-        readCellCounters(launcher.uplink, live->second.netns.fd);
+        readCellCounters(launcher.uplink, live->second.netns.get());
     std::map<std::string, std::string> matchOf;
     for (const auto& rule : core::nftRules(live->second.plan)) matchOf[rule.id] = rule.match;
     auto flows = report.initFlows(counters.size());
@@ -453,46 +345,34 @@ void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
 
 // Opens one export artifact of a live cell (artifact_open.h) and sends its fd, or the reason
 // it was refused.
-void handleOpenArtifact(int sock, Launcher& launcher, ipc::ArtifactRequest::Reader request) {
-  std::string cellId = request.getCellId();
-  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
+void handleOpenArtifact(int sock, Launcher& launcher, const ArtifactCommand& request) {
+  const std::string& cellId = request.cellId;
   auto live = launcher.cells.find(cellId);
-  KJ_REQUIRE(live != launcher.cells.end() && live->second.workdir.fd >= 0,
+  KJ_REQUIRE(live != launcher.cells.end() && live->second.workdir.get() >= 0,
              "no live cell with this id", cellId);
-  OpenedArtifact opened = openArtifact(live->second.workdir.fd, live->second.workingDirectory,
-                                       request.getPath(), request.getMaxBytes());
-  OwnedFd file(opened.fd);
+  OpenedArtifact opened = openArtifact(live->second.workdir.get(), live->second.workingDirectory,
+                                       request.path, request.maxBytes);
+  Fd file(opened.fd);
   capnp::MallocMessageBuilder reply;
   auto out = reply.initRoot<ipc::LauncherReply>().initArtifact();
   out.setBytes(opened.bytes);
   out.setRefused(opened.refused);
-  if (file.fd >= 0) {
-    sendReply(sock, reply, {file.fd});
+  if (file.get() >= 0) {
+    sendReply(sock, reply, {file.get()});
   } else {
-    spdlog::info("cell {}: artifact {} refused: {}", cellId, request.getPath().cStr(),
-                 opened.refused);
+    spdlog::info("cell {}: artifact {} refused: {}", cellId, request.path, opened.refused);
     sendReply(sock, reply, {});
   }
 }
 
 // Writes a cell's secrets into its /run/secrets tmpfs (secret_files.h) before its workload runs.
-void handleDeliverSecrets(int sock, Launcher& launcher, ipc::SecretDelivery::Reader request) {
-  std::string cellId = request.getCellId();
-  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
+void handleDeliverSecrets(int sock, Launcher& launcher, const SecretsCommand& request) {
+  const std::string& cellId = request.cellId;
   auto live = launcher.cells.find(cellId);
   KJ_REQUIRE(live != launcher.cells.end(), "no live cell with this id", cellId);
-  KJ_REQUIRE(live->second.secrets.fd >= 0, "the cell was not built for secrets", cellId);
-  auto bundle = request.getBundle();
-  std::vector<std::pair<std::string_view, std::string_view>> secrets;
-  for (auto secret : bundle.getSecrets()) {
-    auto value = secret.getValue();
-    secrets.emplace_back(
-        std::string_view(secret.getName().cStr(), secret.getName().size()),
-        std::string_view(reinterpret_cast<const char*>(value.begin()), value.size()));
-  }
-  std::vector<std::string> names =
-      writeSecretFiles(live->second.secrets.fd, secrets, live->second.workloadId,
-                       std::string(bundle.getDelivery().cStr()) == "env");
+  KJ_REQUIRE(live->second.secrets.get() >= 0, "the cell was not built for secrets", cellId);
+  std::vector<std::string> names = writeSecretFiles(live->second.secrets.get(), request.secrets,
+                                                    live->second.workloadId, request.asEnvironment);
   capnp::MallocMessageBuilder reply;
   auto list = reply.initRoot<ipc::LauncherReply>().initSecretsDelivered(names.size());
   for (size_t i = 0; i < names.size(); ++i) list.set(i, names[i]);
@@ -511,21 +391,14 @@ void wipeRequest(capnp::MessageReader& reader) {
 
 // DNS-learned egress: the cell's resolver saw these addresses for a name its `host` rule
 // covers; they go into that rule's sets in the cell's namespace before the answer is released.
-void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Reader request) {
-  std::string cellId = request.getCellId();
-  KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
+void handleAllowEgress(int sock, Launcher& launcher, const EgressCommand& request) {
+  const std::string& cellId = request.cellId;
   auto live = launcher.cells.find(cellId);
   KJ_REQUIRE(live != launcher.cells.end(), "no live cell", cellId);
-  auto addresses = request.getAddresses();
-  KJ_REQUIRE(addresses.getIpv4().size() + addresses.getIpv6().size() <= 256,
-             "too many addresses in one request");
-  std::vector<std::vector<uint8_t>> v4, v6;
-  for (auto a : addresses.getIpv4()) v4.emplace_back(a.begin(), a.end());
-  for (auto a : addresses.getIpv6()) v6.emplace_back(a.begin(), a.end());
   // The DNS child refuses such answers already (host_destination); this is the launcher's own
   // check, against the host's addresses as they are now, for a child that did not.
   refreshHostDestinations(launcher);
-  for (const auto* list : {&v4, &v6}) {
+  for (const auto* list : {&request.ipv4, &request.ipv6}) {
     for (const auto& a : *list) {
       if (core::isHostDestination(a, launcher.hostDestinations,
                                   live->second.plan.allowedHostDestinations)) {
@@ -536,9 +409,9 @@ void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Re
       }
     }
   }
-  std::string commands = core::nftLearnedElements(live->second.plan, addresses.getRuleIndex(), v4,
-                                                  v6, addresses.getTimeoutSeconds());
-  if (!commands.empty()) addCellElements(launcher.uplink, live->second.netns.fd, commands);
+  std::string commands = core::nftLearnedElements(
+      live->second.plan, request.ruleIndex, request.ipv4, request.ipv6, request.timeoutSeconds);
+  if (!commands.empty()) addCellElements(launcher.uplink, live->second.netns.get(), commands);
   capnp::MallocMessageBuilder reply;
   reply.initRoot<ipc::LauncherReply>().setEgressAllowed();
   sendReply(sock, reply, {});
@@ -550,14 +423,12 @@ void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Re
   prctl(PR_SET_NAME, "vmm-launcher");
   privsep::closeStrayFds({sock, config.uplinkNetnsFd, config.homeNetnsFd});
   signal(SIGPIPE, SIG_IGN);
-  Launcher launcher{config, UplinkNamespace{config.uplinkNetnsFd, config.homeNetnsFd}, {}};
-  // runsc needs ptrace (its platform) and a Go runtime's system calls, which the profile below
-  // refuses: its spawner is forked first (docs/security.md, "The gVisor spawner").
-  if (config.gvisor) {
-    pid_t spawner = startGvisorSpawner(*config.gvisor, config.runDir, launcher.gvisorSpawnerFd);
-    spdlog::info("gVisor spawner pid {} (runsc {}, platform {})", spawner, config.gvisor->runsc,
-                 config.gvisor->platform);
-  }
+  // Every backend is made before the profile below: one that needs what the profile refuses
+  // starts its helper now (the gVisor spawner: runsc needs ptrace and a Go runtime's system
+  // calls; docs/security.md, "The gVisor spawner").
+  BackendTable backends(config.gvisor, config.runDir);
+  Launcher launcher{
+      config, UplinkNamespace{config.uplinkNetnsFd, config.homeNetnsFd}, backends, {}, {}};
   // The host's addresses can change while cells run (an interface comes up, a lease renews):
   // the launcher hears of every change in both namespaces and rewrites the live cells' host
   // sets at once, instead of waiting for its next request.
@@ -566,9 +437,7 @@ void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Re
     waits.push_back({watchAddressChanges(launcher.uplink, netns), POLLIN, 0});
   }
   privsep::installSeccomp(kLauncherProfile);
-  capnp::ReaderOptions options;
-  options.traversalLimitInWords = 1 << 20;
-  options.nestingLimit = 16;
+  capnp::ReaderOptions options = launcherRequestOptions();
   for (;;) {
     for (auto& wait : waits) wait.revents = 0;
     if (poll(waits.data(), waits.size(), -1) < 0) {
@@ -600,17 +469,17 @@ void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Re
           handleLaunch(sock, launcher, request.getLaunch());
           break;
         case ipc::LauncherRequest::DESTROY:
-          handleDestroy(sock, launcher, request.getDestroy());
+          handleDestroy(sock, launcher, decodeDestroyRequest(request.getDestroy()));
           break;
         case ipc::LauncherRequest::INSPECT:
-          handleInspect(sock, launcher, request.getInspect());
+          handleInspect(sock, launcher, requestCellId(request.getInspect()));
           break;
         case ipc::LauncherRequest::OPEN_ARTIFACT:
-          handleOpenArtifact(sock, launcher, request.getOpenArtifact());
+          handleOpenArtifact(sock, launcher, decodeArtifactRequest(request.getOpenArtifact()));
           break;
         case ipc::LauncherRequest::DELIVER_SECRETS:
           try {
-            handleDeliverSecrets(sock, launcher, request.getDeliverSecrets());
+            handleDeliverSecrets(sock, launcher, decodeSecretDelivery(request.getDeliverSecrets()));
           } catch (...) {
             wipeRequest(*KJ_ASSERT_NONNULL(reader));
             throw;
@@ -618,8 +487,11 @@ void handleAllowEgress(int sock, Launcher& launcher, ipc::AllowEgressRequest::Re
           wipeRequest(*KJ_ASSERT_NONNULL(reader));
           break;
         case ipc::LauncherRequest::ALLOW_EGRESS:
-          handleAllowEgress(sock, launcher, request.getAllowEgress());
+          handleAllowEgress(sock, launcher, decodeAllowEgressRequest(request.getAllowEgress()));
           break;
+        default:
+          // Answered like any refusal, so the agent is not left waiting for a reply.
+          throw std::runtime_error("unknown launcher request");
       }
     } catch (const std::exception& e) {
       capnp::MallocMessageBuilder reply;

@@ -1,5 +1,5 @@
-#include "vmm-agent/secret_files.h"
-#include "vmm-agent/sys_util.h"
+#include "vmm-agent/cell/secret_files.h"
+#include "vmm-agent/cell/sys_util.h"
 
 #include <dirent.h>
 #include <fcntl.h>

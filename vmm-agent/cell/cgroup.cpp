@@ -1,5 +1,5 @@
-#include "vmm-agent/cgroup.h"
-#include "vmm-agent/sys_util.h"
+#include "vmm-agent/cell/cgroup.h"
+#include "vmm-agent/cell/sys_util.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -19,15 +19,6 @@
 
 namespace cellos::vmm {
 namespace {
-
-// glibc 2.36's <sys/pidfd.h> lacks extern "C", so its declarations do not link from C++;
-// the raw system calls are used instead.
-int pidfdOpen(pid_t pid) {
-  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-}
-int pidfdSendSignal(int pidfd, int sig) {
-  return static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
-}
 
 constexpr const char* kCgroupRoot = "/sys/fs/cgroup";
 

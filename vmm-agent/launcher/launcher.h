@@ -9,7 +9,7 @@
 // never touches a network socket or a client; its netlink sockets configure cells' namespaces.
 
 #include "core/address_pool.h"
-#include "vmm-agent/gvisor_cell.h"
+#include "vmm-agent/backends/gvisor/gvisor_spawner.h"
 
 #include <sys/types.h>
 
@@ -30,8 +30,8 @@ struct LauncherConfig {
   int uplinkNetnsFd = -1;  // open for the launcher's lifetime (inherited by the fork)
   int homeNetnsFd = -1;
   uint32_t dnsUid = 0;  // the DNS helper's per-cell child: the only sender allowed to resolvers
-  // The gvisor backend (gvisor_cell.h): when set, the launcher forks the gVisor spawner before
-  // it installs its seccomp profile, and cells with backend "gvisor" run under runsc.
+  // The gvisor backend (backends/gvisor/): when set, the launcher forks the gVisor spawner before
+  // it installs its seccomp profile, and gvisor cells run under runsc (backend_table.h).
   std::optional<GvisorConfig> gvisor;
 };
 

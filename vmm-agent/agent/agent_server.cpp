@@ -1,4 +1,4 @@
-#include "vmm-agent/agent_server.h"
+#include "vmm-agent/agent/agent_server.h"
 
 #include "core/cell_id.h"
 #include "ipc/socket.h"
@@ -122,7 +122,8 @@ kj::Promise<LaunchedFds> LauncherLink::launch(ipc::CellRequest::Reader request) 
           auto network = launched.getNetwork();
           out.network = CellNetworkInfo{network.getUplinkInterface(), network.getUplinkAddress(),
                                         network.getCellAddress(),     network.getNftApplied(),
-                                        network.getNftRuleCount(),    {}};
+                                        network.getNftRuleCount(),    {},
+                                        network.getDnsBindAddress()};
           for (auto range : network.getHostDestinations()) {
             out.network.hostDestinations.emplace_back(range.cStr());
           }
@@ -717,10 +718,9 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
   auto request = context.getParams().getRequest();
   std::string cellId = request.getCellId();
   KJ_REQUIRE(core::isValidCellId(cellId), "invalid cell id", cellId);
-  // The launcher refuses a backend it does not run (gvisor without runsc).
-  std::string backend = request.getBackend().size() > 0 ? request.getBackend().cStr() : "linux";
-  KJ_REQUIRE(backend == "linux" || backend == "gvisor", "backend not available on this agent",
-             backend);
+  // The backend is the launcher's to check (launcher/backend_table.h): it knows which this
+  // host runs. Named here only for the log.
+  std::string backend = kj::str(request.getBackend()).cStr();
   KJ_REQUIRE(request.getArgv().size() > 0, "argv must not be empty");
   KJ_REQUIRE(!state_->liveCells.count(cellId), "a cell with this id is already running", cellId);
   KJ_REQUIRE(!state_->shuttingDown(), "the agent is stopping");
@@ -767,6 +767,7 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
     network.setCellAddress(cell.network.cellAddress);
     network.setNftApplied(cell.network.nftApplied);
     network.setNftRuleCount(cell.network.nftRuleCount);
+    network.setDnsBindAddress(cell.network.dnsBindAddress);
     auto hostList = network.initHostDestinations(cell.network.hostDestinations.size());
     for (size_t i = 0; i < cell.network.hostDestinations.size(); ++i) {
       hostList.set(i, cell.network.hostDestinations[i]);

@@ -1,9 +1,18 @@
 #pragma once
-// What the VM launcher's raw system-call code shares (cell runtimes, cgroups, records): a
-// failed call as an exception naming it, an fd that closes itself, and close-on-exec pipes.
+// What the VM launcher's raw system-call code shares (cell backends, cgroups, records, the
+// pid-1 skeleton): a failed call as an exception naming it, the one fd type that closes itself,
+// pidfd calls, and close-on-exec pipes.
+//
+// The error dialect. This code throws std::system_error (the errno and the call that failed),
+// not kj::Exception, on purpose: much of it runs inside a cell's pid 1, before any event loop
+// exists, where the errno must cross the init's report channel to the launcher as a number
+// (cell_init.h, reportFailure) and be rebuilt there as the same std::system_error. The launcher
+// translates at one boundary: its request loop answers any std::exception or kj::Exception
+// with the reply's `failed` text (launcher.cpp, runLauncher).
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,6 +56,15 @@ class Fd {
  private:
   int fd_ = -1;
 };
+
+// glibc 2.36's <sys/pidfd.h> lacks extern "C", so its declarations do not link from C++; the raw
+// system calls are used instead. Both return -1 with errno on failure.
+inline int pidfdOpen(pid_t pid) {
+  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+}
+inline int pidfdSendSignal(int pidfd, int sig) {
+  return static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
 
 struct Pipe {
   Fd read, write;

@@ -1,4 +1,4 @@
-#include "vmm-agent/slot_lease.h"
+#include "vmm-agent/launcher/slot_lease.h"
 
 #include <dirent.h>
 #include <fcntl.h>

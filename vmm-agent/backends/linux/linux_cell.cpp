@@ -34,10 +34,10 @@
 // could not mount, change the network or enter a namespace, and nftables sees its packets'
 // owners as plain host ids (meta skuid), which keeps the DNS helper's uid distinguishable.
 
-#include "vmm-agent/linux_cell.h"
+#include "vmm-agent/backends/linux/linux_cell.h"
 
 #include "core/cell_id.h"
-#include "vmm-agent/secret_files.h"
+#include "vmm-agent/cell/secret_files.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -72,139 +72,15 @@
 #include <system_error>
 #include <thread>
 
-#include "vmm-agent/cgroup.h"
-#include "vmm-agent/sys_util.h"
-#include "vmm-agent/workload_filter.h"
+#include "vmm-agent/cell/cell_init.h"
+#include "vmm-agent/cell/cell_mounts.h"
+#include "vmm-agent/cell/cell_processes.h"
+#include "vmm-agent/cell/cgroup.h"
+#include "vmm-agent/cell/sys_util.h"
+#include "vmm-agent/cell/workload_filter.h"
 
 namespace cellos::vmm {
 namespace {
-
-// glibc 2.36's <sys/pidfd.h> lacks extern "C", so its declarations do not link from C++;
-// the raw system calls are used instead.
-int pidfdOpen(pid_t pid) {
-  return static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-}
-int pidfdSendSignal(int pidfd, int sig) {
-  return static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Errors and small wrappers
-
-std::string mountFlagsText(unsigned long flags) {
-  static const std::pair<unsigned long, const char*> kNames[] = {
-      {MS_REMOUNT, "MS_REMOUNT"},       {MS_BIND, "MS_BIND"},         {MS_REC, "MS_REC"},
-      {MS_PRIVATE, "MS_PRIVATE"},       {MS_RDONLY, "MS_RDONLY"},     {MS_NOSUID, "MS_NOSUID"},
-      {MS_NODEV, "MS_NODEV"},           {MS_NOEXEC, "MS_NOEXEC"},     {MS_NOATIME, "MS_NOATIME"},
-      {MS_NODIRATIME, "MS_NODIRATIME"}, {MS_RELATIME, "MS_RELATIME"},
-  };
-  std::string text;
-  for (auto [bit, name] : kNames) {
-    if (flags & bit) {
-      if (!text.empty()) text += '|';
-      text += name;
-      flags &= ~bit;
-    }
-  }
-  if (flags != 0) {
-    char hex[32];
-    snprintf(hex, sizeof hex, "%s0x%lx", text.empty() ? "" : "|", flags);
-    text += hex;
-  }
-  return text.empty() ? "0" : text;
-}
-
-// mount(2) with the whole call in the error: "mount(/usr -> /x/usr, MS_BIND|MS_REC): ...".
-void doMount(const char* source, const std::string& target, const char* fstype, unsigned long flags,
-             const char* data) {
-  if (mount(source, target.c_str(), fstype, flags, data) == 0) return;
-  std::string call = "mount(";
-  if (flags & MS_REMOUNT) {
-    call += target;
-  } else {
-    call += std::string(source ? source : "none") + " -> " + target;
-    if (fstype) call += std::string(", type ") + fstype;
-  }
-  call += ", " + mountFlagsText(flags);
-  if (data) call += std::string(", \"") + data + "\"";
-  throwErrno(call + ")");
-}
-
-void makeDirectory(const std::string& path, mode_t mode) {
-  if (mkdir(path.c_str(), mode) < 0) {
-    char octal[8];
-    snprintf(octal, sizeof octal, "%04o", mode);
-    throwErrno("mkdir(" + path + ", " + octal + ")");
-  }
-}
-
-std::string describeWaitStatus(int status) {
-  if (WIFEXITED(status)) return "exited " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
-  return "wait status " + std::to_string(status);
-}
-
-// /proc/self/mountinfo escapes space, tab, newline and backslash in paths as \ooo.
-std::string unescapeMountPath(const std::string& field) {
-  std::string out;
-  for (size_t i = 0; i < field.size(); ++i) {
-    if (field[i] == '\\' && i + 3 < field.size()) {
-      const char* digits = field.c_str() + i + 1;
-      if (digits[0] >= '0' && digits[0] <= '7' && digits[1] >= '0' && digits[1] <= '7' &&
-          digits[2] >= '0' && digits[2] <= '7') {
-        out +=
-            static_cast<char>((digits[0] - '0') * 64 + (digits[1] - '0') * 8 + (digits[2] - '0'));
-        i += 3;
-        continue;
-      }
-    }
-    out += field[i];
-  }
-  return out;
-}
-
-// Reads a kernel-generated file (procfs) whole.
-std::string readWholeFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throwErrno("open(" + path + ", O_RDONLY)");
-  std::string text;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      close(fd);
-      errno = e;
-      throwErrno("read(" + path + ")");
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return text;
-}
-
-// Mount points equal to `dir` or below it in this process's mount namespace, in mountinfo order
-// (a parent mount is listed before the mounts on top of it).
-std::vector<std::string> mountPointsUnder(const std::string& dir) {
-  std::vector<std::string> found;
-  std::string prefix = dir == "/" ? "/" : dir + "/";
-  std::istringstream mountinfo(readWholeFile("/proc/self/mountinfo"));
-  for (std::string line; std::getline(mountinfo, line);) {
-    // Fields: mount-id parent-id major:minor root mount-point options ...
-    std::istringstream fields(line);
-    std::string field;
-    for (int i = 0; i < 5 && fields >> field; ++i) {
-    }
-    if (!fields) continue;
-    std::string mountPoint = unescapeMountPath(field);
-    if (mountPoint == dir || mountPoint.compare(0, prefix.size(), prefix) == 0) {
-      found.push_back(mountPoint);
-    }
-  }
-  return found;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The cell init. Everything below up to "The launcher" runs in the cloned child. It never
@@ -223,105 +99,6 @@ struct InitPlan {
   uint64_t nofileMax;
   std::string secretDelivery;  // "", "file" or "env"
 };
-
-// The init's ends of its channels to the launcher (fd numbers as inherited through clone).
-struct InitFds {
-  int control;        // SOCK_SEQPACKET: receives 'G' (in the cgroup), sends the setup report
-  int launcherPidfd;  // the launcher itself, to notice it died before PR_SET_PDEATHSIG was set
-  int start;          // read end of the start pipe
-  int status;         // write end of the status pipe
-  int stdoutWrite;
-  int stderrWrite;
-};
-
-constexpr char kGoByte = 'G';
-constexpr char kReadyByte = 'R';
-constexpr char kErrorByte = 'E';
-
-// PR_SET_PDEATHSIG makes the kernel SIGKILL this init when the launcher thread that cloned it
-// exits, and the pid namespace collapse then takes the whole cell with it: a killed launcher
-// leaves no running cell. The prctl only covers deaths after it, so the launcher must also be
-// checked once. getppid() cannot tell: our parent lives outside our new pid namespace, so it
-// returns 0 before and after a reparenting alike. A pidfd of the launcher, opened before clone,
-// becomes readable exactly when the launcher has exited.
-void dieWithLauncher(int launcherPidfd) {
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) throwErrno("prctl(PR_SET_PDEATHSIG, SIGKILL)");
-  pollfd launcher{launcherPidfd, POLLIN, 0};
-  int ready = poll(&launcher, 1, 0);
-  if (ready < 0) throwErrno("poll(launcher pidfd)");
-  if (ready > 0) _exit(kCellAbortedExitCode);
-  close(launcherPidfd);
-}
-
-// The init is a copy of the launcher, so it starts with the launcher's signal handlers (code
-// that must not run here) and mask (a daemon blocks signals it reads through signalfd). Back to
-// defaults: the kernel's pid-1 rules then decide what reaches us (SIGKILL/SIGSTOP from the
-// host always do; a signal from inside the cell only if we installed a handler, which we
-// don't). SIGPIPE is ignored so a launcher that closed statusFd yields EPIPE, not a dead init.
-void resetInitSignals() {
-  sigset_t none;
-  sigemptyset(&none);
-  if (sigprocmask(SIG_SETMASK, &none, nullptr) < 0) throwErrno("sigprocmask(SIG_SETMASK, {})");
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    sigaction(sig, &dfl, nullptr);  // EINVAL for the libc-reserved real-time signals: fine
-  }
-  struct sigaction ign {};
-  ign.sa_handler = SIG_IGN;
-  if (sigaction(SIGPIPE, &ign, nullptr) < 0) throwErrno("sigaction(SIGPIPE, SIG_IGN)");
-}
-
-// Closes every fd except `keep` (sorted, all >= 3) and 0-2.
-void closeAllFdsExcept(std::vector<int> keep) {
-  std::sort(keep.begin(), keep.end());
-  unsigned int next = 3;
-  for (int fd : keep) {
-    if (static_cast<unsigned int>(fd) > next && close_range(next, fd - 1, 0) < 0) {
-      throwErrno("close_range(" + std::to_string(next) + ", " + std::to_string(fd - 1) + ", 0)");
-    }
-    next = static_cast<unsigned int>(fd) + 1;
-  }
-  if (close_range(next, ~0U, 0) < 0)
-    throwErrno("close_range(" + std::to_string(next) + ", ~0U, 0)");
-}
-
-// The init holds every fd the launcher had: other cells' start and status pipes (holding a
-// copy of another cell's startFd would keep that cell from ever seeing EOF), pidfds, broker
-// sockets, maybe a terminal. Keep only this cell's channels, and put /dev/null on 0-2 so
-// nothing the init prints reaches the launcher's terminal. Channels that landed on 0-2 (the
-// launcher had them closed) are moved up first, or the /dev/null dup2 would clobber them.
-void keepOnlyCellFds(InitFds& fds) {
-  for (int* fd : {&fds.control, &fds.start, &fds.status, &fds.stdoutWrite, &fds.stderrWrite}) {
-    if (*fd <= 2) {
-      int moved = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
-      if (moved < 0) throwErrno("fcntl(" + std::to_string(*fd) + ", F_DUPFD_CLOEXEC, 3)");
-      *fd = moved;
-    }
-  }
-  int devNull = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (devNull < 0) throwErrno("open(/dev/null, O_RDWR)");
-  for (int target = 0; target <= 2; ++target) {
-    if (devNull != target && dup2(devNull, target) < 0) {
-      throwErrno("dup2(/dev/null, " + std::to_string(target) + ")");
-    }
-  }
-  closeAllFdsExcept({fds.control, fds.start, fds.status, fds.stdoutWrite, fds.stderrWrite});
-}
-
-// Nothing below may run before the launcher has written our pid into the cell's cgroup: the
-// tmpfs pages we are about to create and every process we fork must be charged to the cell.
-// EOF means the launcher died or gave up; there is nobody to run for.
-void waitForCgroupJoin(int control) {
-  char byte = 0;
-  ssize_t n;
-  do {
-    n = recv(control, &byte, 1, 0);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) throwErrno("recv(control, 'go')");
-  if (n == 0 || byte != kGoByte) _exit(kCellAbortedExitCode);
-}
 
 // The init is a clone of the launcher, so /proc/1/cmdline in the cell would read the agent's
 // arguments (its socket, run, state and images directories) and /proc/1/environ its environment
@@ -372,37 +149,10 @@ void enterCellCgroupNamespace() {
   if (unshare(CLONE_NEWCGROUP) < 0) throwErrno("unshare(CLONE_NEWCGROUP)");
 }
 
-// The new mount namespace starts as a copy of the host's, with the host's propagation: where
-// "/" is shared (systemd makes it so), the mounts below would appear on the host too, and host
-// mounts would keep appearing in the cell. Making the whole tree private first is what keeps
-// the cell's root tmpfs off the host's cellDir.
-void makeMountsPrivate() {
-  doMount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
-}
-
 // The cell's root is a fresh tmpfs rather than cellDir itself, so nothing the cell builds ever
 // lands on the host's filesystem and unmounting (here: the namespace dying) removes it all.
 void mountRootTmpfs(const std::string& newRoot) {
   doMount("tmpfs", newRoot, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
-}
-
-// Changes the per-mount flags of the mount at `path` to `flags` plus the ones it already has.
-// A bind mount ignores flags in the MS_BIND call itself; only a second MS_REMOUNT|MS_BIND call
-// sets them, and that call replaces all of them. Flags already set (and, in a user namespace,
-// the locked ones: atime mode, nosuid, nodev, noexec, ro, which give EPERM when dropped) are
-// read back with statvfs and passed again.
-void remountBind(const std::string& path, unsigned long flags) {
-  struct statvfs st {};
-  if (statvfs(path.c_str(), &st) < 0) throwErrno("statvfs(" + path + ")");
-  static const std::pair<unsigned long, unsigned long> kKeep[] = {
-      {ST_RDONLY, MS_RDONLY},     {ST_NOSUID, MS_NOSUID},   {ST_NODEV, MS_NODEV},
-      {ST_NOEXEC, MS_NOEXEC},     {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME},
-      {ST_RELATIME, MS_RELATIME},
-  };
-  for (auto [st_flag, ms_flag] : kKeep) {
-    if (st.f_flag & st_flag) flags |= ms_flag;
-  }
-  doMount("none", path, nullptr, MS_REMOUNT | MS_BIND | flags, nullptr);
 }
 
 // A read-only, nosuid, nodev view of host directory `source` at `target`. MS_REC brings the
@@ -653,41 +403,6 @@ void setCellHostname(const std::string& cellId) {
   if (sethostname(cellId.data(), cellId.size()) < 0) throwErrno("sethostname(" + cellId + ")");
 }
 
-// A new network namespace has only "lo", and it is down: 127.0.0.1 would not even reach the
-// cell's own listeners. Anything else (veth, routes) is the launcher's job, from outside.
-void bringUpLoopback() {
-  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (sock < 0) throwErrno("socket(AF_INET, SOCK_DGRAM)");
-  ifreq ifr{};
-  memcpy(ifr.ifr_name, "lo", 3);
-  if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) {
-    int e = errno;
-    close(sock);
-    errno = e;
-    throwErrno("ioctl(lo, SIOCGIFFLAGS)");
-  }
-  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-  if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) {
-    int e = errno;
-    close(sock);
-    errno = e;
-    throwErrno("ioctl(lo, SIOCSIFFLAGS, IFF_UP)");
-  }
-  close(sock);
-}
-
-// pivot_root(".", ".") stacks the old root on top of the new one at the same place (allowed
-// since Linux 3.17 and documented in pivot_root(2)), so the new root needs no put_old
-// directory; umount2(".", MNT_DETACH) then drops the old root, and every host mount under it,
-// from this namespace. From here on the host filesystem is reachable only through the
-// read-only binds made above.
-void pivotIntoNewRoot(const std::string& newRoot) {
-  if (chdir(newRoot.c_str()) < 0) throwErrno("chdir(" + newRoot + ")");
-  if (syscall(SYS_pivot_root, ".", ".") < 0) throwErrno("pivot_root(., .) in " + newRoot);
-  if (umount2(".", MNT_DETACH) < 0) throwErrno("umount2(old root, MNT_DETACH)");
-  if (chdir("/") < 0) throwErrno("chdir(/)");
-}
-
 // Made after pivot_root on purpose: the directories are created by path, and a symlink on the
 // way (the caller may name /bin/x, and /bin is a symlink) must resolve inside the cell's root,
 // never on the host. A fresh tmpfs owned by the workload's host id, so the workload starts in
@@ -710,30 +425,6 @@ void mountWorkingDirectory(const std::string& workingDirectory, const CellIdRang
 // it read-only means the workload can write nowhere but /tmp, /dev/shm and its working dir.
 void remountRootReadOnly() {
   remountBind("/", MS_RDONLY | MS_NOSUID | MS_NODEV);
-}
-
-void sendReport(int control, const std::string& packet) {
-  // MSG_NOSIGNAL: a launcher that gave up must not turn into a SIGPIPE here.
-  while (send(control, packet.data(), packet.size(), MSG_NOSIGNAL) < 0 && errno == EINTR) {
-  }
-}
-
-void reportFailure(int control, int error, const std::string& what) {
-  std::string packet(1, kErrorByte);
-  int32_t code = error;
-  packet.append(reinterpret_cast<const char*>(&code), sizeof code);
-  packet += what.substr(0, 3000);
-  sendReport(control, packet);
-}
-
-// Blocks until the launcher writes the start byte (true) or closes startFd (false: abort).
-bool waitForStartByte(int start) {
-  char byte;
-  ssize_t n;
-  do {
-    n = read(start, &byte, 1);
-  } while (n < 0 && errno == EINTR);
-  return n == 1;
 }
 
 // In the workload child, right after a failed call: reports it on the workload's stderr.
@@ -818,7 +509,7 @@ void setWorkloadRlimits(uint64_t nofileMax) {
 // no controlling terminal and is the leader of its own process group; no capabilities,
 // rlimits, no_new_privs and the workload filter so no exec can raise its privilege and the
 // namespace and kernel calls answer EPERM; exactly the environment it was given.
-[[noreturn]] void execWorkload(const InitFds& fds, int mapsWritten, uint64_t nofileMax,
+[[noreturn]] void execWorkload(const InitChannels& fds, int mapsWritten, uint64_t nofileMax,
                                char* const* argv, char* const* envp) {
   char byte;
   ssize_t got;
@@ -861,7 +552,7 @@ void setWorkloadRlimits(uint64_t nofileMax) {
     failBeforeExec("seccomp(workload filter)", kCellAbortedExitCode);
   }
   execve(argv[0], argv, envp);
-  failBeforeExec("exec", errno == EACCES || errno == ENOEXEC ? 126 : 127, argv[0]);
+  failBeforeExec("exec", execFailureExitCode(errno), argv[0]);
 }
 
 // A timeout reaches the cell as SIGTERM to its init (the only process the launcher can name);
@@ -885,18 +576,16 @@ int reapUntil(pid_t workload) {
   }
 }
 
-[[noreturn]] void runCellInit(const InitPlan& plan, InitFds fds) noexcept {
-  try {
-    // 1. Tie our life to the launcher's, start clean, and wait to be in the cell's cgroup.
-    dieWithLauncher(fds.launcherPidfd);
-    resetInitSignals();
-    umask(022);
-    keepOnlyCellFds(fds);
+// The cell init: the pid-1 skeleton (cell_init.h) with the linux backend's step 5.
+[[noreturn]] void runCellInit(const InitPlan& plan, InitChannels fds) noexcept {
+  // Steps 1-4 (die with the launcher, reset signals, keep only the cell's fds, wait to be in the
+  // cell's cgroup) are the skeleton's; then:
+  setUpCellInit(fds, [&] {
+    // a. Hide the launcher's arguments, and a cgroup namespace rooted at the cell's cgroup.
     hideLauncherArguments();
-    waitForCgroupJoin(fds.control);
     enterCellCgroupNamespace();
 
-    // 2. The cell's root, built under cellDir while the host is still visible.
+    // b. The cell's root, built under cellDir while the host is still visible.
     makeMountsPrivate();
     mountRootTmpfs(plan.newRoot);
     if (plan.imageRoot.empty()) {
@@ -909,28 +598,18 @@ int reapUntil(pid_t workload) {
     mountTmp(plan.newRoot);
     installResolvConf(plan.newRoot, plan.resolvConf);
 
-    // 3. Identity and network of the new UTS and network namespaces.
+    // c. Identity and network of the new UTS and network namespaces.
     setCellHostname(plan.cellId);
     bringUpLoopback();
 
-    // 4. Into the new root; the host is gone.
+    // d. Into the new root; the host is gone.
     pivotIntoNewRoot(plan.newRoot);
 
-    // 5. Working directory, then the root read-only; tell the launcher we are ready.
+    // e. Working directory, then the root read-only; the skeleton reports ready.
     mountWorkingDirectory(plan.workingDirectory, plan.ids);
     if (!plan.secretDelivery.empty()) mountSecretsTmpfs(kSecretsDirectory, plan.ids.hostBase);
     remountRootReadOnly();
-    sendReport(fds.control, std::string(1, kReadyByte));
-    close(fds.control);
-  } catch (const std::system_error& e) {
-    reportFailure(fds.control, e.code().value(), e.what());
-    _exit(kCellAbortedExitCode);
-  } catch (const std::exception& e) {
-    reportFailure(fds.control, 0, e.what());
-    _exit(kCellAbortedExitCode);
-  } catch (...) {
-    _exit(kCellAbortedExitCode);
-  }
+  });
 
   // 6. Nothing of the workload runs until the launcher says so.
   if (!waitForStartByte(fds.start)) _exit(kCellAbortedExitCode);
@@ -1004,12 +683,7 @@ int reapUntil(pid_t workload) {
   close(fds.stderrWrite);
 
   // 7. Reap, report, exit: the kernel kills whatever the workload left behind.
-  int status = reapUntil(workload);
-  ssize_t n;
-  do {
-    n = write(fds.status, &status, sizeof status);
-  } while (n < 0 && errno == EINTR);
-  _exit(0);
+  reportWaitStatusAndExit(fds.status, reapUntil(workload));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1017,37 +691,6 @@ int reapUntil(pid_t workload) {
 
 constexpr uint64_t kCellNamespaces =
     CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
-
-// How long the launcher waits for the init to build the cell's root. Setup takes milliseconds;
-// this only bounds a wedged mount.
-constexpr int kSetupTimeoutMs = 30000;
-
-// The kernel's struct clone_args up to CLONE_ARGS_SIZE_VER0 (64 bytes). Spelled out because
-// <linux/sched.h> and glibc's <sched.h> both define the CLONE_* macros.
-struct CloneArgs {
-  uint64_t flags;
-  uint64_t pidfd;
-  uint64_t childTid;
-  uint64_t parentTid;
-  uint64_t exitSignal;
-  uint64_t stack;
-  uint64_t stackSize;
-  uint64_t tls;
-};
-static_assert(sizeof(CloneArgs) == 64);
-
-// Cells this process launched and has not destroyed yet, by id, with a pidfd of each init of
-// our own. destroyCell signals and reaps through the pidfd, never through the bare pid, so an
-// init the caller already reaped (whose pid may now be another process) is never touched.
-struct LaunchedInit {
-  pid_t pid;
-  int pidfd;
-};
-std::mutex registryMutex;
-std::map<std::string, LaunchedInit>& registry() {
-  static std::map<std::string, LaunchedInit> cells;
-  return cells;
-}
 
 bool hasNul(const std::string& s) {
   return s.find('\0') != std::string::npos;
@@ -1117,118 +760,7 @@ std::string canonicalDirectory(const std::string& path) {
   return canonical;
 }
 
-// clone3 with CLONE_PIDFD gives the pidfd atomically with the child (no window in which the
-// pid could be reaped and recycled). A seccomp profile may hide clone3 (ENOSYS: its flags sit
-// behind a pointer a filter cannot inspect); clone + pidfd_open is then as safe, because the
-// unreaped child's pid cannot be recycled. Returns 0 in the child, like fork.
-pid_t cloneCellInit(int* pidfd) {
-  CloneArgs args{};
-  args.flags = kCellNamespaces | CLONE_PIDFD;
-  args.pidfd = reinterpret_cast<uintptr_t>(pidfd);
-  args.exitSignal = SIGCHLD;
-  long pid = syscall(SYS_clone3, &args, sizeof args);
-  if (pid >= 0) return static_cast<pid_t>(pid);
-  if (errno != ENOSYS) {
-    throwErrno(
-        "clone3(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWNET|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_PIDFD)");
-  }
-  pid = syscall(SYS_clone, kCellNamespaces | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
-  if (pid < 0) {
-    throwErrno("clone(CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWNET|CLONE_NEWUTS|CLONE_NEWIPC|SIGCHLD)");
-  }
-  if (pid == 0) return 0;
-  *pidfd = pidfdOpen(static_cast<pid_t>(pid));
-  if (*pidfd < 0) {
-    int e = errno;
-    kill(static_cast<pid_t>(pid), SIGKILL);
-    waitpid(static_cast<pid_t>(pid), nullptr, 0);
-    errno = e;
-    throwErrno("pidfd_open(" + std::to_string(pid) + ", 0)");
-  }
-  return static_cast<pid_t>(pid);
-}
-
-// Waits for the init's setup report. Returns normally once the init is ready; throws with the
-// init's own error (the failed call, from inside the cell) otherwise.
-void awaitReady(int control, pid_t pid, const std::string& cellId) {
-  pollfd pfd{control, POLLIN, 0};
-  int ready;
-  do {
-    ready = poll(&pfd, 1, kSetupTimeoutMs);
-  } while (ready < 0 && errno == EINTR);
-  if (ready < 0) throwErrno("poll(cell " + cellId + " control socket)");
-  if (ready == 0)
-    throw std::runtime_error("cell " + cellId + ": init did not finish setup in time");
-  char packet[4096];
-  ssize_t n;
-  do {
-    n = recv(control, packet, sizeof packet, 0);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) throwErrno("recv(cell " + cellId + " control socket)");
-  if (n == 1 && packet[0] == kReadyByte) return;
-  if (n >= 5 && packet[0] == kErrorByte) {
-    int32_t code;
-    memcpy(&code, packet + 1, sizeof code);
-    std::string what(packet + 5, static_cast<size_t>(n - 5));
-    if (code == 0) throw std::runtime_error("cell " + cellId + " setup: " + what);
-    // e.what() of the init's system_error already ends in ": <strerror>"; keep only the call.
-    std::string suffix = std::string(": ") + std::generic_category().message(code);
-    if (what.size() >= suffix.size() &&
-        what.compare(what.size() - suffix.size(), suffix.size(), suffix) == 0) {
-      what.resize(what.size() - suffix.size());
-    }
-    throw std::system_error(code, std::generic_category(), "cell " + cellId + " setup: " + what);
-  }
-  if (n == 0) {
-    // EOF without a report: the init died (killed, or out of memory under memory.max).
-    int status = 0;
-    pid_t reaped;
-    do {
-      reaped = waitpid(pid, &status, 0);
-    } while (reaped < 0 && errno == EINTR);
-    if (reaped == pid) {
-      throw std::runtime_error("cell " + cellId + ": init " + describeWaitStatus(status) +
-                               " during setup");
-    }
-  }
-  throw std::runtime_error("cell " + cellId + ": init ended setup without a valid report");
-}
-
-// Undoes a half-made launch: whatever the init got to, killing it (its pid namespace with it)
-// and removing the cgroup leaves nothing, because everything else lived in its namespaces.
-void abandonLaunch(pid_t pid, int pidfd, CellCgroup& cgroup) noexcept {
-  if (pidfd >= 0) pidfdSendSignal(pidfd, SIGKILL);
-  if (pid > 0) {
-    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-  }
-  try {
-    cgroup.killAll();
-    for (int attempt = 0; attempt < 100 && !cgroup.remove(); ++attempt) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  } catch (...) {
-    // Nothing better to do here; residueOf() reports what is left.
-  }
-}
-
 }  // namespace
-
-std::vector<std::string> imageEntries(const std::string& imageRoot) {
-  DIR* dir = opendir(imageRoot.c_str());
-  if (dir == nullptr) throwErrno("opendir(" + imageRoot + ")");
-  std::vector<std::string> names;
-  while (dirent* entry = readdir(dir)) {
-    std::string name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    bool skipped = false;
-    for (const char* own : kImageSkippedEntries) skipped = skipped || name == own;
-    if (!skipped) names.push_back(name);
-  }
-  closedir(dir);
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 LaunchedCell launchCell(const CellLaunch& launch) {
   validateLaunch(launch);
@@ -1243,175 +775,76 @@ LaunchedCell launchCell(const CellLaunch& launch) {
   plan.secretDelivery = launch.secretDelivery;
   plan.argv = launch.argv;
   for (const auto& [name, value] : launch.env) plan.envp.push_back(name + "=" + value);
-  {
-    std::lock_guard<std::mutex> lock(registryMutex);
-    if (registry().count(launch.cellId)) {
-      throw std::runtime_error("cell " + launch.cellId + " is still live; destroy it first");
-    }
-  }
+  requireUnregistered(launch.cellId);
 
   // The cgroup exists, with its limits, before the init does anything the limits should cover.
-  CellCgroup cgroup = CellCgroup::create(launch.cellId);
-  try {
-    if (launch.pidsMax) cgroup.setPidsMax(*launch.pidsMax);
-    if (launch.memoryMaxBytes) cgroup.setMemoryMax(*launch.memoryMaxBytes);
-    if (launch.cpuMax) cgroup.setCpuMax(launch.cpuMax->quotaMicros, launch.cpuMax->periodMicros);
-  } catch (...) {
-    cgroup.remove();
-    throw;
-  }
+  CellCgroup cgroup = createLimitedCgroup(launch, launch.pidsMax);
 
   // Every channel is made before clone, so the init inherits its ends and each side closes the
-  // other's right after. The control channel is a socket (not a pipe) so that both sides can
-  // write with MSG_NOSIGNAL: a peer that died is an error value, never a SIGPIPE.
-  Pipe out, err, start, status;
-  Fd control, initControl, launcherPidfd, pidfd;
+  // other's right after.
+  Fd pidfd;
   pid_t pid = -1;
   try {
-    out = makePipe("stdout");
-    err = makePipe("stderr");
-    start = makePipe("start");
-    status = makePipe("status");
-    for (int readEnd : {out.read.get(), err.read.get()}) {
-      if (fcntl(readEnd, F_SETFL, O_NONBLOCK) < 0) throwErrno("fcntl(F_SETFL, O_NONBLOCK)");
-    }
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
-      throwErrno("socketpair(AF_UNIX, SOCK_SEQPACKET|SOCK_CLOEXEC)");
-    }
-    control = Fd(pair[0]);
-    initControl = Fd(pair[1]);
-    launcherPidfd = Fd(pidfdOpen(getpid()));
-    if (launcherPidfd.get() < 0) throwErrno("pidfd_open(" + std::to_string(getpid()) + ", 0)");
-
+    InitPipes pipes = InitPipes::make();
     int newPidfd = -1;
-    pid = cloneCellInit(&newPidfd);
-    if (pid == 0) {
-      runCellInit(plan, InitFds{initControl.get(), launcherPidfd.get(), start.read.get(),
-                                status.write.get(), out.write.get(), err.write.get()});
-    }
+    pid = cloneCellInit(kCellNamespaces, &newPidfd);
+    if (pid == 0) runCellInit(plan, pipes.childChannels());
     pidfd = Fd(newPidfd);
+    pipes.closeChildEnds();
 
-    // The init's ends are the init's alone now.
-    initControl.reset();
-    launcherPidfd.reset();
-    start.read.reset();
-    status.write.reset();
-    out.write.reset();
-    err.write.reset();
-
-    // Into the cgroup before the init does anything else; then let it go on.
+    // Into the cgroup before the init does anything else (it is our unreaped child, so the pid
+    // is still its own); then let it go on.
     cgroup.addProcess(pid);
-    char go = kGoByte;
-    if (send(control.get(), &go, 1, MSG_NOSIGNAL) != 1) {
-      throwErrno("send(cell " + launch.cellId + " control socket, 'go')");
-    }
-    awaitReady(control.get(), pid, launch.cellId);
+    sendCgroupJoined(pipes.control.get(), launch.cellId);
+    awaitReady(pipes.control.get(), pid, launch.cellId);
 
-    // The init is our unreaped child, so its pid cannot have been recycled.
+    LaunchedCell cell;
+    cell.initPid = pid;
     std::string netnsPath = "/proc/" + std::to_string(pid) + "/ns/net";
-    Fd netns(open(netnsPath.c_str(), O_RDONLY | O_CLOEXEC));
-    if (netns.get() < 0) throwErrno("open(" + netnsPath + ", O_RDONLY)");
+    cell.netnsFd = Fd(open(netnsPath.c_str(), O_RDONLY | O_CLOEXEC));
+    if (cell.netnsFd.get() < 0) throwErrno("open(" + netnsPath + ", O_RDONLY)");
+    // The init has built the cell's root and mounted the working directory, and the workload
+    // has not run yet: the paths, resolved through the init's root, are still ours.
+    cell.workingDirectory = openInsideRoot(pid, launch.workingDirectory);
+    if (!launch.secretDelivery.empty()) cell.secrets = openInsideRoot(pid, kSecretsDirectory);
+    cell.resolvConf = launch.resolvConf;
 
     int registryPidfd = fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 3);
     if (registryPidfd < 0) throwErrno("fcntl(pidfd, F_DUPFD_CLOEXEC)");
-    {
-      std::lock_guard<std::mutex> lock(registryMutex);
-      registry()[launch.cellId] = LaunchedInit{pid, registryPidfd};
-    }
-    return LaunchedCell{pid,
-                        pidfd.release(),
-                        netns.release(),
-                        out.read.release(),
-                        err.read.release(),
-                        start.write.release(),
-                        status.read.release()};
+    registerLaunchedCell(launch.cellId, pid, registryPidfd);
+    cell.pidFd = std::move(pidfd);
+    cell.stdoutFd = std::move(pipes.out.read);
+    cell.stderrFd = std::move(pipes.err.read);
+    cell.startFd = std::move(pipes.start.write);
+    cell.statusFd = std::move(pipes.status.read);
+    return cell;
   } catch (...) {
-    abandonLaunch(pid, pidfd.get(), cgroup);
+    // Whatever the init got to, killing it (its pid namespace with it) and removing the cgroup
+    // leaves nothing, because everything else lived in its namespaces.
+    killAndReap(pid, pidfd.get());
+    removeCellCgroup(cgroup);
     throw;
   }
 }
 
-std::vector<std::string> destroyCell(const std::string& cellId, pid_t initPid) {
-  std::vector<std::string> residue;
-  try {
-    std::optional<LaunchedInit> ours;
-    {
-      std::lock_guard<std::mutex> lock(registryMutex);
-      // The registry, not `initPid`, decides: its pidfd pins exactly the init we launched under
-      // this id, even if the caller passes a stale pid (or 0, as a restarted agent does).
-      auto it = registry().find(cellId);
-      if (it != registry().end()) {
-        ours = it->second;
-        registry().erase(it);
-      }
-    }
-    if (ours) {
-      // SIGKILL to the init collapses the pid namespace: the kernel kills every process in it
-      // and the init becomes a zombie only once they are all gone. ESRCH: already dead.
-      pidfdSendSignal(ours->pidfd, SIGKILL);
-      pollfd exited{ours->pidfd, POLLIN, 0};
-      int ready;
-      do {
-        ready = poll(&exited, 1, 5000);
-      } while (ready < 0 && errno == EINTR);
-      siginfo_t info{};
-      // ECHILD: the caller reaped it already (through its own pidfd or waitpid).
-      if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(ours->pidfd), &info,
-                 WEXITED | WNOHANG) == 0 &&
-          info.si_pid == 0) {
-        // Stuck (uninterruptible sleep): keep it registered so a later destroy can reap it.
-        residue.push_back("cell init " + std::to_string(ours->pid) + " did not exit after SIGKILL");
-        std::lock_guard<std::mutex> lock(registryMutex);
-        registry().emplace(cellId, *ours);
-      } else {
-        close(ours->pidfd);
-      }
-    }
-    // Everything else in the cell's cgroup: the init of a cell launched by an earlier launcher
-    // process, or anything that got into the cgroup from outside the pid namespace.
-    CellCgroup cgroup = CellCgroup::open(cellId);
-    cgroup.killAll();
-    // rmdir can briefly see EBUSY while the last killed processes finish exiting.
-    for (int attempt = 0; attempt < 100 && !cgroup.remove(); ++attempt) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  } catch (const std::exception& e) {
-    residue.push_back(std::string("destroy of cell ") + cellId + " failed: " + e.what());
-  }
-  for (std::string& item : residueOf(cellId, "", false)) residue.push_back(std::move(item));
-  return residue;
-}
+namespace {
 
-std::vector<std::string> residueOf(const std::string& cellId, const std::string& cellDir,
-                                   bool expectDirGone) {
-  std::vector<std::string> residue;
-  try {
-    CellCgroup cgroup = CellCgroup::open(cellId);
-    for (pid_t pid : cgroup.processes()) {
-      residue.push_back("process " + std::to_string(pid) + " in the cgroup of cell " + cellId);
-    }
-    for (const std::string& leaf : cgroup.leaves()) {
-      if (access(leaf.c_str(), F_OK) == 0) residue.push_back("cgroup " + leaf);
-    }
-    if (!cellDir.empty()) {
-      std::string dir = cellDir;
-      if (char* resolved = realpath(cellDir.c_str(), nullptr)) {
-        dir = resolved;
-        free(resolved);
-      }
-      for (const std::string& mountPoint : mountPointsUnder(dir)) {
-        residue.push_back("mount on " + mountPoint);
-      }
-      struct stat st {};
-      if (expectDirGone && lstat(cellDir.c_str(), &st) == 0) {
-        residue.push_back("directory " + cellDir);
-      }
-    }
-  } catch (const std::exception& e) {
-    residue.push_back(std::string("residue check of cell ") + cellId + " failed: " + e.what());
+class LinuxBackend final : public CellBackend {
+ public:
+  const char* name() const override { return "linux"; }
+  LaunchedCell launch(const CellLaunch& launch) override { return launchCell(launch); }
+  std::vector<std::string> destroy(const std::string& cellId, pid_t initPid) override {
+    return destroyCell(cellId, initPid);
   }
-  return residue;
+  std::vector<std::string> removeLeftovers(const std::string&, const std::string&) override {
+    return {};
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<CellBackend> makeLinuxBackend() {
+  return std::make_unique<LinuxBackend>();
 }
 
 }  // namespace cellos::vmm

@@ -21,6 +21,7 @@ struct CellNetworkInfo {
   bool nftApplied = false;
   uint32_t nftRuleCount = 0;
   std::vector<std::string> hostDestinations;  // CIDR, passed on for the DNS child's refusal
+  std::string dnsBindAddress;                 // where the DNS helper binds in the cell
 };
 
 // What createCell gets back from the launcher: the cell's init pid, its fds, its network scope
