@@ -1,4 +1,5 @@
 #include "dns-helper/child.h"
+#include "dns-helper/child_channel.h"
 
 #include "core/dns_policy.h"
 #include "core/dns_wire.h"
@@ -42,10 +43,8 @@ constexpr size_t kMaxTcpClients = 16;
 constexpr int kTcpIdleMillis = 10'000;
 constexpr size_t kMaxInFlight = 64;  // queries waiting for the upstream
 constexpr size_t kMaxTcpClientOutput = 256 * 1024;
-constexpr size_t kMaxUdpPacket = 4096;  // what the child reads or relays over UDP
-constexpr size_t kMaxChannelMessage = 64 * 1024;
+constexpr size_t kMaxUdpPacket = 4096;      // what the child reads or relays over UDP
 constexpr size_t kMaxQueuedRecords = 1024;  // audit records waiting for the channel
-constexpr size_t kMaxBatch = 64;  // records per datagram (< 64 KiB even at 253-byte names)
 constexpr uint32_t kDefaultUpstreamTimeoutMs = 2000;
 constexpr int kLearnTimeoutMillis = 2000;  // spawner → broker → launcher nft update
 constexpr uint32_t kMinLearnSeconds = 60;  // bounds of a learned address's set timeout
@@ -362,27 +361,22 @@ class Child {
   // Reads what the spawner sent: learn results. False when the channel is closed.
   bool readChannel() {
     for (;;) {
-      alignas(8) uint8_t buffer[256];
+      uint8_t buffer[256];
       ssize_t n = recv(kChildChannelFd, buffer, sizeof(buffer), MSG_DONTWAIT);
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
-      if (n <= 0 || n % sizeof(capnp::word) != 0) return false;
-      try {
-        capnp::FlatArrayMessageReader reader(
-            kj::arrayPtr(reinterpret_cast<capnp::word*>(buffer), n / sizeof(capnp::word)));
-        auto message = reader.getRoot<ipc::DnsSpawnerMessage>();
-        bool ok = message.isLearned();
-        uint64_t token = ok ? message.getLearned() : message.getLearnFailed();
-        for (auto& p : pending_) {
-          if (!p->done && p->learnToken == token && !p->held.empty()) {
-            if (ok) {
-              release(*p, std::move(p->held), "permitted", "allowlist_match");
-            } else {
-              fail(*p, "upstream_failure");
-            }
+      if (n <= 0) return false;
+      // The spawner is trusted: a garbled message means something broke.
+      std::optional<LearnResult> result =
+          readLearnResult(kj::arrayPtr(buffer, static_cast<size_t>(n)));
+      if (!result) return false;
+      for (auto& p : pending_) {
+        if (!p->done && p->learnToken == result->token && !p->held.empty()) {
+          if (result->learned) {
+            release(*p, std::move(p->held), "permitted", "allowlist_match");
+          } else {
+            fail(*p, "upstream_failure");
           }
         }
-      } catch (const kj::Exception&) {
-        return false;  // the spawner is trusted: a garbled message means something broke
       }
     }
   }
@@ -742,11 +736,11 @@ class Child {
                       nowMicros(CLOCK_MONOTONIC) - arrivedMonotonic, wallMicros});
   }
 
-  // Sends queued records, kMaxBatch to a datagram, until the channel is full. The count of
+  // Sends queued records, kMaxChannelRecords to a datagram, until the channel is full. The count of
   // records dropped since the last delivered batch rides on the next one.
   void flushAudit() {
     while (!audit_.empty()) {
-      size_t count = std::min(audit_.size(), kMaxBatch);
+      size_t count = std::min(audit_.size(), kMaxChannelRecords);
       capnp::MallocMessageBuilder message;
       auto batch = message.initRoot<ipc::DnsChildMessage>().initBatch(unsigned(count));
       for (size_t i = 0; i < count; ++i) {

@@ -1,6 +1,7 @@
 #include "dns-helper/spawner_server.h"
 
 #include "dns-helper/child.h"
+#include "dns-helper/child_channel.h"
 #include "privsep/daemon.h"
 
 #include <capnp/message.h>
@@ -23,7 +24,6 @@ namespace cellos::dns {
 
 namespace {
 
-constexpr size_t kMaxChildMessage = 64 * 1024;
 constexpr size_t kMaxQueuedRecords = 4096;
 constexpr size_t kMaxBatch = 256;
 constexpr size_t kMaxLearnsInFlight = 64;
@@ -77,14 +77,18 @@ class DnsProxyServer final : public ipc::DnsProxy::Server, private kj::TaskSet::
   // Waits for the child's `ready` (or failure) message.
   kj::Promise<void> waitReady() {
     return observer_.whenBecomesReadable().then([this]() -> kj::Promise<void> {
-      auto message = receive();
-      if (message.get() == nullptr) {
+      std::optional<ChildMessage> message = receive();
+      if (!message) {
+        if (!closed_) return waitReady();
         return KJ_EXCEPTION(FAILED, "DNS child exited before it was ready");
       }
-      auto root = message->getRoot<ipc::DnsChildMessage>();
-      if (root.isFailed()) return KJ_EXCEPTION(FAILED, "DNS child failed", root.getFailed());
-      if (!root.isReady()) return waitReady();  // nothing else may precede ready; ignore
-      spdlog::info("DNS child {} serving", root.getReady());
+      if (message->kind == ChildMessage::Kind::kFailed) {
+        return KJ_EXCEPTION(FAILED, "DNS child failed", message->failure);
+      }
+      if (message->kind != ChildMessage::Kind::kReady) {
+        return waitReady();  // nothing else may precede ready; ignore
+      }
+      spdlog::info("DNS child {} serving", message->readyPid);
       relaying_ = relayLoop().eagerlyEvaluate([this](kj::Exception&& e) {
         spdlog::warn("DNS child {}: relay ended: {}", pid_, e.getDescription().cStr());
       });
@@ -111,29 +115,25 @@ class DnsProxyServer final : public ipc::DnsProxy::Server, private kj::TaskSet::
   }
 
  private:
-  // Reads one datagram from the child; null at end of stream or on a malformed message (the
-  // child is untrusted: a bad message ends the relationship, it does not crash us).
-  kj::Own<capnp::MessageReader> receive() {
-    auto buffer = kj::heapArray<capnp::word>(kMaxChildMessage / sizeof(capnp::word));
-    ssize_t n = recv(channel_, buffer.begin(), kMaxChildMessage, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return kj::Own<capnp::MessageReader>();
-    if (n <= 0 || n % sizeof(capnp::word) != 0) {
+  // Reads one datagram from the child (child_channel.h); nullopt when none is waiting, at end of
+  // stream, or for a malformed message (the child is untrusted: a bad message ends the
+  // relationship, it does not crash us). `closed_` tells the last two from the first.
+  std::optional<ChildMessage> receive() {
+    auto buffer = kj::heapArray<kj::byte>(kMaxChannelMessage);
+    ssize_t n = recv(channel_, buffer.begin(), buffer.size(), MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return std::nullopt;
+    if (n <= 0) {
       closed_ = true;
-      return kj::Own<capnp::MessageReader>();
+      return std::nullopt;
     }
-    capnp::ReaderOptions options;
-    options.traversalLimitInWords = kMaxChildMessage / sizeof(capnp::word);
-    options.nestingLimit = 8;  // message > learn > addresses > list > data
-    try {
-      auto words = buffer.slice(0, n / sizeof(capnp::word));
-      auto reader = kj::heap<capnp::FlatArrayMessageReader>(words, options);
-      reader->getRoot<ipc::DnsChildMessage>().which();  // validates the root pointer
-      return reader.attach(kj::mv(buffer));
-    } catch (const kj::Exception& e) {
-      spdlog::warn("DNS child {}: malformed message: {}", pid_, e.getDescription().cStr());
+    std::string why;
+    std::optional<ChildMessage> message =
+        readChildMessage(buffer.slice(0, static_cast<size_t>(n)), &why);
+    if (!message) {
+      spdlog::warn("DNS child {}: malformed message: {}", pid_, why);
       closed_ = true;
-      return kj::Own<capnp::MessageReader>();
     }
+    return message;
   }
 
   kj::Promise<void> relayLoop() {
@@ -146,54 +146,41 @@ class DnsProxyServer final : public ipc::DnsProxy::Server, private kj::TaskSet::
   }
 
   // Moves every record waiting in the channel into the bounded queue (overflow is counted).
-  // A message that breaks the reader's limits deeper down ends the relationship like a garbled
-  // one: the child is untrusted, so this must not end the relay or crash the spawner.
   void drainChannel() {
     while (!closed_) {
-      auto message = receive();
-      if (message.get() == nullptr) break;
-      try {
-        take(message->getRoot<ipc::DnsChildMessage>());
-      } catch (const kj::Exception& e) {
-        spdlog::warn("DNS child {}: malformed message: {}", pid_, e.getDescription().cStr());
-        closed_ = true;
+      std::optional<ChildMessage> message = receive();
+      if (!message) break;
+      take(*message);
+    }
+  }
+
+  void take(ChildMessage& message) {
+    if (message.kind == ChildMessage::Kind::kLearn) {
+      learn(message.learnToken, kj::mv(message.learnAddresses));
+    } else if (message.kind == ChildMessage::Kind::kRecords) {
+      dropped_ += message.droppedBefore;
+      for (auto& record : message.records) {
+        if (queue_.size() >= kMaxQueuedRecords) {
+          ++dropped_;
+        } else {
+          queue_.push_back(kj::mv(record));
+        }
       }
     }
-  }
-
-  void take(ipc::DnsChildMessage::Reader root) {
-    if (root.isLearn()) {
-      learn(root.getLearn());
-    } else if (root.isQuery()) {
-      enqueue(root.getQuery());
-    } else if (root.isBatch()) {
-      for (auto record : root.getBatch()) enqueue(record);
-    }
-  }
-
-  void enqueue(ipc::DnsQueryRecord::Reader record) {
-    dropped_ += record.getDroppedBefore();
-    if (queue_.size() >= kMaxQueuedRecords) {
-      ++dropped_;
-      return;
-    }
-    capnp::MallocMessageBuilder copy;
-    copy.setRoot(record);
-    queue_.push_back(capnp::messageToFlatArray(copy));
   }
 
   // The child holds an answer until the addresses it names are in the cell's nftables sets:
   // pass the request to the broker (which has the launcher add them) and tell the child how it
   // went. At most kMaxLearnsInFlight at once; the child times out on its own, too.
-  void learn(ipc::DnsLearnRequest::Reader request) {
-    uint64_t token = request.getToken();
+  void learn(uint64_t token, kj::Array<capnp::word> addresses) {
     if (learnsInFlight_ >= kMaxLearnsInFlight) {
       replyLearn(token, false);
       return;
     }
     ++learnsInFlight_;
     auto call = egress_.learnRequest();
-    call.setAddresses(request.getAddresses());
+    capnp::FlatArrayMessageReader reader(addresses);
+    call.setAddresses(reader.getRoot<ipc::DnsLearnedAddresses>());
     auto timeout =
         state_.io.provider->getTimer().afterDelay(kLearnTimeout).then([]() -> kj::Promise<void> {
           return KJ_EXCEPTION(FAILED, "learn timed out");
@@ -212,16 +199,9 @@ class DnsProxyServer final : public ipc::DnsProxy::Server, private kj::TaskSet::
 
   void replyLearn(uint64_t token, bool ok) {
     if (stopped_) return;
-    capnp::MallocMessageBuilder message;
-    auto root = message.initRoot<ipc::DnsSpawnerMessage>();
-    if (ok) {
-      root.setLearned(token);
-    } else {
-      root.setLearnFailed(token);
-    }
-    auto words = capnp::messageToFlatArray(message);
+    std::vector<kj::byte> message = learnResultMessage({token, ok});
     // Non-blocking: a child that does not read its channel times the query out itself.
-    ::send(channel_, words.asBytes().begin(), words.asBytes().size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ::send(channel_, message.data(), message.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   }
 
   void taskFailed(kj::Exception&& exception) override {
@@ -323,7 +303,7 @@ kj::Promise<void> DnsHelperServer::startProxy(StartProxyContext context) {
       ranges.set(unsigned(i), state_.config.guardedRanges[i]);
     }
     auto words = capnp::messageToFlatArray(configMessage);
-    KJ_REQUIRE(words.asBytes().size() <= kMaxChildMessage, "DNS policy too large");
+    KJ_REQUIRE(words.asBytes().size() <= kMaxChannelMessage, "DNS policy too large");
 
     pid_t pid = spawnChild(state_.config, netnsFd, theirs);
     theirs = nullptr;
