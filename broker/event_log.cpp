@@ -28,8 +28,8 @@ void redactData(nlohmann::json& event, const std::vector<std::string>& fields) {
   }
 }
 
-EventLog::EventLog(ipc::EventSigner::Client signer, JsonlLog& log, DeadLetterDirectory& deadLetters,
-                   EventLogOptions options)
+EventLog::EventLog(ipc::EventSigner::Client signer, JsonlLog& log,
+                   eventlog::DeadLetterDirectory& deadLetters, EventLogOptions options)
     : signer_(kj::mv(signer)), log_(log), deadLetters_(deadLetters), options_(std::move(options)) {}
 
 EventLog::~EventLog() noexcept(false) {

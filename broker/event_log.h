@@ -8,8 +8,8 @@
 // unsigned. NATS JetStream is fed from the log by cellos-event-forwarder (see
 // event-forwarder/), so a NATS outage never holds up or loses an event here.
 
-#include "broker/dead_letter.h"
 #include "broker/jsonl_log.h"
+#include "eventlog/dead_letter.h"
 #include "ipc/signer.capnp.h"
 
 #include <kj/async.h>
@@ -32,8 +32,8 @@ struct EventLogOptions {
 
 class EventLog {
  public:
-  EventLog(ipc::EventSigner::Client signer, JsonlLog& log, DeadLetterDirectory& deadLetters,
-           EventLogOptions options);
+  EventLog(ipc::EventSigner::Client signer, JsonlLog& log,
+           eventlog::DeadLetterDirectory& deadLetters, EventLogOptions options);
   // Dead-letters (unsigned) every event not yet durable: the broker is stopping.
   ~EventLog() noexcept(false);
 
@@ -74,7 +74,7 @@ class EventLog {
 
   ipc::EventSigner::Client signer_;
   JsonlLog& log_;
-  DeadLetterDirectory& deadLetters_;
+  eventlog::DeadLetterDirectory& deadLetters_;
   EventLogOptions options_;
   std::vector<Pending> pending_;
   std::shared_ptr<Batch> inFlight_;  // sent to the signer, not yet answered

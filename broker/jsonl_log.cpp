@@ -1,6 +1,7 @@
 #include "broker/jsonl_log.h"
 
 #include "core/verifiability.h"
+#include "eventlog/format.h"
 
 #include <dirent.h>
 #include <spdlog/spdlog.h>
@@ -52,20 +53,7 @@ std::optional<JsonlLog::LastEvent> lastEventIn(const std::string& tail, const st
   return JsonlLog::LastEvent{*sequence, event["dssematerial"].get<std::string>()};
 }
 
-bool isRotatedName(const std::string& candidate, const std::string& name) {
-  if (candidate.size() != name.size() + 21 || candidate.compare(0, name.size(), name) != 0 ||
-      candidate[name.size()] != '.') {
-    return false;
-  }
-  return std::all_of(candidate.begin() + name.size() + 1, candidate.end(),
-                     [](char c) { return c >= '0' && c <= '9'; });
-}
-
 }  // namespace
-
-std::string rotatedName(const std::string& name, uint64_t lastSequence) {
-  return name + "." + core::formatSequence(lastSequence);
-}
 
 JsonlLog::JsonlLog(const std::string& path, uint64_t maxBytes, uid_t ownerUid, gid_t ownerGid)
     : path_(path), maxBytes_(maxBytes) {
@@ -123,7 +111,8 @@ JsonlLog::JsonlLog(const std::string& path, uint64_t maxBytes, uid_t ownerUid, g
       rewinddir(dir);
       while (dirent* entry = readdir(dir)) {
         std::string candidate = entry->d_name;
-        if (isRotatedName(candidate, name_) && candidate > newest) newest = candidate;
+        if (eventlog::rotatedLogSequence(candidate, name_) && candidate > newest)
+          newest = candidate;
       }
       closedir(dir);
     }
@@ -173,7 +162,7 @@ void JsonlLog::rotate() {
     spdlog::warn("{}: not rotating: its last line is not a signed event", path_);
     return;
   }
-  std::string rotated = rotatedName(name_, last_->sequence);
+  std::string rotated = eventlog::rotatedLogName(name_, last_->sequence);
   KJ_SYSCALL(renameat(dirFd_, name_.c_str(), dirFd_, rotated.c_str()), path_, rotated);
   int fd = openat(dirFd_, name_.c_str(), kCreateOnlyFlags, 0640);
   if (fd < 0) {

@@ -10,6 +10,8 @@
 // O_CREAT|O_EXCL on that directory fd), renamed within it, appended to and truncated back.
 // `cellos verify events.jsonl.* events.jsonl` checks the whole chain (the names sort in order).
 
+#include "eventlog/dead_letter.h"
+
 #include <fcntl.h>
 #include <sys/types.h>
 
@@ -20,11 +22,9 @@
 
 namespace cellos::broker {
 
-// Flags of every file the broker creates after seccomp (log files, dead letters). Its seccomp
-// profile allows openat with exactly these flags, so the broker can create new files but never
-// open an existing one.
-inline constexpr int kCreateOnlyFlags =
-    O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+// Flags of every file the broker creates after seccomp (log files, dead letters, journal
+// entries, exports): see eventlog/dead_letter.h.
+using eventlog::kCreateOnlyFlags;
 
 class JsonlLog {
  public:
@@ -86,8 +86,5 @@ class JsonlLog {
   std::optional<std::string> partialTail_;
   std::vector<std::string> rotated_;
 };
-
-// Name of the rotated file holding events up to `lastSequence`: "<name>.<20 digits>".
-std::string rotatedName(const std::string& name, uint64_t lastSequence);
 
 }  // namespace cellos::broker

@@ -16,7 +16,6 @@
 #include "broker/artifact_export.h"
 #include "broker/broker_server.h"
 #include "broker/cell_run.h"
-#include "broker/dead_letter.h"
 #include "broker/event_log.h"
 #include "broker/jsonl_log.h"
 #include "broker/run_journal.h"
@@ -24,6 +23,8 @@
 #include "broker/secret_broker.h"
 #include "core/host_policy.h"
 #include "core/uuid.h"
+#include "eventlog/dead_letter.h"
+#include "eventlog/format.h"
 #include "ipc/socket.h"
 #include "privsep/credentials.h"
 #include "privsep/daemon.h"
@@ -143,10 +144,10 @@ int serve(const Options& options) {
   // The log and the dead-letter directory are opened now and kept; a crash's unterminated
   // last line goes to the dead letters before anything new is written.
   broker::JsonlLog eventLog(options.eventsPath, options.eventsMaxBytes, account.uid, account.gid);
-  broker::DeadLetterDirectory deadLetters(options.deadLetterDir.empty()
-                                              ? broker::defaultDeadLetterPath(options.eventsPath)
-                                              : options.deadLetterDir,
-                                          account.uid, account.gid);
+  eventlog::DeadLetterDirectory deadLetters(
+      options.deadLetterDir.empty() ? eventlog::defaultDeadLetterPath(options.eventsPath)
+                                    : options.deadLetterDir,
+      account.uid, account.gid);
   if (auto partial = eventLog.takePartialTail()) deadLetters.writePartialLine(*partial);
   // Runs in flight, so a restarted broker can close the event streams a crash left open.
   broker::RunJournal journal(

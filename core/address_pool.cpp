@@ -1,47 +1,36 @@
 #include "core/address_pool.h"
 
+#include "core/ip_address.h"
+
 #include <stdexcept>
 
 namespace cellos::core {
-
-namespace {
-
-// A decimal 0..max without sign, leading zeros or anything else.
-std::optional<uint32_t> parseDecimal(std::string_view text, uint32_t max) {
-  if (text.empty() || text.size() > 10 || (text.size() > 1 && text[0] == '0')) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + static_cast<uint64_t>(c - '0');
-  }
-  if (value > max) return std::nullopt;
-  return static_cast<uint32_t>(value);
-}
-
-}  // namespace
 
 std::optional<Ipv4Network> parseIpv4Cidr(std::string_view text, std::string* error) {
   auto fail = [&](const std::string& why) -> std::optional<Ipv4Network> {
     if (error) *error = "\"" + std::string(text) + "\" " + why;
     return std::nullopt;
   };
-  size_t slash = text.find('/');
-  if (slash == std::string_view::npos) return fail("is not a.b.c.d/prefix");
-  auto prefix = parseDecimal(text.substr(slash + 1), 32);
-  if (!prefix) return fail("has no prefix length 0..32");
-  std::string_view rest = text.substr(0, slash);
-  uint32_t address = 0;
-  for (int octet = 0; octet < 4; ++octet) {
-    size_t dot = octet < 3 ? rest.find('.') : rest.size();
-    if (dot == std::string_view::npos) return fail("is not a dotted-quad IPv4 address");
-    auto value = parseDecimal(rest.substr(0, dot), 255);
-    if (!value) return fail("is not a dotted-quad IPv4 address");
-    address = (address << 8) | *value;
-    rest = octet < 3 ? rest.substr(dot + 1) : std::string_view{};
+  IpRangeError why;
+  std::optional<IpRange> range = parseCidr(text, &why);
+  if (!range) {
+    switch (why.problem) {
+      case IpRangeProblem::kNoPrefix:
+        return fail("is not a.b.c.d/prefix");
+      case IpRangeProblem::kBadAddress:
+        return fail("is not a dotted-quad IPv4 address");
+      case IpRangeProblem::kBadPrefixLength:
+      case IpRangeProblem::kPrefixOutOfRange:
+        return fail("has no prefix length 0..32");
+      case IpRangeProblem::kHostBitsSet:
+        return fail("has host bits set");
+    }
+    return std::nullopt;
   }
-  uint32_t hostMask = *prefix == 0 ? 0xffffffffu : (*prefix == 32 ? 0 : (1u << (32 - *prefix)) - 1);
-  if (address & hostMask) return fail("has host bits set");
-  return Ipv4Network{address, *prefix};
+  if (range->ipv6) return fail("is not a dotted-quad IPv4 address");
+  uint32_t address = 0;
+  for (int i = 0; i < 4; ++i) address = (address << 8) | range->bytes[i];
+  return Ipv4Network{address, range->prefix};
 }
 
 std::string formatIpv4(uint32_t address) {

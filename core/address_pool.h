@@ -18,8 +18,8 @@ struct Ipv4Network {
   unsigned prefix = 0;
 };
 
-// "a.b.c.d/n" with n in 0..32, no leading zeros, host bits zero. nullopt otherwise, with the
-// reason in *error.
+// An IPv4 range in core/ip_address.h's grammar ("a.b.c.d/n", n in 0..32, no leading zeros, host
+// bits zero). nullopt otherwise, with the reason in *error.
 std::optional<Ipv4Network> parseIpv4Cidr(std::string_view text, std::string* error);
 // Dotted quad of a host-order address.
 std::string formatIpv4(uint32_t address);

@@ -3,8 +3,6 @@
 #include "core/host_destination.h"
 #include "core/hostname.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <string>
 
@@ -40,53 +38,10 @@ std::string_view decisionName(DnsDecision decision) {
   return "dropped";
 }
 
-namespace {
-
-std::array<uint8_t, 16> mapped(const uint8_t* v4) {
-  std::array<uint8_t, 16> out{};
-  out[10] = out[11] = 0xff;
-  std::copy(v4, v4 + 4, out.begin() + 12);
-  return out;
-}
-
-bool contains(const DnsAddressRange& range, const std::array<uint8_t, 16>& address) {
-  unsigned full = range.prefix / 8, rest = range.prefix % 8;
-  if (!std::equal(address.begin(), address.begin() + full, range.address.begin())) return false;
-  if (rest == 0) return true;
-  uint8_t mask = uint8_t(0xff << (8 - rest));
-  return (address[full] & mask) == (range.address[full] & mask);
-}
-
-}  // namespace
-
 std::optional<DnsAddressRange> parseAddressRange(std::string_view text) {
-  if (text.find('\0') != std::string_view::npos) return std::nullopt;
-  std::string address(text.substr(0, text.find('/')));
-  std::optional<unsigned> prefix;
-  if (size_t slash = text.find('/'); slash != std::string_view::npos) {
-    std::string_view digits = text.substr(slash + 1);
-    if (digits.empty() || digits.size() > 3 ||
-        digits.find_first_not_of("0123456789") != std::string_view::npos) {
-      return std::nullopt;
-    }
-    prefix = unsigned(std::stoul(std::string(digits)));
-  }
-  DnsAddressRange range;
-  uint8_t v4[4];
-  if (inet_pton(AF_INET, address.c_str(), v4) == 1) {
-    if (prefix.value_or(32) > 32) return std::nullopt;
-    range.address = mapped(v4);
-    range.prefix = prefix.value_or(32) + 96;
-  } else if (inet_pton(AF_INET6, address.c_str(), range.address.data()) == 1) {
-    if (prefix.value_or(128) > 128) return std::nullopt;
-    range.prefix = prefix.value_or(128);
-  } else {
-    return std::nullopt;
-  }
-  for (unsigned bit = range.prefix; bit < 128; ++bit) {
-    if (range.address[bit / 8] & (0x80 >> (bit % 8))) return std::nullopt;
-  }
-  return range;
+  std::optional<IpRange> range = parseIpRange(text);
+  if (!range) return std::nullopt;
+  return ipv6Form(*range);
 }
 
 const std::vector<DnsAddressRange>& builtinGuardedRanges() {
@@ -103,18 +58,13 @@ const std::vector<DnsAddressRange>& builtinGuardedRanges() {
 
 bool rebindingGuarded(std::span<const uint8_t> address,
                       const std::vector<DnsAddressRange>& configured) {
-  std::array<uint8_t, 16> full{};
-  if (address.size() == 4) {
-    full = mapped(address.data());
-  } else if (address.size() == 16) {
-    std::copy(address.begin(), address.end(), full.begin());
-  } else {
-    return true;  // not an address: never let it through
-  }
-  auto guarded = [&](const std::array<uint8_t, 16>& candidate) {
+  std::optional<IpAddress> given = ipAddressFromBytes(address);
+  if (!given) return true;  // not an address: never let it through
+  IpAddress full = ipv6Form(*given);
+  auto guarded = [&](const IpAddress& candidate) {
     for (const auto* list : {&builtinGuardedRanges(), &configured}) {
       for (const auto& range : *list) {
-        if (contains(range, candidate)) return true;
+        if (ipRangeContains(range, candidate)) return true;
       }
     }
     return false;
@@ -123,8 +73,8 @@ bool rebindingGuarded(std::span<const uint8_t> address,
   // An IPv6 form that stands for an IPv4 address (::127.0.0.1, 64:ff9b::7f00:1, ::ffff:0:7f00:1,
   // a 6to4 or Teredo address around one) is judged as that address too: whether it can be
   // routed today (a cell has no IPv6 route) must not decide whether it is refused.
-  for (const auto& v4 : embeddedIpv4(full)) {
-    if (guarded(mapped(v4.data()))) return true;
+  for (const auto& v4 : embeddedIpv4(full.bytes)) {
+    if (guarded(ipv6Form(*ipAddressFromBytes(v4)))) return true;
   }
   return false;
 }

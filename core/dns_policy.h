@@ -3,8 +3,8 @@
 // may resolve. The wire handling lives in dns-helper/; this only decides.
 
 #include "core/dns_wire.h"
+#include "core/ip_address.h"
 
-#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -36,16 +36,14 @@ DnsVerdict decideQuery(const DnsPolicyRules& rules, const DnsQuestion& question)
 
 std::string_view decisionName(DnsDecision decision);  // "permitted" | "refused" | "dropped"
 
-// An IPv4 or IPv6 range for the rebinding guard. IPv4 ranges are held as IPv4-mapped IPv6
-// (::ffff:a.b.c.d, prefix + 96), so one comparison covers both families and a mapped address in
-// an AAAA record is judged as the IPv4 address it stands for.
-struct DnsAddressRange {
-  std::array<uint8_t, 16> address{};
-  unsigned prefix = 0;  // 0..128
-};
+// A range for the rebinding guard: always in its IPv6 form (core/ip_address.h ipv6Form), an
+// IPv4 range held as IPv4-mapped IPv6 (::ffff:a.b.c.d, prefix + 96), so one comparison covers
+// both families and a mapped address in an AAAA record is judged as the IPv4 address it stands
+// for.
+using DnsAddressRange = IpRange;
 
-// Parses "a.b.c.d/n" or "x::y/n" (a bare address is a /32 or /128). nullopt for anything else,
-// including host bits set beyond the prefix.
+// parseIpRange ("a.b.c.d/n", "x::y/n", or a bare address as a /32 or /128) in the IPv6 form.
+// nullopt for anything parseIpRange refuses, host bits set beyond the prefix included.
 std::optional<DnsAddressRange> parseAddressRange(std::string_view text);
 
 // Ranges an answer may never point into, whatever the configuration: loopback, link-local,

@@ -1,27 +1,12 @@
 #include "core/host_destination.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
+#include <optional>
 #include <stdexcept>
 
 namespace cellos::core {
 
 namespace {
-
-bool samePrefix(const uint8_t* a, const uint8_t* b, unsigned bits) {
-  unsigned full = bits / 8, rest = bits % 8;
-  if (!std::equal(a, a + full, b)) return false;
-  if (rest == 0) return true;
-  uint8_t mask = uint8_t(0xff << (8 - rest));
-  return (a[full] & mask) == (b[full] & mask);
-}
-
-// `inner` lies inside `outer`.
-bool nested(const IpRange& outer, const IpRange& inner) {
-  return outer.ipv6 == inner.ipv6 && inner.prefix >= outer.prefix &&
-         samePrefix(outer.bytes.data(), inner.bytes.data(), outer.prefix);
-}
 
 bool lessThan(const IpRange& a, const IpRange& b) {
   if (a.ipv6 != b.ipv6) return !a.ipv6;
@@ -34,50 +19,6 @@ bool prefixHas(const std::array<uint8_t, 16>& address, std::initializer_list<uin
 }
 
 }  // namespace
-
-std::optional<IpRange> parseIpRange(std::string_view text) {
-  if (text.empty() || text.size() > 64 || text.find('\0') != std::string_view::npos) {
-    return std::nullopt;
-  }
-  size_t slash = text.find('/');
-  std::string address(text.substr(0, slash));
-  std::optional<unsigned> prefix;
-  if (slash != std::string_view::npos) {
-    std::string_view digits = text.substr(slash + 1);
-    if (digits.empty() || digits.size() > 3 ||
-        digits.find_first_not_of("0123456789") != std::string_view::npos ||
-        (digits.size() > 1 && digits.front() == '0')) {
-      return std::nullopt;
-    }
-    prefix = unsigned(std::stoul(std::string(digits)));
-  }
-  IpRange range;
-  if (inet_pton(AF_INET, address.c_str(), range.bytes.data()) == 1) {
-    range.prefix = prefix.value_or(32);
-    if (range.prefix > 32) return std::nullopt;
-  } else if (inet_pton(AF_INET6, address.c_str(), range.bytes.data()) == 1) {
-    range.ipv6 = true;
-    range.prefix = prefix.value_or(128);
-    if (range.prefix > 128) return std::nullopt;
-  } else {
-    return std::nullopt;
-  }
-  for (unsigned bit = range.prefix; bit < (range.ipv6 ? 128u : 32u); ++bit) {
-    if (range.bytes[bit / 8] & (0x80 >> (bit % 8))) return std::nullopt;
-  }
-  return range;
-}
-
-std::string formatIpRange(const IpRange& range) {
-  char text[INET6_ADDRSTRLEN] = {};
-  inet_ntop(range.ipv6 ? AF_INET6 : AF_INET, range.bytes.data(), text, sizeof text);
-  return std::string(text) + "/" + std::to_string(range.prefix);
-}
-
-bool ipRangeContains(const IpRange& range, std::span<const uint8_t> address) {
-  if (address.size() != (range.ipv6 ? 16u : 4u)) return false;
-  return samePrefix(range.bytes.data(), address.data(), range.prefix);
-}
 
 const std::vector<IpRange>& builtinHostDestinations() {
   static const std::vector<IpRange> ranges = [] {
@@ -133,7 +74,7 @@ std::vector<IpRange> hostDestinationRanges(const std::vector<std::string>& hostA
   std::vector<IpRange> kept;
   for (const IpRange& range : all) {
     bool inside = std::any_of(kept.begin(), kept.end(),
-                              [&](const IpRange& outer) { return nested(outer, range); });
+                              [&](const IpRange& outer) { return ipRangeContains(outer, range); });
     if (!inside) kept.push_back(range);
   }
   std::sort(kept.begin(), kept.end(), lessThan);

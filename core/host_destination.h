@@ -19,32 +19,16 @@
 // An address inside an allowed range (the host policy's allowHostDestinations) is not a host
 // destination. The rebinding guard (core/dns_policy.h) is separate and not opened by this.
 
+#include "core/ip_address.h"
+
 #include <array>
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace cellos::core {
-
-// An IPv4 or IPv6 range. Unlike DnsAddressRange, the family is kept: the IPv6 range
-// ::ffff:0:0/96 is not the IPv4 range 0.0.0.0/0.
-struct IpRange {
-  bool ipv6 = false;
-  std::array<uint8_t, 16> bytes{};  // IPv4: the first 4; host bits zero
-  unsigned prefix = 0;              // 0..32 or 0..128
-  friend bool operator==(const IpRange&, const IpRange&) = default;
-};
-
-// "a.b.c.d/n" or "x::y/n"; a bare address is a /32 or /128. nullopt for anything else,
-// including host bits set beyond the prefix and leading zeros in the prefix length.
-std::optional<IpRange> parseIpRange(std::string_view text);
-// "10.213.0.0/16", "::ffff:0.0.0.0/96" (inet_ntop's text and the prefix length).
-std::string formatIpRange(const IpRange& range);
-// True when `address` (4 bytes IPv4 or 16 bytes IPv6) is of the range's family and inside it.
-bool ipRangeContains(const IpRange& range, std::span<const uint8_t> address);
 
 // The host destinations every host has (loopback, link-local, 0.0.0.0/8 and the IPv4-embedding
 // IPv6 forms above).

@@ -4,8 +4,6 @@
 #include "core/jcs.h"
 #include "core/structured_text.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <map>
 
@@ -31,87 +29,11 @@ std::string joined(const std::vector<std::string>& items) {
 // ---------------------------------------------------------------------------------------------
 // Address ranges
 
-struct Range {
-  std::string network;  // 4 or 16 bytes
-  size_t prefix = 0;
-};
-
-// An IP literal (dotted-quad IPv4 or RFC 4291 IPv6 text, no zone) as 4 or 16 bytes. Characters
-// are checked first because inet_pton stops at an embedded NUL.
-std::optional<std::string> parseAddress(std::string_view text) {
-  if (text.empty() || text.size() > 45) return std::nullopt;
-  bool v6 = text.find(':') != std::string_view::npos;
-  for (char c : text) {
-    bool digit = c >= '0' && c <= '9';
-    bool hex = digit || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-    if (!(digit || c == '.' || (v6 && (hex || c == ':')))) return std::nullopt;
-  }
-  unsigned char bytes[16];
-  if (inet_pton(v6 ? AF_INET6 : AF_INET, std::string(text).c_str(), bytes) != 1) {
-    return std::nullopt;
-  }
-  return std::string(reinterpret_cast<const char*>(bytes), v6 ? 16 : 4);
-}
-
-// Whether the first `bits` bits of two equally long byte strings agree.
-bool samePrefix(const std::string& a, const std::string& b, size_t bits) {
-  for (size_t bit = 0; bit < bits; ++bit) {
-    unsigned mask = 0x80u >> (bit % 8);
-    if ((static_cast<unsigned char>(a[bit / 8]) & mask) !=
-        (static_cast<unsigned char>(b[bit / 8]) & mask)) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// "address/prefix" with zero host bits, or nullopt with *error set to the problem.
-std::optional<Range> parseRange(std::string_view text, std::string* error) {
-  std::string general = "must be an address range like \"10.0.0.0/8\", got " + q(text);
-  size_t slash = text.find('/');
-  std::optional<std::string> address;
-  if (slash != std::string_view::npos) address = parseAddress(text.substr(0, slash));
-  std::string_view digits = slash == std::string_view::npos ? "" : text.substr(slash + 1);
-  bool decimal =
-      !digits.empty() && digits.size() <= 3 &&
-      std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
-      !(digits.size() > 1 && digits.front() == '0');
-  if (!address || !decimal) {
-    *error = general;
-    return std::nullopt;
-  }
-  Range range{*address, static_cast<size_t>(std::stoul(std::string(digits)))};
-  size_t bits = range.network.size() * 8;
-  if (range.prefix > bits) {
-    *error = "prefix length " + std::to_string(range.prefix) + " is out of range 0.." +
-             std::to_string(bits);
-    return std::nullopt;
-  }
-  std::string network = range.network;
-  for (size_t bit = range.prefix; bit < bits; ++bit) {
-    network[bit / 8] =
-        static_cast<char>(static_cast<unsigned char>(network[bit / 8]) & ~(0x80u >> (bit % 8)));
-  }
-  if (network != range.network) {
-    char shown[INET6_ADDRSTRLEN] = {};
-    inet_ntop(bits == 32 ? AF_INET : AF_INET6, network.data(), shown, sizeof shown);
-    *error = q(text) + " has host bits set; the range is " +
-             q(std::string(shown) + "/" + std::to_string(range.prefix));
-    return std::nullopt;
-  }
-  return range;
-}
-
-bool rangeContains(const Range& outer, const Range& inner) {
-  return outer.network.size() == inner.network.size() && inner.prefix >= outer.prefix &&
-         samePrefix(outer.network, inner.network, outer.prefix);
-}
-
-bool anyRangeContains(const std::vector<std::string>& ranges, const Range& inner) {
-  std::string ignored;
+// Whether one of `ranges` (a policy list, already parsed once) holds `inner`.
+bool anyRangeContains(const std::vector<std::string>& ranges, const IpRange& inner) {
   return std::any_of(ranges.begin(), ranges.end(), [&](const std::string& text) {
-    std::optional<Range> outer = parseRange(text, &ignored);
-    return outer && rangeContains(*outer, inner);
+    std::optional<IpRange> outer = parseCidr(text);
+    return outer && ipRangeContains(*outer, inner);
   });
 }
 
@@ -312,16 +234,13 @@ class PolicyReader {
 
   std::optional<std::string> cidr(const std::string& at, const std::string& text) {
     std::string error;
-    std::optional<Range> range = parseRange(text, &error);
+    std::optional<IpRange> range = parseRangeField(text, "10.0.0.0/8", &error);
     if (!range) {
       fail(at, error);
       return std::nullopt;
     }
     // Duplicates compare as ranges ("FD00::/8" and "fd00::/8" are one range).
-    char shown[INET6_ADDRSTRLEN] = {};
-    inet_ntop(range->network.size() == 4 ? AF_INET : AF_INET6, range->network.data(), shown,
-              sizeof shown);
-    return std::string(shown) + "/" + std::to_string(range->prefix);
+    return formatIpRange(*range);
   }
 
   std::vector<Violation>& violations_;
@@ -391,8 +310,7 @@ std::vector<Violation> checkHostPolicy(const HostPolicy& policy, const CellDocum
       out.push_back({at + ".host", q(*rule.host) + notHere});
     }
     if (rule.cidr && policy.allowedEgressCidrs) {
-      std::string ignored;
-      std::optional<Range> range = parseRange(*rule.cidr, &ignored);
+      std::optional<IpRange> range = parseCidr(*rule.cidr);
       if (!range || !anyRangeContains(*policy.allowedEgressCidrs, *range)) {
         out.push_back({at + ".cidr", q(*rule.cidr) + notHere});
       }
@@ -410,9 +328,8 @@ std::vector<Violation> checkHostPolicy(const HostPolicy& policy, const CellDocum
   if (policy.allowedEgressCidrs) {
     for (size_t i = 0; i < dns.resolvers.size(); ++i) {
       const Resolver& resolver = dns.resolvers[i];
-      std::optional<std::string> address = parseAddress(resolver.address);
-      bool inside = address && anyRangeContains(*policy.allowedEgressCidrs,
-                                                Range{*address, address->size() * 8});
+      std::optional<IpAddress> address = parseIpAddress(resolver.address);
+      bool inside = address && anyRangeContains(*policy.allowedEgressCidrs, hostRange(*address));
       if (!inside) {
         out.push_back({indexPath("spec.authority.dnsAuthority.resolvers", i) + ".endpoint",
                        q(resolver.endpoint) + notHere});
@@ -462,10 +379,9 @@ void applyHostPolicyDefaults(const HostPolicy& policy, CellDocument& document) {
 }
 
 bool cidrContains(std::string_view outer, std::string_view inner) {
-  std::string ignored;
-  std::optional<Range> a = parseRange(outer, &ignored);
-  std::optional<Range> b = parseRange(inner, &ignored);
-  return a && b && rangeContains(*a, *b);
+  std::optional<IpRange> a = parseCidr(outer);
+  std::optional<IpRange> b = parseCidr(inner);
+  return a && b && ipRangeContains(*a, *b);
 }
 
 }  // namespace cellos::core

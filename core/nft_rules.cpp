@@ -1,8 +1,6 @@
 #include "core/nft_rules.h"
 
-#include "core/address_pool.h"
-
-#include <arpa/inet.h>
+#include "core/ip_address.h"
 
 #include <algorithm>
 
@@ -13,42 +11,21 @@ namespace cellos::core {
 
 namespace {
 
-bool isIpv6Literal(const std::string& text) {
-  in6_addr ignored{};
-  return inet_pton(AF_INET6, text.c_str(), &ignored) == 1;
-}
-
-bool isIpv4Literal(const std::string& text) {
-  in_addr ignored{};
-  return inet_pton(AF_INET, text.c_str(), &ignored) == 1;
-}
-
-// "v4" or "v6" for a range with zero host bits; throws otherwise.
+// Whether a range with zero host bits is IPv6; throws for anything that is not such a range.
 bool cidrIsIpv6(const std::string& cidr) {
-  size_t slash = cidr.find('/');
-  if (slash == std::string::npos) throw std::invalid_argument("\"" + cidr + "\" is not a range");
-  std::string address = cidr.substr(0, slash);
-  std::string prefix = cidr.substr(slash + 1);
-  if (prefix.empty() || prefix.size() > 3 ||
-      prefix.find_first_not_of("0123456789") != std::string::npos) {
-    throw std::invalid_argument("\"" + cidr + "\" has no valid prefix length");
-  }
-  int bits = std::stoi(prefix);
-  if (isIpv4Literal(address)) {
-    std::string error;
-    if (bits > 32 || !parseIpv4Cidr(cidr, &error))
-      throw std::invalid_argument(error.empty() ? cidr : error);
-    return false;
-  }
-  if (isIpv6Literal(address) && bits <= 128) {
-    in6_addr parsed{};
-    inet_pton(AF_INET6, address.c_str(), &parsed);
-    for (int bit = bits; bit < 128; ++bit) {
-      if (parsed.s6_addr[bit / 8] & (0x80 >> (bit % 8))) {
-        throw std::invalid_argument("\"" + cidr + "\" has host bits set");
-      }
-    }
-    return true;
+  IpRangeError why;
+  std::optional<IpRange> range = parseCidr(cidr, &why);
+  if (range) return range->ipv6;
+  switch (why.problem) {
+    case IpRangeProblem::kNoPrefix:
+      throw std::invalid_argument("\"" + cidr + "\" is not a range");
+    case IpRangeProblem::kBadPrefixLength:
+    case IpRangeProblem::kPrefixOutOfRange:
+      throw std::invalid_argument("\"" + cidr + "\" has no valid prefix length");
+    case IpRangeProblem::kHostBitsSet:
+      throw std::invalid_argument("\"" + cidr + "\" has host bits set");
+    case IpRangeProblem::kBadAddress:
+      break;
   }
   throw std::invalid_argument("\"" + cidr + "\" is not an IPv4 or IPv6 range");
 }
@@ -128,14 +105,11 @@ std::vector<NftRule> nftRules(const NftPlan& plan) {
   }
   for (const NftResolver& resolver : plan.resolvers) {
     checkId(resolver.resolverId);
-    std::string family;
-    if (isIpv4Literal(resolver.address)) {
-      family = "ip";
-    } else if (isIpv6Literal(resolver.address)) {
-      family = "ip6";
-    } else {
+    std::optional<IpAddress> address = parseIpAddress(resolver.address);
+    if (!address) {
       throw std::invalid_argument("resolver address \"" + resolver.address + "\" is not an IP");
     }
+    std::string family = address->ipv6 ? "ip6" : "ip";
     std::string proto = transport(resolver.protocol);
     rules.push_back({"resolver:" + resolver.resolverId, "output",
                      family + " daddr " + resolver.address + " " + proto + " dport " +
@@ -219,14 +193,14 @@ std::string nftLearnedElements(const NftPlan& plan, size_t index,
     if (list.empty()) continue;
     std::string plain, timed;
     for (const auto& bytes : list) {
-      if (bytes.size() != (v6 ? 16u : 4u)) {
+      std::optional<IpAddress> address = ipAddressFromBytes(bytes);
+      if (!address || address->ipv6 != v6) {
         throw std::invalid_argument("an address of " + std::to_string(bytes.size()) + " bytes");
       }
-      char buffer[INET6_ADDRSTRLEN];
-      inet_ntop(v6 ? AF_INET6 : AF_INET, bytes.data(), buffer, sizeof buffer);
-      plain += std::string(plain.empty() ? "" : ", ") + buffer;
-      timed += std::string(timed.empty() ? "" : ", ") + buffer + " timeout " +
-               std::to_string(timeoutSeconds) + "s";
+      std::string shown = formatIpAddress(*address);
+      plain += (plain.empty() ? "" : ", ") + shown;
+      timed +=
+          (timed.empty() ? "" : ", ") + shown + " timeout " + std::to_string(timeoutSeconds) + "s";
     }
     // add (a no-op when present), delete, add again: one transaction that refreshes the timeout
     // of an address already learned (nft 1.0.6 has no "destroy" or "update" for elements).

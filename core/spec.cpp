@@ -7,8 +7,6 @@
 #include "core/hostname.h"
 #include "core/jcs.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cstring>
@@ -251,21 +249,6 @@ bool isMediaType(std::string_view text) {
   });
 }
 
-// An IP literal (dotted-quad IPv4 or RFC 4291 IPv6 text, no zone) into `out` (4 or 16 bytes).
-// Characters are checked first because inet_pton stops at an embedded NUL.
-bool parseIp(std::string_view text, std::string& out) {
-  if (text.empty() || text.size() > 45) return false;
-  bool v6 = text.find(':') != std::string_view::npos;
-  for (char c : text) {
-    bool hex = isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-    if (!(isDigit(c) || c == '.' || (v6 && (hex || c == ':')))) return false;
-  }
-  unsigned char bytes[16];
-  if (inet_pton(v6 ? AF_INET6 : AF_INET, std::string(text).c_str(), bytes) != 1) return false;
-  out.assign(reinterpret_cast<const char*>(bytes), v6 ? 16 : 4);
-  return true;
-}
-
 // Decimal without sign or leading zeros, at most `maxDigits` digits.
 std::optional<uint64_t> parseDecimal(std::string_view text, size_t maxDigits) {
   if (text.empty() || text.size() > maxDigits || !onlyChars(text, isDigit)) return std::nullopt;
@@ -273,32 +256,6 @@ std::optional<uint64_t> parseDecimal(std::string_view text, size_t maxDigits) {
   uint64_t value = 0;
   std::from_chars(text.data(), text.data() + text.size(), value);
   return value;
-}
-
-// Empty when `text` is a CIDR range with zero host bits, else the problem.
-std::string cidrProblem(std::string_view text) {
-  std::string general = "must be an address range like \"10.20.0.0/16\", got " + q(text);
-  size_t slash = text.find('/');
-  if (slash == std::string_view::npos) return general;
-  std::string address;
-  if (!parseIp(text.substr(0, slash), address)) return general;
-  std::optional<uint64_t> prefix = parseDecimal(text.substr(slash + 1), 3);
-  if (!prefix) return general;
-  size_t bits = address.size() * 8;
-  if (*prefix > bits) {
-    return "prefix length " + std::to_string(*prefix) + " is out of range 0.." +
-           std::to_string(bits);
-  }
-  std::string network = address;
-  for (size_t bit = *prefix; bit < bits; ++bit) {
-    network[bit / 8] =
-        static_cast<char>(static_cast<unsigned char>(network[bit / 8]) & ~(0x80u >> (bit % 8)));
-  }
-  if (network == address) return {};
-  char shown[INET6_ADDRSTRLEN] = {};
-  inet_ntop(bits == 32 ? AF_INET : AF_INET6, network.data(), shown, sizeof shown);
-  return q(text) + " has host bits set; the range is " +
-         q(std::string(shown) + "/" + std::to_string(*prefix));
 }
 
 // "a.b.c.d:port" or "[v6]:port" into address text and port; the problem otherwise.
@@ -319,14 +276,14 @@ std::string endpointProblem(std::string_view text, Resolver& out) {
     port = text.substr(colon + 1);
     if (address.find(':') != std::string_view::npos) return general;  // IPv6 needs brackets
   }
-  std::string raw;
-  if (!parseIp(address, raw)) return general;
+  std::optional<IpAddress> ip = parseIpAddress(address);
+  if (!ip) return general;
   std::optional<uint64_t> number = parseDecimal(port, 5);
   if (!number) return general;
   if (*number < 1 || *number > 65535) {
     return "port " + std::to_string(*number) + " is out of range 1..65535";
   }
-  if (raw == std::string(raw.size(), '\0')) {
+  if (isUnspecified(*ip)) {
     return q(address) + " is the unspecified address, not a resolver";
   }
   out.address = std::string(address);
@@ -551,7 +508,7 @@ class SpecReader {
     if (cidr != nullptr) {
       std::string at = memberPath(path, "cidr");
       if (std::optional<std::string> range = check_.string(*cidr, at)) {
-        if (std::string problem = cidrProblem(*range); !problem.empty()) {
+        if (std::string problem; !parseRangeField(*range, "10.20.0.0/16", &problem)) {
           check_.fail(at, problem);
         } else {
           out.cidr = *range;
@@ -1036,6 +993,28 @@ size_t argvEncodedSize(const std::vector<std::string>& argv) {
   std::string compact =
       nlohmann::json(argv).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return (compact.size() + 2) / 3 * 4;
+}
+
+std::optional<IpRange> parseRangeField(std::string_view text, std::string_view example,
+                                       std::string* problem) {
+  IpRangeError why;
+  std::optional<IpRange> range = parseCidr(text, &why);
+  if (range) return range;
+  switch (why.problem) {
+    case IpRangeProblem::kPrefixOutOfRange:
+      *problem = "prefix length " + std::to_string(why.prefix) + " is out of range 0.." +
+                 std::to_string(why.maxPrefix);
+      break;
+    case IpRangeProblem::kHostBitsSet:
+      *problem = q(text) + " has host bits set; the range is " + q(formatIpRange(why.network));
+      break;
+    case IpRangeProblem::kNoPrefix:
+    case IpRangeProblem::kBadAddress:
+    case IpRangeProblem::kBadPrefixLength:
+      *problem = "must be an address range like " + q(example) + ", got " + q(text);
+      break;
+  }
+  return std::nullopt;
 }
 
 }  // namespace cellos::core

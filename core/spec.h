@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/ip_address.h"
 #include "core/violation.h"
 
 namespace cellos::core {
@@ -175,5 +176,12 @@ std::string specDigest(const ParseResult& result);
 // document rule is argvEncodedSize(argv) <= kMaxArgvEncodedBytes. Invalid UTF-8 counts as if
 // replaced by U+FFFD.
 size_t argvEncodedSize(const std::vector<std::string>& argv);
+
+// An address range a document or host policy gives ("cidr", "allowedEgressCidrs"), read with
+// core/ip_address.h's parseCidr: the range, or nullopt with *problem set to the violation
+// message, e.g. "prefix length 33 is out of range 0..32", or for text that is no range at all
+// "must be an address range like <example>, got <text>".
+std::optional<IpRange> parseRangeField(std::string_view text, std::string_view example,
+                                       std::string* problem);
 
 }  // namespace cellos::core

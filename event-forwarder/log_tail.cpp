@@ -1,6 +1,6 @@
 #include "event-forwarder/log_tail.h"
 
-#include "core/verifiability.h"
+#include "eventlog/format.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -21,8 +21,7 @@ LogTail::LogTail(int dirFd, std::string name, std::optional<uint64_t> afterSeque
     rewinddir(dir);
     while (dirent* entry = readdir(dir)) {
       std::string candidate = entry->d_name;
-      if (candidate.size() != name_.size() + 21 || candidate.rfind(name_ + ".", 0) != 0) continue;
-      auto last = core::parseSequence(candidate.substr(name_.size() + 1));
+      auto last = eventlog::rotatedLogSequence(candidate, name_);
       if (!last) continue;
       if (!afterSequence || *last > *afterSequence) pendingRotated_.push_back(candidate);
     }

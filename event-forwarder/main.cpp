@@ -18,12 +18,13 @@
 //   4. start libnats (its threads) and connect in the background;
 //   5. install the forwarder's seccomp profile; only then read the log.
 
-#include "broker/dead_letter.h"
 #include "core/verifiability.h"
 #include "event-forwarder/log_tail.h"
 #include "event-forwarder/nats_publisher.h"
 #include "event-forwarder/nats_subject.h"
 #include "event-forwarder/seccomp_profile.h"
+#include "eventlog/dead_letter.h"
+#include "eventlog/format.h"
 #include "privsep/credentials.h"
 #include "privsep/daemon.h"
 #include "privsep/seccomp.h"
@@ -160,10 +161,10 @@ int serve(const Options& options) {
       slash == std::string::npos ? options.eventsPath : options.eventsPath.substr(slash + 1);
   int logDirFd;
   KJ_SYSCALL(logDirFd = open(logDir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC), logDir);
-  broker::DeadLetterDirectory deadLetters(options.deadLetterDir.empty()
-                                              ? broker::defaultDeadLetterPath(options.eventsPath)
-                                              : options.deadLetterDir,
-                                          account.uid, account.gid);
+  eventlog::DeadLetterDirectory deadLetters(
+      options.deadLetterDir.empty() ? eventlog::defaultDeadLetterPath(options.eventsPath)
+                                    : options.deadLetterDir,
+      account.uid, account.gid);
   int stateFd = openDirectory(options.stateDir, account, 0700);
 
   if (geteuid() == 0) privsep::becomeUnprivileged(account);

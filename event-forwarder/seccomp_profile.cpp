@@ -56,7 +56,7 @@ constexpr std::string_view kAllow[] = {
 };
 
 // Opening files, only in these forms (under directory fds opened before seccomp): reading a log
-// file; the cursor's temp file; a dead letter (broker/jsonl_log.h kCreateOnlyFlags).
+// file; the cursor's temp file; a dead letter (eventlog/dead_letter.h kCreateOnlyFlags).
 constexpr uint64_t kOpenFlags[] = {
     O_RDONLY | O_NOFOLLOW | O_CLOEXEC,
     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,

@@ -5,6 +5,7 @@
 #include "core/log_verifier.h"
 #include "core/merkle.h"
 #include "core/verifiability.h"
+#include "eventlog/format.h"
 
 #include <algorithm>
 #include <cstring>
@@ -21,7 +22,7 @@ namespace cellos::cli {
 
 namespace {
 
-// What a dead-letter directory holds (see broker/dead_letter.h for its files).
+// What a dead-letter directory holds (see eventlog/format.h for its files).
 struct DeadLetterSummary {
   std::string directory;
   size_t signedEvents = 0, unsignedEvents = 0, partialLines = 0, unreadable = 0;
@@ -285,7 +286,7 @@ int verifyCommand(const VerifyOptions& given) {
       directories.insert(options.deadLetterDir);
     } else {
       for (const auto& file : options.files) {
-        std::string candidate = baseLogPath(file) + ".dead-letter";
+        std::string candidate = eventlog::defaultDeadLetterPath(baseLogPath(file));
         if (std::filesystem::is_directory(candidate)) directories.insert(candidate);
       }
     }

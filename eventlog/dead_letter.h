@@ -1,17 +1,12 @@
 #pragma once
-// The dead-letter directory: an event the sinks cannot take is written here, one file per
-// event, never dropped silently. The directory is opened before seccomp; files are created
-// under its fd (openat with kCreateOnlyFlags), written, fsynced, and the directory fsynced.
-//
-// File names and content (JSON, one object):
-//   <20-digit sequence>-<event id>.json   a signed event the log could not take
-//       {"reason": "...", "sink": "jsonl", "event": {the signed event}}
-//   unsigned-<event id>.json              an event that never got a signature
-//       {"reason": "...", "sink": "signer", "event": {the unsigned event}}
-//   partial-<unix micros>.json            the unterminated last line a crash left in the log
-//       {"reason": "...", "sink": "jsonl", "partialLine": "<its bytes, as text>"}
-// `cellos verify` puts the signed ones back into their place in the chain.
+// The dead-letter directory: an event a sink cannot take is written here, one file per event,
+// never dropped silently. Shared by the two processes that have sinks: the broker (the log, the
+// signer) and the event forwarder (NATS). The directory is opened before seccomp; files are
+// created under its fd (openat with kCreateOnlyFlags), written, fsynced, and the directory
+// fsynced. File names and content: eventlog/format.h. `cellos verify` puts the signed ones
+// back into their place in the chain.
 
+#include <fcntl.h>
 #include <sys/types.h>
 
 #include <nlohmann/json.hpp>
@@ -19,7 +14,13 @@
 #include <optional>
 #include <string>
 
-namespace cellos::broker {
+namespace cellos::eventlog {
+
+// Flags of every file the broker and the forwarder create after seccomp (log files, dead
+// letters). Their seccomp profiles allow openat with exactly these flags, so they can create new
+// files but never open an existing one.
+inline constexpr int kCreateOnlyFlags =
+    O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
 
 class DeadLetterDirectory {
  public:
@@ -34,8 +35,8 @@ class DeadLetterDirectory {
   // Throws on any failure.
   void write(const std::string& name, const nlohmann::json& record);
 
-  // Records a signed or unsigned event; the name follows from its attributes (see above).
-  // Returns the file name. Throws on failure.
+  // Records a signed or unsigned event; the name follows from its attributes (eventDeadLetter
+  // in eventlog/format.h). Returns the file name. Throws on failure.
   std::string writeEvent(const nlohmann::json& event, const std::string& sink,
                          const std::string& reason);
 
@@ -60,7 +61,4 @@ class DeadLetterDirectory {
   std::optional<LastSigned> lastSigned_;
 };
 
-// "<log path>.dead-letter": the default beside a log, found again by `cellos verify`.
-std::string defaultDeadLetterPath(const std::string& logPath);
-
-}  // namespace cellos::broker
+}  // namespace cellos::eventlog

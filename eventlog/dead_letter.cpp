@@ -1,8 +1,7 @@
-#include "broker/dead_letter.h"
+#include "eventlog/dead_letter.h"
 
-#include "broker/jsonl_log.h"
 #include "core/clock.h"
-#include "core/verifiability.h"
+#include "eventlog/format.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,26 +13,7 @@
 
 #include <kj/debug.h>
 
-namespace cellos::broker {
-
-namespace {
-
-// Event ids become file names: keep only what cannot walk out of the directory.
-std::string safeName(const std::string& text) {
-  std::string out;
-  for (char c : text.substr(0, 64)) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_';
-    out.push_back(ok ? c : '_');
-  }
-  return out.empty() ? "no-id" : out;
-}
-
-}  // namespace
-
-std::string defaultDeadLetterPath(const std::string& logPath) {
-  return logPath + ".dead-letter";
-}
+namespace cellos::eventlog {
 
 DeadLetterDirectory::DeadLetterDirectory(const std::string& path, uid_t ownerUid, gid_t ownerGid)
     : path_(path) {
@@ -46,8 +26,7 @@ DeadLetterDirectory::DeadLetterDirectory(const std::string& path, uid_t ownerUid
   if (DIR* dir = fdopendir(dup(dirFd_))) {
     while (dirent* entry = readdir(dir)) {
       std::string name = entry->d_name;
-      if (name.size() > 21 && name[20] == '-' && core::parseSequence(name.substr(0, 20)) &&
-          name > newest) {
+      if (signedDeadLetterSequence(name) && name > newest) {
         newest = name;
       }
     }
@@ -64,7 +43,7 @@ DeadLetterDirectory::DeadLetterDirectory(const std::string& path, uid_t ownerUid
       auto record = nlohmann::json::parse(content, nullptr, false);
       if (record.is_object() && record.contains("event") && record["event"].is_object() &&
           record["event"].contains("dssematerial") && record["event"]["dssematerial"].is_string()) {
-        lastSigned_ = LastSigned{*core::parseSequence(newest.substr(0, 20)),
+        lastSigned_ = LastSigned{*signedDeadLetterSequence(newest),
                                  record["event"]["dssematerial"].get<std::string>()};
       }
     }
@@ -76,9 +55,7 @@ DeadLetterDirectory::~DeadLetterDirectory() {
 }
 
 void DeadLetterDirectory::write(const std::string& name, const nlohmann::json& record) {
-  // A cut-off line may end inside a UTF-8 sequence: keep what can be kept, never throw here.
-  std::string content =
-      record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  std::string content = deadLetterText(record);
   int fd;
   KJ_SYSCALL(fd = openat(dirFd_, name.c_str(), kCreateOnlyFlags, 0640), path_, name);
   KJ_DEFER(close(fd));
@@ -95,28 +72,18 @@ void DeadLetterDirectory::write(const std::string& name, const nlohmann::json& r
 
 std::string DeadLetterDirectory::writeEvent(const nlohmann::json& event, const std::string& sink,
                                             const std::string& reason) {
+  DeadLetter letter = eventDeadLetter(event, sink, reason, core::unixMicrosNow());
+  write(letter.name, letter.record);
   std::string id = event.is_object() && event.contains("id") && event["id"].is_string()
                        ? event["id"].get<std::string>()
                        : "";
-  std::string name;
-  if (event.is_object() && event.contains("sequence") && event["sequence"].is_string()) {
-    name = safeName(event["sequence"].get<std::string>()) + "-" + safeName(id) + ".json";
-  } else {
-    name =
-        "unsigned-" + safeName(id.empty() ? std::to_string(core::unixMicrosNow()) : id) + ".json";
-  }
-  write(name, {{"reason", reason}, {"sink", sink}, {"event", event}});
-  spdlog::warn("dead-lettered event {} ({}): {}", id, name, reason);
-  return name;
+  spdlog::warn("dead-lettered event {} ({}): {}", id, letter.name, reason);
+  return letter.name;
 }
 
 void DeadLetterDirectory::writePartialLine(const std::string& bytes) {
-  write("partial-" + std::to_string(core::unixMicrosNow()) + ".json",
-        {{"reason",
-          "an unterminated last line in the event log: a write cut short by a crash; the event "
-          "it held is missing from the log (the log declares the gap)"},
-         {"sink", "jsonl"},
-         {"partialLine", bytes}});
+  DeadLetter letter = partialLineDeadLetter(bytes, core::unixMicrosNow());
+  write(letter.name, letter.record);
 }
 
-}  // namespace cellos::broker
+}  // namespace cellos::eventlog
