@@ -14,6 +14,13 @@ std::vector<Fd> LaunchedCell::releaseAgentFds() {
   return fds;
 }
 
+void LaunchedCell::adoptAgentFds(std::vector<Fd>& fds) {
+  size_t i = 0;
+  for (Fd* fd : {&pidFd, &netnsFd, &stdoutFd, &stderrFd, &startFd, &statusFd}) {
+    *fd = std::move(fds.at(i++));
+  }
+}
+
 std::vector<std::string> imageEntries(const std::string& imageRoot) {
   DIR* dir = opendir(imageRoot.c_str());
   if (dir == nullptr) throwErrno("opendir(" + imageRoot + ")");

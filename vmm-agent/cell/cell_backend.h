@@ -96,6 +96,8 @@ struct LaunchedCell {
   // The six fds the agent's RPC half takes over (in this order: pidfd, netns, stdout, stderr,
   // start, status); the launcher keeps none of them.
   std::vector<Fd> releaseAgentFds();
+  // The inverse: takes the first six of `fds`, in that order.
+  void adoptAgentFds(std::vector<Fd>& fds);
 };
 
 // The host paths the read-only host view binds (or mirrors as symlinks); an image's entries of

@@ -184,6 +184,14 @@ void InitPipes::closeChildEnds() {
   err.write.reset();
 }
 
+void InitPipes::handOver(Fd pidfd, LaunchedCell& cell) {
+  cell.pidFd = std::move(pidfd);
+  cell.stdoutFd = std::move(out.read);
+  cell.stderrFd = std::move(err.read);
+  cell.startFd = std::move(start.write);
+  cell.statusFd = std::move(status.read);
+}
+
 void setUpCellInit(InitChannels& fds, const std::function<void()>& build) noexcept {
   try {
     dieWithParent(fds.parentPidfd);

@@ -20,6 +20,7 @@
 // pid into the cgroup while it is an unreaped child (so the pid cannot be another process's),
 // sends 'G', and waits with awaitReady.
 
+#include "vmm-agent/cell/cell_backend.h"
 #include "vmm-agent/cell/sys_util.h"
 
 #include <sys/types.h>
@@ -49,6 +50,8 @@ struct InitPipes {
   static InitPipes make();
   InitChannels childChannels() const;
   void closeChildEnds();
+  // Once pid 1 is ready: its pidfd and the parent's pipe ends become the cell's.
+  void handOver(Fd pidfd, LaunchedCell& cell);
 };
 
 // Steps 1-6 in pid 1. `build` is step 5 (the backend's own); a throw from any step is reported

@@ -195,4 +195,10 @@ std::string readLink(const std::string& path) {
   return std::string(link, static_cast<size_t>(n));
 }
 
+void copySymlink(const std::string& source, const std::string& target) {
+  std::string link = readLink(source);
+  if (symlink(link.c_str(), target.c_str()) < 0)
+    throwErrno("symlink(" + link + ", " + target + ")");
+}
+
 }  // namespace cellos::vmm

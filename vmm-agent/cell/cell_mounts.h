@@ -28,6 +28,9 @@ bool isDirectory(const std::string& path);
 void writeNewFile(const std::string& path, const std::string& content, mode_t mode);
 // The target of symlink `path`.
 std::string readLink(const std::string& path);
+// A new symlink `target` with the same target text as symlink `source` (which then resolves
+// wherever `target` is seen, e.g. inside a cell's root).
+void copySymlink(const std::string& source, const std::string& target);
 // Reads a kernel-generated file (procfs) whole.
 std::string readWholeFile(const std::string& path);
 // /proc/self/mountinfo escapes space, tab, newline and backslash in paths as \ooo.

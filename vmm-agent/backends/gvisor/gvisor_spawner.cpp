@@ -59,11 +59,7 @@ LaunchedCell spawnSupervisor(const GvisorConfig& config, const std::string& runD
         Fd(open(plan.paths.work.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (cell.workingDirectory.get() < 0) throwErrno("open(" + plan.paths.work + ", O_PATH)");
     if (!plan.secretDelivery.empty()) cell.secrets = openInsideRoot(pid, kGvisorSecretsSource);
-    cell.pidFd = std::move(pidfd);
-    cell.stdoutFd = std::move(pipes.out.read);
-    cell.stderrFd = std::move(pipes.err.read);
-    cell.startFd = std::move(pipes.start.write);
-    cell.statusFd = std::move(pipes.status.read);
+    pipes.handOver(std::move(pidfd), cell);
     return cell;
   } catch (...) {
     killAndReap(pid, pidfd.get());
@@ -197,12 +193,7 @@ LaunchedCell spawnGvisorCell(int spawnerFd, const std::string& cellId) {
   pid_t pid = parseSpawnReply(std::string_view(buffer, static_cast<size_t>(n)), fds.size());
   LaunchedCell cell;
   cell.initPid = pid;
-  cell.pidFd = std::move(fds[0]);
-  cell.netnsFd = std::move(fds[1]);
-  cell.stdoutFd = std::move(fds[2]);
-  cell.stderrFd = std::move(fds[3]);
-  cell.startFd = std::move(fds[4]);
-  cell.statusFd = std::move(fds[5]);
+  cell.adoptAgentFds(fds);
   cell.workingDirectory = std::move(fds[6]);
   if (fds.size() == kSpawnedCellMaxFdCount) cell.secrets = std::move(fds[7]);
   return cell;

@@ -172,7 +172,7 @@ void buildSupervisorRoot(const SupervisorPlan& plan) {
     struct stat st {};
     if (lstat(source.c_str(), &st) < 0) continue;
     if (S_ISLNK(st.st_mode)) {
-      if (symlink(readLink(source).c_str(), target.c_str()) < 0) throwErrno("symlink " + target);
+      copySymlink(source, target);
     } else if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
       int made = S_ISDIR(st.st_mode) ? mkdir(target.c_str(), 0755)
                                      : mknod(target.c_str(), S_IFREG | 0644, 0);

@@ -178,13 +178,7 @@ void mirrorHostPath(const std::string& newRoot, const std::string& name) {
     throwErrno("lstat(" + host + ")");
   }
   if (S_ISLNK(st.st_mode)) {
-    char link[PATH_MAX];
-    ssize_t n = readlink(host.c_str(), link, sizeof link - 1);
-    if (n < 0) throwErrno("readlink(" + host + ")");
-    link[n] = '\0';
-    if (symlink(link, target.c_str()) < 0) {
-      throwErrno("symlink(" + std::string(link) + ", " + target + ")");
-    }
+    copySymlink(host, target);
   } else if (S_ISDIR(st.st_mode)) {
     bindReadOnly(host, target);
   } else {
@@ -216,13 +210,7 @@ void bindImageView(const std::string& newRoot, const std::string& imageRoot) {
     } else if (S_ISREG(st.st_mode)) {
       bindFileReadOnly(source, target);
     } else if (S_ISLNK(st.st_mode)) {
-      char link[PATH_MAX];
-      ssize_t n = readlink(source.c_str(), link, sizeof link - 1);
-      if (n < 0) throwErrno("readlink(" + source + ")");
-      link[n] = '\0';
-      if (symlink(link, target.c_str()) < 0) {
-        throwErrno("symlink(" + std::string(link) + ", " + target + ")");
-      }
+      copySymlink(source, target);
     }
   }
 }
@@ -812,11 +800,7 @@ LaunchedCell launchCell(const CellLaunch& launch) {
     int registryPidfd = fcntl(pidfd.get(), F_DUPFD_CLOEXEC, 3);
     if (registryPidfd < 0) throwErrno("fcntl(pidfd, F_DUPFD_CLOEXEC)");
     registerLaunchedCell(launch.cellId, pid, registryPidfd);
-    cell.pidFd = std::move(pidfd);
-    cell.stdoutFd = std::move(pipes.out.read);
-    cell.stderrFd = std::move(pipes.err.read);
-    cell.startFd = std::move(pipes.start.write);
-    cell.statusFd = std::move(pipes.status.read);
+    pipes.handOver(std::move(pidfd), cell);
     return cell;
   } catch (...) {
     // Whatever the init got to, killing it (its pid namespace with it) and removing the cgroup
