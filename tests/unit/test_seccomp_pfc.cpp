@@ -21,6 +21,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -59,7 +60,11 @@ TEST_P(CompiledProfile, CommittedPfcTextIsWhatTheProfileCompilesTo) {
       << ": run `cmake --build <build> --target seccomp-pfc` and review the diff";
   // Not a vacuous comparison: the text names the default action and every allowed syscall.
   EXPECT_NE(compiled.find("action KILL_PROCESS"), std::string::npos);
-  for (std::string_view name : profile.allow) {
+  std::vector<std::string_view> allowed(profile.allow.begin(), profile.allow.end());
+  for (const auto* group : profile.groups) {
+    allowed.insert(allowed.end(), group->allow.begin(), group->allow.end());
+  }
+  for (std::string_view name : allowed) {
     EXPECT_NE(compiled.find("# filter for syscall \"" + std::string(name) + "\""),
               std::string::npos)
         << name << " does not appear in the PFC text of " << profile.name;
