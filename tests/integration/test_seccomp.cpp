@@ -443,7 +443,8 @@ TEST(SeccompCompile, UnknownSyscallThrowsNamingIt) {
   EXPECT_EQ(compileError({"no-typo", kAllow}), "compiled");
 }
 
-// installSeccomp loads only what the build compiled: a profile the generator does not list, or
+// installSeccomp loads only what the build compiled: a profile whose filter this program does
+// not carry (no daemon registered it, or its daemon's filters are not linked here), or
 // one that is not what the build compiled under that name, is refused, having loaded nothing
 // (afterwards a call outside the profile still works and the process has no filter).
 [[noreturn]] void installRefuses(const SeccompProfile& profile) {
