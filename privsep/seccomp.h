@@ -1,11 +1,13 @@
 #pragma once
 // Seccomp profiles as data. Each process keeps its profile beside its own code (e.g.
-// broker/seccomp_profile.cpp). The build compiles every profile to BPF with libseccomp
-// (privsep/seccomp_generate.cpp -> <build>/privsep/seccomp_filters.cpp, and the reviewed PFC
-// text in packaging/seccomp/<name>.pfc); at run time installSeccomp() only loads the program
-// the build made, so no daemon generates BPF, or even links libseccomp, at start-up. Default
-// action: kill the whole process (SCMP_ACT_KILL_PROCESS), so a compromised process that strays
-// dies instead of probing.
+// broker/seccomp_profile.cpp), and its daemon's CMakeLists.txt registers it
+// (cellos_seccomp_profiles(), cmake/CellosSeccomp.cmake). The build compiles every registered
+// profile to BPF with libseccomp (privsep/seccomp_generate.cpp ->
+// <build>/seccomp/<daemon>_seccomp_filters.cpp, linked into that daemon's program only, and the
+// reviewed PFC text in packaging/seccomp/<name>.pfc); at run time installSeccomp() only loads
+// the program the build made, so no daemon generates BPF, or even links libseccomp, at start-up.
+// Default action: kill the whole process (SCMP_ACT_KILL_PROCESS), so a compromised process that
+// strays dies instead of probing.
 //
 // Adding a syscall to a profile is a one-line change in that profile's seccomp_profile.cpp;
 // the build recompiles the filter, and `cmake --build <build> --target seccomp-pfc` refreshes
