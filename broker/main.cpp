@@ -227,9 +227,6 @@ int serve(const Options& options) {
                             [&](const ipc::PeerCredentials& peer) -> capnp::Capability::Client {
                               return kj::heap<broker::BrokerServer>(state, peer);
                             });
-  privsep::signalReady(options.common.readyFd);
-  spdlog::info("serving on {}; events to {}", options.common.socketPath, options.eventsPath);
-
   // A helper that goes away takes our ability to run cells with it: stop, loudly, rather than
   // accept documents we cannot run.
   auto helperLost =
@@ -241,21 +238,16 @@ int serve(const Options& options) {
             spdlog::critical("lost the connection to the {}; exiting", who);
             return 125;
           });
-  int code = listener.run()
-                 .then([]() { return 0; })
-                 .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort).then([](int signal) {
-                   spdlog::info("shutting down on signal {}", signal);
-                   return 0;
-                 }))
-                 .exclusiveJoin(kj::mv(helperLost))
-                 .wait(io.waitScope);
-  // A last checkpoint over everything written, so a witness holds the log's final size.
-  if (code == 0) {
-    events.finish()
-        .exclusiveJoin(io.provider->getTimer().afterDelay(5 * kj::SECONDS))
-        .wait(io.waitScope);
-  }
-  return code;
+  return privsep::serveUntilShutdown(
+      io, options.common.readyFd, options.common.socketPath + "; events to " + options.eventsPath,
+      [&]() { return listener.run(); }, kj::mv(helperLost),
+      [&](int status) {
+        // A last checkpoint over everything written, so a witness holds the log's final size.
+        if (status != 0) return;
+        events.finish()
+            .exclusiveJoin(io.provider->getTimer().afterDelay(5 * kj::SECONDS))
+            .wait(io.waitScope);
+      });
 }
 
 }  // namespace

@@ -9,16 +9,11 @@ namespace cellos::broker {
 namespace {
 // clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kAllow[] = {
-    // event loop (kj::UnixEventPort: epoll_wait, never epoll_pwait; timers are its timeout) and
-    // SIGTERM/SIGINT through a signalfd (no handler ever runs: no rt_sigreturn/rt_sigprocmask)
-    "epoll_wait",
-    "epoll_ctl",
-    "signalfd4",
+    // (the event loop and SIGTERM/SIGINT: privsep::kKjEventLoop, below)
     // clients and helper links (fds pass through us by SCM_RIGHTS: the cell's netns)
     "accept4",
     "recvmsg",
     "sendmsg",
-    // (kj makes fds non-blocking and close-on-exec with ioctl, below, not fcntl)
     "read",
     "write",
     "writev",
@@ -69,8 +64,9 @@ constexpr uint64_t kCreateOnly[] = {O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_N
                                     O_CLOEXEC};
 // fcntl only to seal a secret bundle and to move a received artifact fd above the standard ones.
 constexpr uint64_t kFcntlCommands[] = {F_ADD_SEALS, F_DUPFD_CLOEXEC};
-const privsep::ArgRule kArgs[] = {
-    privsep::kKjIoctls, {"openat", 2, kCreateOnly}, {"fcntl", 1, kFcntlCommands}};
-const privsep::SeccompProfile kBrokerProfile{"broker", kAllow, privsep::kMallocFallbacks, kArgs};
+const privsep::ArgRule kArgs[] = {{"openat", 2, kCreateOnly}, {"fcntl", 1, kFcntlCommands}};
+const privsep::SeccompGroup* const kGroups[] = {&privsep::kKjEventLoop};
+const privsep::SeccompProfile kBrokerProfile{"broker", kAllow, privsep::kMallocFallbacks, kArgs,
+                                             kGroups};
 
 }  // namespace cellos::broker

@@ -72,14 +72,8 @@ int serve(const Options& options) {
                             [&](const ipc::PeerCredentials&) -> capnp::Capability::Client {
                               return kj::heap<dns::DnsHelperServer>(state);
                             });
-  privsep::signalReady(options.common.readyFd);
-  spdlog::info("serving on {}", options.common.socketPath);
-  int signal = listener.run()
-                   .then([]() { return 0; })
-                   .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort))
-                   .wait(io.waitScope);
-  spdlog::info("shutting down on signal {}", signal);
-  return 0;
+  return privsep::serveUntilShutdown(io, options.common.readyFd, options.common.socketPath,
+                                     [&]() { return listener.run(); });
 }
 
 }  // namespace

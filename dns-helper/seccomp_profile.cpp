@@ -10,15 +10,12 @@ namespace {
 
 // clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kSpawnerAllow[] = {
-    // event loop, signals, child exit
-    "epoll_wait",
+    // event loop (besides privsep::kKjEventLoop, below), signals, child exit
     "epoll_pwait",
-    "epoll_ctl",
     "rt_sigprocmask",
     "rt_sigreturn",
     "rt_sigaction",
     "rt_sigtimedwait",
-    "signalfd4",
     "wait4",
     "waitid",
     // broker connection (the netns fd arrives by SCM_RIGHTS) and child channels
@@ -109,8 +106,10 @@ constexpr std::string_view kChildAllow[] = {
 // A child makes only IPv4/IPv6 sockets (port 53, and its upstream queries); no netlink, packet or
 // Unix socket can be opened from the spawner or a child (socketpair is separate).
 constexpr uint64_t kInetFamilies[] = {AF_INET, AF_INET6};
-const privsep::ArgRule kSpawnerArgs[] = {privsep::kKjIoctls, {"socket", 0, kInetFamilies}};
-const privsep::SeccompProfile kSpawnerProfile{"dns-spawner", kSpawnerAllow, {}, kSpawnerArgs};
+const privsep::ArgRule kSpawnerArgs[] = {{"socket", 0, kInetFamilies}};
+const privsep::SeccompGroup* const kSpawnerGroups[] = {&privsep::kKjEventLoop};
+const privsep::SeccompProfile kSpawnerProfile{
+    "dns-spawner", kSpawnerAllow, {}, kSpawnerArgs, kSpawnerGroups};
 // The child opens one upstream socket per forwarded query (UDP or TCP to the resolver).
 const privsep::ArgRule kChildArgs[] = {{"socket", 0, kInetFamilies}};
 const privsep::SeccompProfile kDnsChildProfile{"dns-child", kChildAllow, {}, kChildArgs};

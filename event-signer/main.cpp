@@ -114,14 +114,8 @@ int serve(const Options& options) {
                               return kj::heap<signer::SignerServer>(
                                   keys, chain, peer.uid == brokerAccount.uid, peer.uid == 0);
                             });
-  privsep::signalReady(options.common.readyFd);
-  spdlog::info("serving on {}", options.common.socketPath);
-  int signal = listener.run()
-                   .then([]() { return 0; })
-                   .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort))
-                   .wait(io.waitScope);
-  spdlog::info("shutting down on signal {}", signal);
-  return 0;
+  return privsep::serveUntilShutdown(io, options.common.readyFd, options.common.socketPath,
+                                     [&]() { return listener.run(); });
 }
 
 // Prints the public keyset the signer keeps in its state directory. Read-only: it never creates

@@ -10,12 +10,8 @@ namespace {
 // Reviewed list: each line is a reason the signer needs the call.
 // clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kAllow[] = {
-    // event loop (kj::UnixEventPort: epoll_wait, never epoll_pwait) and SIGTERM/SIGINT, which
-    // arrive through a signalfd (blocked and captured before this filter; no handler ever runs,
-    // so neither rt_sigreturn nor rt_sigprocmask is needed)
-    "epoll_wait",
-    "epoll_ctl",
-    "signalfd4",
+    // (the event loop and SIGTERM/SIGINT, blocked and captured before this filter:
+    // privsep::kKjEventLoop, below)
     // accepting and serving broker / reader connections
     "accept4",
     "recvmsg",
@@ -54,8 +50,8 @@ constexpr std::string_view kAllow[] = {
 
 }  // namespace
 
-const privsep::ArgRule kArgs[] = {privsep::kKjIoctls};
-const privsep::SeccompProfile kSignerProfile{"event-signer", kAllow, privsep::kMallocFallbacks,
-                                             kArgs};
+const privsep::SeccompGroup* const kGroups[] = {&privsep::kKjEventLoop};
+const privsep::SeccompProfile kSignerProfile{
+    "event-signer", kAllow, privsep::kMallocFallbacks, {}, kGroups};
 
 }  // namespace cellos::signer

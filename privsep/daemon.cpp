@@ -69,6 +69,24 @@ kj::Promise<int> shutdownRequested(kj::UnixEventPort& port) {
       .exclusiveJoin(port.onSignal(SIGINT).then([](siginfo_t) { return SIGINT; }));
 }
 
+int serveUntilShutdown(kj::AsyncIoContext& io, int readyFd, const std::string& serving,
+                       kj::Function<kj::Promise<void>()> listen, kj::Promise<int> lost,
+                       kj::Function<void(int status)> finish) {
+  signalReady(readyFd);
+  spdlog::info("serving on {}", serving);
+  // A listener only ever ends by rejection: it has no status of its own.
+  int status = listen()
+                   .then([]() { return 0; })
+                   .exclusiveJoin(shutdownRequested(io.unixEventPort).then([](int signal) {
+                     spdlog::info("shutting down on signal {}", signal);
+                     return 0;
+                   }))
+                   .exclusiveJoin(kj::mv(lost))
+                   .wait(io.waitScope);
+  finish(status);
+  return status;
+}
+
 }  // namespace cellos::privsep
 
 #include <CLI/CLI.hpp>

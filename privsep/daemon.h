@@ -1,7 +1,9 @@
 #pragma once
 // Plumbing every cellos daemon shares: logging to stderr, readiness, stray fds, the version.
 
+#include <kj/async-io.h>
 #include <kj/async-unix.h>
+#include <kj/function.h>
 
 #include <functional>
 #include <string>
@@ -29,6 +31,22 @@ void captureShutdownSignals();
 
 // Resolves when SIGTERM or SIGINT arrives (after captureShutdownSignals()).
 kj::Promise<int> shutdownRequested(kj::UnixEventPort& port);
+
+// The serving phase every RPC daemon ends its setup with, once its listener exists and its
+// seccomp filter is in place: tells whoever started it that it serves (signalReady(readyFd)),
+// logs "serving on <serving>", only then calls `listen` (the listener's run(), which accepts at
+// once), and runs the event loop until
+// - SIGTERM or SIGINT arrives: logged, exit status 0;
+// - `lost` resolves with an exit status: something the daemon cannot work without went away (a
+//   helper link broke), which `lost` logs itself;
+// - the listener fails: its exception is thrown, for runDaemon() to report.
+// The losing branches are cancelled first; then `finish` runs with the exit status, for what must
+// complete before the daemon exits (the broker's last checkpoint, the agent's cell teardown), and
+// the status is returned.
+int serveUntilShutdown(
+    kj::AsyncIoContext& io, int readyFd, const std::string& serving,
+    kj::Function<kj::Promise<void>()> listen, kj::Promise<int> lost = kj::NEVER_DONE,
+    kj::Function<void(int status)> finish = [](int) {});
 
 }  // namespace cellos::privsep
 

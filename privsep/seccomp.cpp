@@ -18,9 +18,31 @@
 
 namespace cellos::privsep {
 
+namespace {
+// The registrations made so far, newest first. Constant-initialized, so it is already empty when
+// the first registration's constructor runs, whatever order the files' static objects are
+// constructed in.
+constinit const SeccompFilterRegistration* registrations = nullptr;
+}  // namespace
+
+SeccompFilterRegistration::SeccompFilterRegistration(std::span<const CompiledSeccompFilter> filters)
+    : filters_(filters), next_(registrations) {
+  registrations = this;
+}
+
+std::vector<CompiledSeccompFilter> compiledSeccompFilters() {
+  std::vector<CompiledSeccompFilter> all;
+  for (const SeccompFilterRegistration* r = registrations; r != nullptr; r = r->next_) {
+    all.insert(all.end(), r->filters_.begin(), r->filters_.end());
+  }
+  return all;
+}
+
 const CompiledSeccompFilter* findCompiledSeccompFilter(std::string_view profile) {
-  for (const CompiledSeccompFilter& filter : compiledSeccompFilters()) {
-    if (filter.profile == profile) return &filter;
+  for (const SeccompFilterRegistration* r = registrations; r != nullptr; r = r->next_) {
+    for (const CompiledSeccompFilter& filter : r->filters_) {
+      if (filter.profile == profile) return &filter;
+    }
   }
   return nullptr;
 }
@@ -30,8 +52,8 @@ void installSeccomp(const SeccompProfile& profile) {
   const CompiledSeccompFilter* filter = findCompiledSeccompFilter(profile.name);
   if (filter == nullptr) {
     throw std::runtime_error("seccomp profile " + name +
-                             " was not compiled at build time (list it in "
-                             "privsep/seccomp_generate.cpp)");
+                             " was not compiled at build time for this program (register it "
+                             "with cellos_seccomp_profiles() in its daemon's CMakeLists.txt)");
   }
   if (filter->source != describeProfile(profile)) {
     throw std::runtime_error("seccomp profile " + name +

@@ -1,11 +1,13 @@
 #pragma once
 // Seccomp profiles as data. Each process keeps its profile beside its own code (e.g.
-// broker/seccomp_profile.cpp). The build compiles every profile to BPF with libseccomp
-// (privsep/seccomp_generate.cpp -> <build>/privsep/seccomp_filters.cpp, and the reviewed PFC
-// text in packaging/seccomp/<name>.pfc); at run time installSeccomp() only loads the program
-// the build made, so no daemon generates BPF, or even links libseccomp, at start-up. Default
-// action: kill the whole process (SCMP_ACT_KILL_PROCESS), so a compromised process that strays
-// dies instead of probing.
+// broker/seccomp_profile.cpp), and its daemon's CMakeLists.txt registers it
+// (cellos_seccomp_profiles(), cmake/CellosSeccomp.cmake). The build compiles every registered
+// profile to BPF with libseccomp (privsep/seccomp_generate.cpp ->
+// <build>/seccomp/<daemon>_seccomp_filters.cpp, linked into that daemon's program only, and the
+// reviewed PFC text in packaging/seccomp/<name>.pfc); at run time installSeccomp() only loads
+// the program the build made, so no daemon generates BPF, or even links libseccomp, at start-up.
+// Default action: kill the whole process (SCMP_ACT_KILL_PROCESS), so a compromised process that
+// strays dies instead of probing.
 //
 // Adding a syscall to a profile is a one-line change in that profile's seccomp_profile.cpp;
 // the build recompiles the filter, and `cmake --build <build> --target seccomp-pfc` refreshes
@@ -33,15 +35,32 @@ struct ArgRule {
   std::span<const uint64_t> values;
 };
 
+// Calls several profiles allow for one shared reason, reviewed once where the group is defined
+// (privsep/seccomp_rules.cpp) rather than again in every profile that needs them.
+struct SeccompGroup {
+  std::string_view name;  // "kj event loop": follows each of its calls in describeProfile()
+  std::span<const std::string_view> allow;
+  std::span<const ArgRule> allowIf = {};
+};
+
 struct SeccompProfile {
   std::string_view name;  // for messages and the compiled filter's name: "broker", ...
   std::span<const std::string_view> allow;
   std::span<const ErrnoRule> deny = {};
   std::span<const ArgRule> allowIf = {};
+  // Groups the profile takes whole, as if their lines were its own.
+  std::span<const SeccompGroup* const> groups = {};
 };
 
-// ioctl requests every kj event loop makes on its own fds (non-blocking, close-on-exec).
-extern const ArgRule kKjIoctls;
+// What a kj event loop (kj::UnixEventPort, set up by kj::setupAsyncIo() before the filter) calls
+// once serving: epoll_wait for every wait (never epoll_pwait; kj timers are its timeout, not
+// timerfds), epoll_ctl as it watches and unwatches fds, signalfd4 as it changes the signalfd's
+// mask for the signals it was asked to capture (SIGTERM/SIGINT arrive through that fd: no handler
+// ever runs, so no rt_sigreturn or rt_sigprocmask), and ioctl only to make its own fds
+// non-blocking and close-on-exec (FIONBIO, FIOCLEX), never fcntl. Every daemon that serves Cap'n
+// Proto RPC through kj takes this group; the launcher, the DNS child and the forwarder run no kj
+// loop.
+extern const SeccompGroup kKjEventLoop;
 
 // Calls glibc's malloc makes only in cases it has a fallback for, answered with an errno
 // instead of allowed: mremap (realloc of a large mapped block: ENOMEM, and realloc allocates,

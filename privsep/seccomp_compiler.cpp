@@ -57,6 +57,23 @@ std::string exportTo(int (*exporter)(const scmp_filter_ctx, int), scmp_filter_ct
   return out;
 }
 
+// Adds the allow and allow-if rules of `profile` or of one of its groups.
+void addAllowRules(scmp_filter_ctx ctx, const SeccompProfile& profile,
+                   std::span<const std::string_view> allow, std::span<const ArgRule> allowIf) {
+  for (std::string_view name : allow) {
+    check(seccomp_rule_add(ctx, SCMP_ACT_ALLOW, resolve(profile, name), 0), profile,
+          "allow " + std::string(name));
+  }
+  for (const ArgRule& rule : allowIf) {
+    int nr = resolve(profile, rule.syscall);
+    for (uint64_t value : rule.values) {
+      check(
+          seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_CMP(rule.argument, SCMP_CMP_EQ, value)),
+          profile, "allow-if " + std::string(rule.syscall));
+    }
+  }
+}
+
 }  // namespace
 
 CompiledProfile compileProfile(const SeccompProfile& profile) {
@@ -68,17 +85,9 @@ CompiledProfile compileProfile(const SeccompProfile& profile) {
     throw std::runtime_error("seccomp profile " + std::string(profile.name) +
                              ": seccomp_init(SCMP_ACT_KILL_PROCESS) failed");
   }
-  for (std::string_view name : profile.allow) {
-    check(seccomp_rule_add(filter.ctx, SCMP_ACT_ALLOW, resolve(profile, name), 0), profile,
-          "allow " + std::string(name));
-  }
-  for (const ArgRule& rule : profile.allowIf) {
-    int nr = resolve(profile, rule.syscall);
-    for (uint64_t value : rule.values) {
-      check(seccomp_rule_add(filter.ctx, SCMP_ACT_ALLOW, nr, 1,
-                             SCMP_CMP(rule.argument, SCMP_CMP_EQ, value)),
-            profile, "allow-if " + std::string(rule.syscall));
-    }
+  addAllowRules(filter.ctx, profile, profile.allow, profile.allowIf);
+  for (const SeccompGroup* group : profile.groups) {
+    addAllowRules(filter.ctx, profile, group->allow, group->allowIf);
   }
   // Sanitizer builds only: the runtime's own calls (privsep::sanitizerRuntimeCalls), except
   // where the profile answers a call with an errno (a rule of another action would conflict).

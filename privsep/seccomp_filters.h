@@ -1,11 +1,15 @@
 #pragma once
-// The seccomp filters the build compiled (the generated <build>/privsep/seccomp_filters.cpp).
-// Only installSeccomp() and the tests that hold the filters to their profiles read this.
+// The seccomp filters the build compiled, as the program that links them carries them. Each
+// daemon's filters are generated into <build>/seccomp/<daemon>_seccomp_filters.cpp (the object
+// library cellos-<daemon>-seccomp-filters, linked into that daemon's program only:
+// cmake/CellosSeccomp.cmake), which registers them with a SeccompFilterRegistration. Only
+// installSeccomp() and the tests that hold the filters to their profiles read this.
 
 #include <linux/filter.h>
 
 #include <span>
 #include <string_view>
+#include <vector>
 
 namespace cellos::privsep {
 
@@ -15,10 +19,29 @@ struct CompiledSeccompFilter {
   std::span<const sock_filter> program;  // what seccomp(SECCOMP_SET_MODE_FILTER) loads
 };
 
-// Every filter the build compiled, one per profile listed in privsep/seccomp_generate.cpp.
-std::span<const CompiledSeccompFilter> compiledSeccompFilters();
+// Makes one daemon's compiled filters known to installSeccomp(). Each generated filters file
+// defines one as a static object, so its constructor runs before main(); a program holds the
+// filters of the filters libraries linked into it and no others. `filters` must outlive the
+// program (the generated arrays are static).
+class SeccompFilterRegistration {
+ public:
+  explicit SeccompFilterRegistration(std::span<const CompiledSeccompFilter> filters);
+  SeccompFilterRegistration(const SeccompFilterRegistration&) = delete;
+  SeccompFilterRegistration& operator=(const SeccompFilterRegistration&) = delete;
 
-// The compiled filter named `profile`, or nullptr.
+ private:
+  friend const CompiledSeccompFilter* findCompiledSeccompFilter(std::string_view profile);
+  friend std::vector<CompiledSeccompFilter> compiledSeccompFilters();
+
+  std::span<const CompiledSeccompFilter> filters_;
+  const SeccompFilterRegistration* next_;
+};
+
+// Every filter this program carries (its daemon's; in tests, those of every daemon whose filters
+// library the test links), in no particular order.
+std::vector<CompiledSeccompFilter> compiledSeccompFilters();
+
+// The compiled filter named `profile` that this program carries, or nullptr.
 const CompiledSeccompFilter* findCompiledSeccompFilter(std::string_view profile);
 
 }  // namespace cellos::privsep

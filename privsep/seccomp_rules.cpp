@@ -13,10 +13,12 @@
 namespace cellos::privsep {
 
 namespace {
+constexpr std::string_view kKjEventLoopCalls[] = {"epoll_wait", "epoll_ctl", "signalfd4"};
 constexpr uint64_t kKjIoctlValues[] = {FIONBIO, FIOCLEX};
+constexpr ArgRule kKjIoctls[] = {{"ioctl", 1, kKjIoctlValues}};
 }  // namespace
 
-const ArgRule kKjIoctls{"ioctl", 1, kKjIoctlValues};
+const SeccompGroup kKjEventLoop{"kj event loop", kKjEventLoopCalls, kKjIoctls};
 
 namespace {
 constexpr ErrnoRule kMallocFallbackRules[] = {{"mremap", ENOMEM}, {"madvise", ENOSYS}};
@@ -77,17 +79,32 @@ std::span<const std::string_view> sanitizerRuntimeCalls() {
 size_t allowedSyscallCount(const SeccompProfile& profile) {
   std::set<std::string_view> names(profile.allow.begin(), profile.allow.end());
   for (const ArgRule& rule : profile.allowIf) names.insert(rule.syscall);
+  for (const SeccompGroup* group : profile.groups) {
+    names.insert(group->allow.begin(), group->allow.end());
+    for (const ArgRule& rule : group->allowIf) names.insert(rule.syscall);
+  }
   return names.size();
 }
+
+namespace {
+void describeArgRules(std::span<const ArgRule> rules, std::string_view suffix, std::string& text) {
+  for (const ArgRule& rule : rules) {
+    for (uint64_t value : rule.values) {
+      text += "allow-if " + std::string(rule.syscall) + " arg" + std::to_string(rule.argument) +
+              " == " + std::to_string(value) + std::string(suffix) + "\n";
+    }
+  }
+}
+}  // namespace
 
 std::string describeProfile(const SeccompProfile& profile) {
   std::string text = "profile " + std::string(profile.name) + "\n";
   for (std::string_view name : profile.allow) text += "allow " + std::string(name) + "\n";
-  for (const ArgRule& rule : profile.allowIf) {
-    for (uint64_t value : rule.values) {
-      text += "allow-if " + std::string(rule.syscall) + " arg" + std::to_string(rule.argument) +
-              " == " + std::to_string(value) + "\n";
-    }
+  describeArgRules(profile.allowIf, "", text);
+  for (const SeccompGroup* group : profile.groups) {
+    std::string suffix = " (" + std::string(group->name) + ")";
+    for (std::string_view name : group->allow) text += "allow " + std::string(name) + suffix + "\n";
+    describeArgRules(group->allowIf, suffix, text);
   }
   for (const ErrnoRule& rule : profile.deny) {
     text += "errno " + std::string(rule.syscall) + " " + std::to_string(rule.error) + "\n";

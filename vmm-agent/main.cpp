@@ -173,29 +173,24 @@ int serve(const Options& options) {
       [&](const ipc::PeerCredentials&) -> capnp::Capability::Client {
         return kj::heap<vmm::VmmAgentServer>(kj::addRef(*state));
       });
-  privsep::signalReady(options.common.readyFd);
-  spdlog::info("serving on {}", options.common.socketPath);
   // A broken link to the launcher half (it died) ends the agent too: it cannot build or
   // destroy cells any more, and its successor's reaper cleans up what the launcher left.
-  int signal = listener->run()
-                   .then([]() { return 0; })
-                   .exclusiveJoin(privsep::shutdownRequested(io.unixEventPort))
-                   .exclusiveJoin(state->launcher.onBroken().then([]() { return -1; }))
-                   .wait(io.waitScope);
-  if (signal < 0) {
+  auto launcherLost = state->launcher.onBroken().then([]() {
     spdlog::critical("lost the launcher half; exiting");
-  } else {
-    spdlog::info("shutting down on signal {}", signal);
-  }
-  // Dropping the listener drops every connection; then every cell still alive is torn down,
-  // whoever holds its capability, and the teardowns run to completion (bounded) so no cell
-  // outlives the agent; whatever does not finish is reaped by the next start. A capability the
-  // RPC system releases later still holds the state (it is reference-counted) and finds it
-  // closed.
-  listener = nullptr;
-  state->shutDown(10 * kj::SECONDS).wait(io.waitScope);
-  if (signal < 0) return 1;
-  return 0;
+    return 1;
+  });
+  return privsep::serveUntilShutdown(
+      io, options.common.readyFd, options.common.socketPath, [&]() { return listener->run(); },
+      kj::mv(launcherLost),
+      [&](int) {
+        // Dropping the listener drops every connection; then every cell still alive is torn
+        // down, whoever holds its capability, and the teardowns run to completion (bounded) so
+        // no cell outlives the agent; whatever does not finish is reaped by the next start. A
+        // capability the RPC system releases later still holds the state (it is
+        // reference-counted) and finds it closed.
+        listener = nullptr;
+        state->shutDown(10 * kj::SECONDS).wait(io.waitScope);
+      });
 }
 
 }  // namespace

@@ -12,16 +12,11 @@ namespace {
 
 // clang-format off: one reviewed group per line, each with its reason.
 constexpr std::string_view kAgentAllow[] = {
-    // event loop (kj::UnixEventPort: epoll_wait, never epoll_pwait; kj timers are its
-    // timeout, not timerfds) and SIGTERM/SIGINT through a signalfd (no handler ever runs)
-    "epoll_wait",
-    "epoll_ctl",
-    "signalfd4",
+    // (the event loop and SIGTERM/SIGINT: privsep::kKjEventLoop, below)
     // broker connections and the launcher socketpair (fds arrive by SCM_RIGHTS)
     "accept4",
     "recvmsg",
     "sendmsg",
-    // (kj makes fds non-blocking and close-on-exec with ioctl, not fcntl)
     "read",
     "write",
     "writev",
@@ -348,9 +343,10 @@ constexpr privsep::ErrnoRule kLauncherDeny[] = {
 
 // fcntl only to read a secret bundle's seals (F_GET_SEALS).
 constexpr uint64_t kAgentFcntlCommands[] = {F_GET_SEALS};
-const privsep::ArgRule kAgentArgs[] = {privsep::kKjIoctls, {"fcntl", 1, kAgentFcntlCommands}};
+const privsep::ArgRule kAgentArgs[] = {{"fcntl", 1, kAgentFcntlCommands}};
+const privsep::SeccompGroup* const kAgentGroups[] = {&privsep::kKjEventLoop};
 const privsep::SeccompProfile kAgentProfile{"vmm-agent", kAgentAllow, privsep::kMallocFallbacks,
-                                            kAgentArgs};
+                                            kAgentArgs, kAgentGroups};
 const privsep::SeccompProfile kLauncherProfile{"vmm-launcher", kLauncherAllow, kLauncherDeny};
 
 }  // namespace cellos::vmm

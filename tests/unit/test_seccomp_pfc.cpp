@@ -5,13 +5,9 @@
 //   cmake --build <build> --target seccomp-pfc
 // and commit packaging/seccomp/ with the change.
 
-#include "broker/seccomp_profile.h"
-#include "dns-helper/seccomp_profile.h"
-#include "event-forwarder/seccomp_profile.h"
-#include "event-signer/seccomp_profile.h"
 #include "privsep/seccomp_compiler.h"
 #include "privsep/seccomp_filters.h"
-#include "vmm-agent/seccomp_profile.h"
+#include "privsep/seccomp_profiles.h"
 
 #include <gtest/gtest.h>
 
@@ -21,6 +17,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -38,12 +35,14 @@ std::string readFile(const std::string& path) {
   return text.str();
 }
 
-const SeccompProfile* const kProfiles[] = {
-    &cellos::broker::kBrokerProfile,       &cellos::signer::kSignerProfile,
-    &cellos::vmm::kAgentProfile,           &cellos::vmm::kLauncherProfile,
-    &cellos::dns::kSpawnerProfile,         &cellos::dns::kDnsChildProfile,
-    &cellos::forwarder::kForwarderProfile,
-};
+// Every profile a daemon registered (cellos_seccomp_profiles() in its CMakeLists.txt).
+std::vector<const SeccompProfile*> registeredProfiles() {
+  std::vector<const SeccompProfile*> profiles;
+  for (const auto& registered : cellos::privsep::registeredSeccompProfiles()) {
+    profiles.push_back(registered.profile);
+  }
+  return profiles;
+}
 
 class CompiledProfile : public testing::TestWithParam<const SeccompProfile*> {};
 
@@ -59,7 +58,11 @@ TEST_P(CompiledProfile, CommittedPfcTextIsWhatTheProfileCompilesTo) {
       << ": run `cmake --build <build> --target seccomp-pfc` and review the diff";
   // Not a vacuous comparison: the text names the default action and every allowed syscall.
   EXPECT_NE(compiled.find("action KILL_PROCESS"), std::string::npos);
-  for (std::string_view name : profile.allow) {
+  std::vector<std::string_view> allowed(profile.allow.begin(), profile.allow.end());
+  for (const auto* group : profile.groups) {
+    allowed.insert(allowed.end(), group->allow.begin(), group->allow.end());
+  }
+  for (std::string_view name : allowed) {
     EXPECT_NE(compiled.find("# filter for syscall \"" + std::string(name) + "\""),
               std::string::npos)
         << name << " does not appear in the PFC text of " << profile.name;
@@ -79,7 +82,7 @@ TEST_P(CompiledProfile, LoadedProgramIsWhatTheProfileCompilesTo) {
       << "the program daemons load is not what " << profile.name << " compiles to (stale build)";
 }
 
-INSTANTIATE_TEST_SUITE_P(Profiles, CompiledProfile, testing::ValuesIn(kProfiles),
+INSTANTIATE_TEST_SUITE_P(Profiles, CompiledProfile, testing::ValuesIn(registeredProfiles()),
                          [](const testing::TestParamInfo<const SeccompProfile*>& info) {
                            std::string name(info.param->name);
                            for (char& c : name) {
@@ -92,7 +95,7 @@ INSTANTIATE_TEST_SUITE_P(Profiles, CompiledProfile, testing::ValuesIn(kProfiles)
 // renamed or removed profile.
 TEST(CompiledProfiles, CommittedFilesCompiledFiltersAndProfilesAreTheSameSet) {
   std::set<std::string> profiles, compiled, committed;
-  for (const SeccompProfile* p : kProfiles) profiles.insert(std::string(p->name));
+  for (const SeccompProfile* p : registeredProfiles()) profiles.insert(std::string(p->name));
   for (const auto& f : cellos::privsep::compiledSeccompFilters()) {
     compiled.insert(std::string(f.profile));
   }
