@@ -5,7 +5,7 @@
 // leaves nothing behind.
 //
 // The broker never opens a file of the cell: it receives a read-only fd the VM launcher opened
-// and checked (vmm-agent/artifact_open.h) and copies at most `maxBytes` from it, hashing as it
+// and checked (vmm-agent/launcher/artifact_open.h) and copies at most `maxBytes` from it, hashing as it
 // goes. The root is opened before seccomp; afterwards files are made under its fd only
 // (mkdirat, openat with kCreateOnlyFlags, renameat, unlinkat: see seccomp_profile.cpp).
 

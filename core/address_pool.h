@@ -2,7 +2,7 @@
 // The pools a VM launcher carves per-cell resources from: an IPv4 address pair per cell (a /30
 // out of a configured range, e.g. 10.213.0.0/16) and a host uid/gid range per cell (the ids its
 // user namespace maps root and the rest of the cell to). Pure arithmetic and parsing: which slot
-// is free on this host is the launcher's business (vmm-agent/slot_lease.h).
+// is free on this host is the launcher's business (vmm-agent/launcher/slot_lease.h).
 
 #include <cstddef>
 #include <cstdint>

@@ -1,7 +1,7 @@
 #pragma once
 // The nftables ruleset of one cell's network namespace, as text for libnftables, and the
 // reading of its counters back from `list table` JSON. Pure code: the VM launcher applies the
-// text inside the cell's namespace (vmm-agent/network_scope.cpp); nothing here touches a socket.
+// text inside the cell's namespace (vmm-agent/launcher/network_scope.cpp); nothing here touches a socket.
 //
 // The ruleset is the whole egress authority of a cell:
 //   output: loopback; established/related; host destinations (core/host_destination.h: the

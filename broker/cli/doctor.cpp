@@ -124,7 +124,7 @@ DoctorFinding checkKernel() {
   return ok("kernel", release + ": " + join(have, ", "));
 }
 
-// -- cgroups: where pidsMax and memoryMaxBytes are enforced (vmm-agent/cgroup.h).
+// -- cgroups: where pidsMax and memoryMaxBytes are enforced (vmm-agent/cell/cgroup.h).
 DoctorFinding checkCgroups() {
   std::ifstream controllers("/sys/fs/cgroup/cgroup.controllers");
   if (controllers) {

@@ -1,4 +1,4 @@
-// The VM launcher's artifact opener (vmm-agent/artifact_open.h) against what a hostile cell can
+// The VM launcher's artifact opener (vmm-agent/launcher/artifact_open.h) against what a hostile cell can
 // plant in its working directory: symlinks out, "..", FIFOs, devices, sparse giants. Both the
 // openat2 path and the component walk used where openat2 is missing.
 

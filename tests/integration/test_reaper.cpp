@@ -1,5 +1,5 @@
 // The host-wide claims of cells and the reaping a VM launcher does when it starts
-// (vmm-agent/cell_records.h, reaper.h), for real: launchers are forked processes holding claims,
+// (vmm-agent/launcher/cell_records.h, reaper.h), for real: launchers are forked processes holding claims,
 // cells are real cgroups with a process in them. Needs root.
 
 #include <fcntl.h>

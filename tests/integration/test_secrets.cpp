@@ -1,5 +1,5 @@
 // Secret sources (broker/secret_broker.h), the sealed bundle that carries values out of the
-// broker, and the launcher's secret files (vmm-agent/secret_files.h), each on the real kernel.
+// broker, and the launcher's secret files (vmm-agent/cell/secret_files.h), each on the real kernel.
 
 #include "broker/secret_broker.h"
 #include "ipc/vmm.capnp.h"
