@@ -3,7 +3,6 @@
 #include "vmm-agent/launcher/backend_table.h"
 #include "vmm-agent/launcher/launcher_request.h"
 
-#include "core/cell_id.h"
 #include "core/host_destination.h"
 #include "core/nft_rules.h"
 #include "ipc/vmm.capnp.h"

@@ -1,6 +1,5 @@
 #include "vmm-agent/backends/gvisor/gvisor_spawner.h"
 
-#include "core/cell_id.h"
 #include "privsep/daemon.h"
 #include "vmm-agent/backends/gvisor/gvisor_supervisor.h"
 #include "vmm-agent/backends/gvisor/spawn_protocol.h"
