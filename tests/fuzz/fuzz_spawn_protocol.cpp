@@ -5,7 +5,7 @@
 // one the other side could have written, byte for byte.
 
 #include "core/cell_id.h"
-#include "vmm-agent/backends/gvisor/spawn_protocol.h"
+#include "vmm-agent/cell/spawn_protocol.h"
 
 #include <cstdint>
 #include <cstdlib>

@@ -1,11 +1,10 @@
 #include "vmm-agent/backends/gvisor/gvisor_spawner.h"
 
-#include "privsep/daemon.h"
 #include "vmm-agent/backends/gvisor/gvisor_supervisor.h"
-#include "vmm-agent/backends/gvisor/spawn_protocol.h"
 #include "vmm-agent/cell/cell_init.h"
 #include "vmm-agent/cell/cgroup.h"
 #include "vmm-agent/cell/secret_files.h"
+#include "vmm-agent/cell/supervisor_spawner.h"
 #include "vmm-agent/cell/sys_util.h"
 
 #include <fcntl.h>
@@ -66,136 +65,19 @@ LaunchedCell spawnSupervisor(const GvisorConfig& config, const std::string& runD
   }
 }
 
-// Reaps every supervisor that has exited. Only between requests: while a request is being
-// answered its supervisor must stay our unreaped child, so its pid cannot be recycled.
-void reapSupervisors() {
-  while (waitpid(-1, nullptr, WNOHANG) > 0) {
-  }
-}
-
-[[noreturn]] void runSpawner(int sock, int launcherPidfd, const GvisorConfig& config,
-                             const std::string& runDir) {
-  // Dies with the launcher; the pidfd covers a launcher that died before the prctl.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  pollfd launcher{launcherPidfd, POLLIN, 0};
-  if (poll(&launcher, 1, 0) != 0) _exit(0);
-  close(launcherPidfd);
-  prctl(PR_SET_NAME, "vmm-gvisor");
-  privsep::closeStrayFds({sock});
-  signal(SIGPIPE, SIG_IGN);
-  // SIGCHLD is read through a signalfd, so a supervisor is reaped only when the loop says so.
-  sigset_t child;
-  sigemptyset(&child);
-  sigaddset(&child, SIGCHLD);
-  if (sigprocmask(SIG_BLOCK, &child, nullptr) < 0) _exit(kCellAbortedExitCode);
-  int childEvents = signalfd(-1, &child, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (childEvents < 0) _exit(kCellAbortedExitCode);
-  for (;;) {
-    pollfd waits[] = {{sock, POLLIN, 0}, {childEvents, POLLIN, 0}};
-    if (poll(waits, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      _exit(kCellAbortedExitCode);
-    }
-    if (waits[1].revents != 0) {
-      signalfd_siginfo info;
-      while (read(childEvents, &info, sizeof info) > 0) {
-      }
-      reapSupervisors();
-    }
-    if (waits[0].revents == 0) continue;
-    char buffer[128];
-    ssize_t n = recv(sock, buffer, sizeof buffer, MSG_TRUNC);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) _exit(0);  // the launcher closed its end
-    std::string reply;
-    LaunchedCell cell;
-    std::vector<int> fds;
-    try {
-      // MSG_TRUNC: n is the request's whole length, even beyond the buffer.
-      if (static_cast<size_t>(n) > sizeof buffer) throw std::runtime_error("request too long");
-      std::string why;
-      std::optional<std::string> cellId =
-          parseSpawnRequest(std::string_view(buffer, static_cast<size_t>(n)), &why);
-      if (!cellId) throw std::runtime_error(why);
-      cell = spawnSupervisor(config, runDir, *cellId);
-      fds = {cell.pidFd.get(),           cell.netnsFd.get(), cell.stdoutFd.get(),
-             cell.stderrFd.get(),        cell.startFd.get(), cell.statusFd.get(),
-             cell.workingDirectory.get()};
-      if (cell.secrets.get() >= 0) fds.push_back(cell.secrets.get());
-      reply = spawnedReply(cell.initPid);
-    } catch (const std::exception& e) {
-      reply = refusedReply(e.what());
-      fds.clear();
-    }
-    if (sendWithFds(sock, reply.data(), reply.size(), fds) < 0) _exit(0);
-    // `cell` closes our copies: the launcher holds them now.
-  }
-}
-
 }  // namespace
 
 pid_t startGvisorSpawner(const GvisorConfig& config, const std::string& runDir, Fd& launcherEnd) {
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
-    throwErrno("socketpair(gvisor spawner)");
-  }
-  Fd ours(pair[0]), theirs(pair[1]);
-  Fd self(pidfdOpen(getpid()));
-  if (self.get() < 0) throwErrno("pidfd_open(launcher)");
-  pid_t pid = fork();
-  if (pid < 0) throwErrno("fork(gvisor spawner)");
-  if (pid == 0) {
-    ours.reset();
-    try {
-      runSpawner(theirs.get(), self.get(), config, runDir);
-    } catch (...) {
-    }
-    _exit(kCellAbortedExitCode);
-  }
-  launcherEnd = std::move(ours);
-  return pid;
+  return startSupervisorSpawner(
+      "vmm-gvisor",
+      [config, runDir](const std::string& cellId) {
+        return spawnSupervisor(config, runDir, cellId);
+      },
+      launcherEnd);
 }
 
 LaunchedCell spawnGvisorCell(int spawnerFd, const std::string& cellId) {
-  if (spawnerFd < 0) throw std::runtime_error("this VM launcher runs no gVisor spawner");
-  std::string request = spawnRequest(cellId);
-  if (send(spawnerFd, request.data(), request.size(), MSG_NOSIGNAL) < 0) {
-    throwErrno("send(gvisor spawner)");
-  }
-  char buffer[4096];
-  iovec iov{buffer, sizeof buffer};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kSpawnedCellMaxFdCount)];
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = recvmsg(spawnerFd, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) throwErrno("recvmsg(gvisor spawner)");
-  if (n == 0) throw std::runtime_error("the gVisor spawner is gone");
-  std::vector<Fd> fds;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      fds.emplace_back(fd);
-    }
-  }
-  if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
-    throw std::runtime_error("gVisor spawner sent a truncated reply");
-  }
-  pid_t pid = parseSpawnReply(std::string_view(buffer, static_cast<size_t>(n)), fds.size());
-  LaunchedCell cell;
-  cell.initPid = pid;
-  cell.adoptAgentFds(fds);
-  cell.workingDirectory = std::move(fds[6]);
-  if (fds.size() == kSpawnedCellMaxFdCount) cell.secrets = std::move(fds[7]);
-  return cell;
+  return requestSupervisor(spawnerFd, cellId);
 }
 
 }  // namespace cellos::vmm

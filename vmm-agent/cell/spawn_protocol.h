@@ -1,6 +1,6 @@
 #pragma once
-// The gVisor spawner's protocol with its launcher (one SOCK_SEQPACKET message each way, see
-// gvisor_spawner.h), kept apart from the processes that speak it so it can be fuzzed alone
+// A supervisor spawner's protocol with its launcher (one SOCK_SEQPACKET message each way, see
+// supervisor_spawner.h), kept apart from the processes that speak it so it can be fuzzed alone
 // (tests/fuzz/fuzz_spawn_protocol).
 //
 //   request: "spawn <cellId>"

@@ -1,4 +1,4 @@
-#include "vmm-agent/backends/gvisor/spawn_protocol.h"
+#include "vmm-agent/cell/spawn_protocol.h"
 
 #include "core/cell_id.h"
 
@@ -43,13 +43,13 @@ std::string refusedReply(std::string_view reason) {
 
 pid_t parseSpawnReply(std::string_view reply, size_t fdCount) {
   if (reply.substr(0, kOk.size()) != kOk) {
-    throw std::runtime_error("gVisor spawner: " +
+    throw std::runtime_error("supervisor spawner: " +
                              std::string(reply.substr(0, kError.size()) == kError
                                              ? reply.substr(kError.size())
                                              : reply));
   }
   if (fdCount != kSpawnedCellFdCount && fdCount != kSpawnedCellMaxFdCount) {
-    throw std::runtime_error("gVisor spawner sent " + std::to_string(fdCount) + " fds");
+    throw std::runtime_error("supervisor spawner sent " + std::to_string(fdCount) + " fds");
   }
   pid_t pid = 0;
   std::string_view digits = reply.substr(kOk.size());
@@ -57,7 +57,7 @@ pid_t parseSpawnReply(std::string_view reply, size_t fdCount) {
   // Exactly what spawnedReply writes: decimal, no sign, no leading zero.
   if (digits.empty() || digits[0] < '1' || digits[0] > '9' || error != std::errc() ||
       end != digits.data() + digits.size() || pid <= 0) {
-    throw std::runtime_error("gVisor spawner sent a bad pid");
+    throw std::runtime_error("supervisor spawner sent a bad pid");
   }
   return pid;
 }

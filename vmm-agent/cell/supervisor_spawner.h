@@ -1,0 +1,43 @@
+#pragma once
+// A supervisor spawner: a process of its own, forked by the launcher before the launcher installs
+// its seccomp profile, for a backend whose cells' pid 1 (a *supervisor*) runs a program that
+// profile refuses (runsc needs ptrace and a Go runtime; QEMU needs its own system calls and
+// KVM's ioctls). It runs with no seccomp filter of ours (docs/security.md, "Supervisor
+// spawners"), answers only its launcher, over a SOCK_SEQPACKET pair, one request at a time, and
+// builds each cell through the backend's factory, which clones the supervisor following the
+// pid-1 skeleton (cell_init.h).
+//
+// Protocol (spawn_protocol.h): request "spawn <cellId>"; reply "ok <pid>" with the cell's fds
+// attached (SCM_RIGHTS: pidfd, netns, stdout, stderr, start, status, working directory, and the
+// secrets directory when the cell gets secrets), or "error <reason>" with none.
+//
+// The spawner reaps supervisors only between requests: while a request is being answered its
+// supervisor stays the spawner's unreaped child, so its pid (written into the cell's cgroup)
+// cannot be recycled.
+
+#include "vmm-agent/cell/cell_backend.h"
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+
+namespace cellos::vmm {
+
+// Runs in the spawner: builds the cell `cellId` (the backend's own preparation already on
+// disk), its supervisor waiting for the start byte, and returns its fds. Throws with the reason
+// the launcher sees; nothing of the supervisor may be left then.
+using SupervisorFactory = std::function<LaunchedCell(const std::string& cellId)>;
+
+// Forks the spawner (its process name `processName`, <= 15 bytes). Returns its pid;
+// `launcherEnd` receives the launcher's end (CLOEXEC). The spawner exits when that end closes,
+// and dies with the launcher (PDEATHSIG, checked once).
+pid_t startSupervisorSpawner(const char* processName, SupervisorFactory factory,
+                             Fd& launcherEnd);
+
+// Asks the spawner at `spawnerFd` for cell `cellId` and returns it once its supervisor is in
+// the cgroup and ready. Throws std::runtime_error with the spawner's (or the supervisor's own)
+// reason; nothing of the supervisor is left then.
+LaunchedCell requestSupervisor(int spawnerFd, const std::string& cellId);
+
+}  // namespace cellos::vmm
