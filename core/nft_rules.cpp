@@ -88,21 +88,51 @@ std::string nftHostSet(size_t index, bool ipv6) {
   return "egress_" + std::to_string(index) + (ipv6 ? "_v6" : "_v4");
 }
 
+namespace {
+
+// The host-destination drops of `chain`, with `prefix` on their ids and `match` before them.
+void addHostDestinationDrops(const NftPlan& plan, const std::string& chain,
+                             const std::string& idPrefix, const std::string& match,
+                             std::vector<NftRule>& rules) {
+  for (bool ipv6 : {false, true}) {
+    std::string family = ipv6 ? "ip6" : "ip";
+    std::string m = match + family + " daddr @" + nftHostSet(ipv6, false);
+    if (hasFamily(plan.allowedHostDestinations, ipv6)) {
+      m += " " + family + " daddr != @" + nftHostSet(ipv6, true);
+    }
+    rules.push_back({idPrefix + "host-destination:" + (ipv6 ? "v6" : "v4"), chain, m, "drop"});
+  }
+}
+
+// Interface names become part of a match: keep them to what Linux allows and nft quotes safely.
+std::string interfaceName(const std::string& name) {
+  if (name.empty() || name.size() > 15 ||
+      name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_.-") != std::string::npos) {
+    throw std::invalid_argument("interface name \"" + name + "\" is not 1-15 of [a-z0-9_.-]");
+  }
+  return name;
+}
+
+std::string ipv4Literal(const std::string& text, const char* what) {
+  std::optional<IpAddress> address = parseIpAddress(text);
+  if (!address || address->ipv6) {
+    throw std::invalid_argument(std::string(what) + " \"" + text + "\" is not an IPv4 address");
+  }
+  return formatIpAddress(*address);
+}
+
+}  // namespace
+
 std::vector<NftRule> nftRules(const NftPlan& plan) {
   std::vector<NftRule> rules;
   rules.push_back({"loopback", "output", "oifname \"lo\"", "accept"});
   rules.push_back({"established", "output", "ct state established,related", "accept"});
   // Before every accept that a document controls: the host is never a destination, through a
   // resolver, a cidr rule (0.0.0.0/0 too) or a DNS-learned address, unless the policy says so.
-  for (bool ipv6 : {false, true}) {
-    std::string family = ipv6 ? "ip6" : "ip";
-    std::string match = family + " daddr @" + nftHostSet(ipv6, false);
-    if (hasFamily(plan.allowedHostDestinations, ipv6)) {
-      match += " " + family + " daddr != @" + nftHostSet(ipv6, true);
-    }
-    rules.push_back(
-        {std::string("host-destination:") + (ipv6 ? "v6" : "v4"), "output", match, "drop"});
-  }
+  // With a guest, only the DNS helper's sockets live in this namespace; the workload's rules
+  // keep their ids on the forward path, so a flow's counter reads the same for every backend.
+  const std::string helper = plan.guest ? "dns-helper-" : "";
+  addHostDestinationDrops(plan, "output", helper, "", rules);
   for (const NftResolver& resolver : plan.resolvers) {
     checkId(resolver.resolverId);
     std::optional<IpAddress> address = parseIpAddress(resolver.address);
@@ -116,6 +146,17 @@ std::vector<NftRule> nftRules(const NftPlan& plan) {
                          port(resolver.port) + " meta skuid " + std::to_string(plan.dnsUid),
                      "accept"});
   }
+  // A linux or gvisor workload's sockets are in this namespace (output); a guest's packets
+  // arrive on its interface and are routed (forward).
+  std::string workloadChain = "output", from;
+  if (plan.guest) {
+    workloadChain = "forward";
+    from = "iifname \"" + interfaceName(plan.guest->interface) + "\" ";
+    rules.push_back({helper + "default-drop", "output", "", "drop"});
+    rules.push_back(
+        {"guest-established", "forward", from + "ct state established,related", "accept"});
+    addHostDestinationDrops(plan, "forward", "", from, rules);
+  }
   for (size_t i = 0; i < plan.egress.size(); ++i) {
     const NftEgress& rule = plan.egress[i];
     std::string id = "egress[" + std::to_string(i) + "]";
@@ -123,19 +164,31 @@ std::vector<NftRule> nftRules(const NftPlan& plan) {
     std::string dport = " " + proto + " dport " + port(rule.port);
     if (rule.cidr && !rule.host) {
       std::string family = cidrIsIpv6(*rule.cidr) ? "ip6" : "ip";
-      rules.push_back({id, "output", family + " daddr " + *rule.cidr + dport, "accept"});
+      rules.push_back(
+          {id, workloadChain, from + family + " daddr " + *rule.cidr + dport, "accept"});
     } else if (rule.host && !rule.cidr) {
-      rules.push_back(
-          {id + ":v4", "output", "ip daddr @" + nftHostSet(i, false) + dport, "accept"});
-      rules.push_back(
-          {id + ":v6", "output", "ip6 daddr @" + nftHostSet(i, true) + dport, "accept"});
+      rules.push_back({id + ":v4", workloadChain,
+                       from + "ip daddr @" + nftHostSet(i, false) + dport, "accept"});
+      rules.push_back({id + ":v6", workloadChain,
+                       from + "ip6 daddr @" + nftHostSet(i, true) + dport, "accept"});
     } else {
       throw std::invalid_argument(id + " needs exactly one of host or cidr");
     }
   }
-  rules.push_back({"default-drop", "output", "", "drop"});
+  rules.push_back({"default-drop", workloadChain, "", "drop"});
   rules.push_back({"input-loopback", "input", "iifname \"lo\"", "accept"});
   rules.push_back({"input-established", "input", "ct state established,related", "accept"});
+  if (plan.guest) {
+    std::string dns = ipv4Literal(plan.guest->dnsAddress, "guest DNS address");
+    for (const char* proto : {"udp", "tcp"}) {
+      rules.push_back({std::string("guest-dns:") + proto, "input",
+                       from + "ip daddr " + dns + " " + proto + " dport 53", "accept"});
+    }
+    rules.push_back({"guest-masquerade", "postrouting",
+                     "oifname != \"" + plan.guest->interface + "\" ip saddr " +
+                         ipv4Literal(plan.guest->address, "guest address"),
+                     "masquerade"});
+  }
   rules.push_back({"input-drop", "input", "", "drop"});
   return rules;
 }
@@ -161,9 +214,13 @@ std::string nftRuleset(const NftPlan& plan) {
               "; flags timeout; }\n";
     }
   }
-  for (const char* chain : {"input", "output"}) {
-    text += std::string("  chain ") + chain + " {\n    type filter hook " + chain +
-            " priority 0; policy drop;\n";
+  std::vector<std::string> chains = {"input", "output"};
+  if (plan.guest) chains.insert(chains.end(), {"forward", "postrouting"});
+  for (const std::string& chain : chains) {
+    text += "  chain " + chain + " {\n    " +
+            (chain == "postrouting" ? "type nat hook postrouting priority srcnat; policy accept;"
+                                    : "type filter hook " + chain + " priority 0; policy drop;") +
+            "\n";
     for (const NftRule& rule : rules) {
       if (rule.chain != chain) continue;
       text += "    " + (rule.match.empty() ? "" : rule.match + " ") + "counter " + rule.verdict +
@@ -234,6 +291,7 @@ std::vector<NftCounter> parseNftCounters(std::string_view json) {
         }
         if (expr.contains("accept")) counter.verdict = "accept";
         if (expr.contains("drop")) counter.verdict = "drop";
+        if (expr.contains("masquerade")) counter.verdict = "masquerade";
       }
     }
     counters.push_back(std::move(counter));

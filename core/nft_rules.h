@@ -1,7 +1,8 @@
 #pragma once
 // The nftables ruleset of one cell's network namespace, as text for libnftables, and the
 // reading of its counters back from `list table` JSON. Pure code: the VM launcher applies the
-// text inside the cell's namespace (vmm-agent/launcher/network_scope.cpp); nothing here touches a socket.
+// text inside the cell's namespace (vmm-agent/launcher/network_scope.cpp); nothing here touches a
+// socket.
 //
 // The ruleset is the whole egress authority of a cell:
 //   output: loopback; established/related; host destinations (core/host_destination.h: the
@@ -12,6 +13,14 @@
 //           protocol; each host egress rule to the addresses in its own sets (filled by the DNS
 //           helper as names resolve); everything else counted and dropped.
 //   input:  loopback; established/related; everything else counted and dropped.
+// A VM cell (NftPlan::guest set) runs its workload in a guest whose traffic enters the cell's
+// namespace on a TAP device and is routed, so the workload's rules move to the forward path:
+//   output:  as above, but with no workload rules (only the DNS helper's sockets live here);
+//   forward: from the guest's interface only: established/related; host destinations dropped;
+//            each cidr and host egress rule; everything else counted and dropped;
+//   input:   as above, plus the guest's DNS to the DNS helper's address (udp and tcp 53);
+//   postrouting (nat): the guest's address masqueraded to the cell's own on the way out, so
+//            the uplink sees a VM cell exactly as it sees a linux cell.
 // Every rule carries a counter and its id as comment, so counters map back to the document.
 
 #include "core/host_destination.h"
@@ -43,6 +52,13 @@ struct NftResolver {
   std::string protocol;  // "do53-udp" | "do53-tcp" (or plain "udp" | "tcp")
 };
 
+// The guest link of a VM cell, inside the cell's namespace.
+struct NftGuest {
+  std::string interface;   // the TAP device ("tap0")
+  std::string address;     // the guest's IPv4 address
+  std::string dnsAddress;  // the namespace's end of the link, where the DNS helper listens
+};
+
 struct NftPlan {
   std::vector<NftEgress> egress;
   std::vector<NftResolver> resolvers;
@@ -53,12 +69,14 @@ struct NftPlan {
   std::vector<IpRange> hostDestinations = builtinHostDestinations();
   // The host policy's allowHostDestinations: exempt from that drop (host_allowed_v4 / _v6).
   std::vector<IpRange> allowedHostDestinations;
+  // Set for a VM cell: the workload's rules apply to what the guest sends (forward path).
+  std::optional<NftGuest> guest;
 };
 
 // One rule of the ruleset, in order.
 struct NftRule {
   std::string id;       // "loopback", "established", "resolver:<id>", "egress[2]", ...
-  std::string chain;    // "output" | "input"
+  std::string chain;    // "output" | "input" | "forward" | "postrouting"
   std::string match;    // the rule's match expression ("" for a catch-all)
   std::string verdict;  // "accept" | "drop"
 };

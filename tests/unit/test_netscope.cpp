@@ -100,6 +100,59 @@ TEST(NftRules, DefaultDropWithEveryDeclaredRuleInOrder) {
   EXPECT_EQ(rules[9].match, "ip6 daddr fd00:10::/32 udp dport 53");
 }
 
+// Issue 16: a VM cell's workload is a guest behind a TAP device. Its rules, with the ids a
+// linux cell's have, filter what the guest sends (forward, from the TAP only); the cell's own
+// output holds only the DNS helper's resolver access; the guest may reach the helper's port 53
+// and nothing else of the namespace; its address is masqueraded on the way out.
+TEST(NftRules, AGuestsTrafficIsFilteredOnTheForwardPathWithTheSameRuleIds) {
+  NftPlan plan = samplePlan();
+  plan.guest = NftGuest{"tap0", "169.254.0.2", "169.254.0.1"};
+  auto rules = nftRules(plan);
+  std::vector<std::string> ids;
+  for (const auto& r : rules) ids.push_back(r.chain + "/" + r.id + "/" + r.verdict);
+  EXPECT_EQ(ids, (std::vector<std::string>{
+                     "output/loopback/accept",
+                     "output/established/accept",
+                     "output/dns-helper-host-destination:v4/drop",
+                     "output/dns-helper-host-destination:v6/drop",
+                     "output/resolver:corp-dns/accept",
+                     "output/resolver:v6/accept",
+                     "output/dns-helper-default-drop/drop",
+                     "forward/guest-established/accept",
+                     "forward/host-destination:v4/drop",
+                     "forward/host-destination:v6/drop",
+                     "forward/egress[0]/accept",
+                     "forward/egress[1]:v4/accept",
+                     "forward/egress[1]:v6/accept",
+                     "forward/egress[2]/accept",
+                     "forward/default-drop/drop",
+                     "input/input-loopback/accept",
+                     "input/input-established/accept",
+                     "input/guest-dns:udp/accept",
+                     "input/guest-dns:tcp/accept",
+                     "postrouting/guest-masquerade/masquerade",
+                     "input/input-drop/drop"}));
+  for (const auto& r : rules) {
+    if (r.chain == "forward" && !r.match.empty()) {
+      EXPECT_EQ(r.match.rfind("iifname \"tap0\" ", 0), 0u) << r.id << ": " << r.match;
+    }
+  }
+  EXPECT_EQ(rules[10].match, "iifname \"tap0\" ip daddr 10.214.0.0/24 tcp dport 8080");
+  EXPECT_EQ(rules[17].match, "iifname \"tap0\" ip daddr 169.254.0.1 udp dport 53");
+  EXPECT_EQ(rules[19].match, "oifname != \"tap0\" ip saddr 169.254.0.2");
+  std::string text = nftRuleset(plan);
+  EXPECT_NE(text.find("type filter hook forward priority 0; policy drop;"), std::string::npos);
+  EXPECT_NE(text.find("type nat hook postrouting priority srcnat; policy accept;"),
+            std::string::npos);
+  EXPECT_NE(text.find("counter masquerade comment \"guest-masquerade\""), std::string::npos);
+
+  plan.guest->interface = "tap0\" accept";
+  EXPECT_THROW(nftRules(plan), std::invalid_argument);
+  plan.guest = NftGuest{"tap0", "fd00::2", "169.254.0.1"};
+  EXPECT_THROW(nftRules(plan), std::invalid_argument);
+  EXPECT_EQ(nftRules(samplePlan()).size(), 14u) << "a linux cell's rules do not change";
+}
+
 // Issue 14: the host is never a destination. The drop of host destinations comes before every
 // accept a document controls (resolvers, cidr rules, host rules), and only the policy's
 // allowHostDestinations are exempt from it.

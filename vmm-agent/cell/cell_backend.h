@@ -92,6 +92,12 @@ struct LaunchedCell {
   // /etc/resolv.conf says (CellLaunch::resolvConf, as installed).
   std::string dnsBindAddress = "127.0.0.1";
   std::string resolvConf;
+  // A VM cell's workload is a guest behind a TAP device in the cell's namespace: its name and
+  // the guest's IPv4 address there. The launcher then filters the workload's traffic on the
+  // forward path (core/nft_rules.h, NftGuest). Empty for a cell whose workload's sockets live in
+  // the namespace itself.
+  std::string guestInterface;
+  std::string guestAddress;
 
   // The six fds the agent's RPC half takes over (in this order: pidfd, netns, stdout, stderr,
   // start, status); the launcher keeps none of them.

@@ -201,6 +201,9 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
     KJ_REQUIRE(launch.secretDelivery.empty() || cell.secrets.get() >= 0,
                "the backend opened no secrets directory");
 
+    if (!cell.guestInterface.empty()) {
+      plan.guest = core::NftGuest{cell.guestInterface, cell.guestAddress, cell.dnsBindAddress};
+    }
     step = std::chrono::steady_clock::now();
     createCellLink(launcher.uplink, netns.get(), uplinkInterface, addresses);
     timings.emplace_back("link", elapsedMicros(step));
