@@ -101,6 +101,7 @@ class DnsEgressSinkServer final : public ipc::DnsEgressSink::Server {
 ipc::Backend backendOf(const std::string& name) {
   if (name == "linux") return ipc::Backend::LINUX;
   if (name == "gvisor") return ipc::Backend::GVISOR;
+  if (name == "microvm") return ipc::Backend::MICROVM;
   KJ_FAIL_REQUIRE("backend not available in this version of cellos", name);
 }
 

@@ -188,8 +188,10 @@ class PolicyReader {
   }
 
   std::optional<std::string> backend(const std::string& at, const std::string& text) {
-    if (text == "linux" || text == "gvisor" || text == "firecracker") return text;
-    fail(at, q(text) + " is not one of linux, gvisor, firecracker");
+    if (text == "linux" || text == "gvisor" || text == "microvm" || text == "firecracker") {
+      return text;
+    }
+    fail(at, q(text) + " is not one of linux, gvisor, microvm, firecracker");
     return std::nullopt;
   }
 

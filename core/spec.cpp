@@ -426,7 +426,7 @@ class SpecReader {
     if (!placement) return;
     if (const Tree* v = Checker::optional(*placement, "backend")) {
       doc_.spec.placement.backend =
-          check_.oneOf(*v, memberPath(path, "backend"), {"linux", "gvisor", "firecracker"});
+          check_.oneOf(*v, memberPath(path, "backend"), {"linux", "gvisor", "microvm", "firecracker"});
     }
     if (const Tree* v = Checker::optional(*placement, "poolId")) {
       doc_.spec.placement.poolId = freeText(*v, memberPath(path, "poolId"));

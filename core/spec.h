@@ -21,7 +21,7 @@ namespace cellos::core {
 
 // spec.placement. Absent fields leave the choice to the host.
 struct Placement {
-  std::optional<std::string> backend;  // "linux" | "gvisor" | "firecracker"
+  std::optional<std::string> backend;  // "linux" | "gvisor" | "microvm" | "firecracker"
   std::optional<std::string> poolId;   // matched literally against the host's pool
 };
 

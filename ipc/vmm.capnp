@@ -33,6 +33,7 @@ enum Backend {
   # backend_table.h) says which of them this host runs.
   linux @0;
   gvisor @1;
+  microvm @2;  # a guest kernel under a VMM (QEMU's microvm machine): backends/microvm/
 }
 
 struct EgressRule {

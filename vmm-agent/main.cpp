@@ -16,6 +16,7 @@
 #include "privsep/credentials.h"
 #include "privsep/daemon.h"
 #include "vmm-agent/agent/agent_server.h"
+#include "vmm-agent/backends/microvm/microvm_cell.h"
 #include "vmm-agent/launcher/cell_records.h"
 #include "vmm-agent/launcher/launcher.h"
 #include "vmm-agent/launcher/reaper.h"
@@ -61,7 +62,25 @@ struct Options {
   std::string uplinkNetns;
   std::string runsc = "/usr/bin/runsc";
   std::string gvisorPlatform = "ptrace";
+  std::string qemu = "/usr/bin/qemu-system-x86_64";
+  std::string vmKernelDir = "/var/lib/cellos/vm/kernel";
+  std::string vmInitramfs;  // default: defaultInitramfs()
+  std::string vmImagesDir = "/var/lib/cellos/vm/images";
+  std::string vmAccel = "auto";
 };
+
+// The project's initramfs: beside the build tree's binaries (<build>/vm/initramfs.cpio, made by
+// the vm-initramfs target), else where the package installs it.
+std::string defaultInitramfs() {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    std::string exe(self, static_cast<size_t>(n));
+    std::string built = exe.substr(0, exe.rfind('/')) + "/../vm/initramfs.cpio";
+    if (access(built.c_str(), R_OK) == 0) return built;
+  }
+  return "/usr/lib/cellos/vm/initramfs.cpio";
+}
 
 void mkdirOwned(const std::string& path, mode_t mode) {
   if (mkdir(path.c_str(), mode) < 0 && errno != EEXIST) {
@@ -108,6 +127,17 @@ vmm::LauncherConfig launcherConfig(const Options& options) {
     config.gvisor = vmm::GvisorConfig{options.runsc, options.gvisorPlatform};
   } else {
     spdlog::info("{} is not executable: the gvisor backend is off", options.runsc);
+  }
+  // The microvm backend runs when QEMU, a guest kernel and the initramfs are there.
+  vmm::MicrovmConfig vm{options.qemu, options.vmKernelDir,
+                        options.vmInitramfs.empty() ? defaultInitramfs() : options.vmInitramfs,
+                        options.vmImagesDir, options.vmAccel};
+  std::string unavailable = vmm::microvmUnavailableReason(vm);
+  if (unavailable.empty()) {
+    config.microvm = vm;
+  } else {
+    config.microvmUnavailable = unavailable;
+    spdlog::info("the microvm backend is off: {}", unavailable);
   }
   return config;
 }
@@ -244,6 +274,27 @@ int main(int argc, char** argv) {
   app.add_option("--gvisor-platform", options.gvisorPlatform,
                  "runsc --platform of gvisor cells (ptrace without /dev/kvm)")
       ->check(CLI::IsMember({"ptrace", "kvm"}))
+      ->capture_default_str();
+  app.add_option("--qemu", options.qemu,
+                 "QEMU binary of the microvm backend (qemu-system-x86_64, machine microvm)")
+      ->capture_default_str();
+  app.add_option("--vm-kernel-dir", options.vmKernelDir,
+                 "guest kernels of the microvm backend: <dir>/current names a release, "
+                 "<dir>/<release>/vmlinuz is its kernel (scripts/setup unpacks Debian's cloud "
+                 "kernel there)")
+      ->capture_default_str();
+  app.add_option("--vm-initramfs", options.vmInitramfs,
+                 "the project's initramfs (guest init and modules); default: <build>/vm/"
+                 "initramfs.cpio beside this binary, else /usr/lib/cellos/vm/initramfs.cpio");
+  app.add_option("--vm-images-dir", options.vmImagesDir,
+                 "cache of microvm root disk images (built from the host view or a registered "
+                 "image, keyed by content) and the accelerator probe's answer")
+      ->capture_default_str();
+  app.add_option("--vm-accel", options.vmAccel,
+                 "accelerator of microvm cells: kvm (refuse to start cells unless KVM boots a "
+                 "guest here), tcg (software emulation, slow), or auto (KVM when a probe guest "
+                 "boots under it, else TCG with a warning)")
+      ->check(CLI::IsMember({"auto", "kvm", "tcg"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return privsep::runDaemon("cellos-vmm-agent", options.common.logLevel,

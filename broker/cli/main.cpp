@@ -28,8 +28,8 @@ int main(int argc, char** argv) {
   runCmd->add_option("--events", run.eventsPath,
                      "event log (default <state-dir>/events/events.jsonl)");
   runCmd->add_option("--backend", run.backend,
-                     "linux or gvisor: must agree with the document's spec.placement.backend "
-                     "(firecracker: not yet)");
+                     "linux, gvisor or microvm: must agree with the document's "
+                     "spec.placement.backend (firecracker: not yet)");
   runCmd->add_option("--policy", run.policyPath,
                      "host policy file (YAML or JSON, see docs/spec.md): the broker refuses a "
                      "document that asks for more, listing every violation; exit 2");

@@ -161,7 +161,7 @@ TEST(HostPolicyFile, ListsAreArraysOfStrings) {
 
 TEST(HostPolicyFile, BackendsAndImages) {
   EXPECT_EQ(policyProblems("allowedBackends: [linux, kvm, linux]\n"),
-            Lines({"allowedBackends[1]: \"kvm\" is not one of linux, gvisor, firecracker",
+            Lines({"allowedBackends[1]: \"kvm\" is not one of linux, gvisor, microvm, firecracker",
                    "allowedBackends[2]: \"linux\" is already listed at [0]"}));
   EXPECT_EQ(policyProblems("allowedBackends: []\nallowedImages: []\n"),
             Lines({"allowedBackends: must not be empty: every cell has one, so nothing could run "
@@ -226,7 +226,7 @@ TEST(HostPolicyFile, EveryViolationAtOnce) {
                            "extra: 1\n"),
             Lines({"$: unknown field \"extra\"", "maxTtlSeconds: must be positive, got 0",
                    "maxPidsMax: expected an integer, got string",
-                   "allowedBackends[0]: \"qemu\" is not one of linux, gvisor, firecracker"}));
+                   "allowedBackends[0]: \"qemu\" is not one of linux, gvisor, microvm, firecracker"}));
 }
 
 TEST(HostPolicyFile, UnreadableFilesAreRefusedWithOneViolation) {
@@ -328,7 +328,7 @@ TEST(HostPolicyFile, DefaultBackendIsABackendTheHostAllows) {
   EXPECT_EQ(policyFrom("defaultBackend: gvisor\n").defaultBackend, "gvisor");
   EXPECT_FALSE(policyFrom("maxPidsMax: 64\n").defaultBackend);
   EXPECT_EQ(policyProblems("defaultBackend: kvm\n"),
-            Lines({"defaultBackend: \"kvm\" is not one of linux, gvisor, firecracker"}));
+            Lines({"defaultBackend: \"kvm\" is not one of linux, gvisor, microvm, firecracker"}));
   EXPECT_EQ(policyProblems("defaultBackend: [gvisor]\n"),
             Lines({"defaultBackend: expected a string, got array"}));
   EXPECT_EQ(policyProblems("defaultBackend: gvisor\nallowedBackends: [linux]\n"),

@@ -201,4 +201,30 @@ void copySymlink(const std::string& source, const std::string& target) {
     throwErrno("symlink(" + link + ", " + target + ")");
 }
 
+void mountDev(const std::string& newRoot, const std::vector<std::string>& extraDevices) {
+  std::string dev = newRoot + "/dev";
+  makeDirectory(dev, 0755);
+  doMount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755");
+  std::vector<std::string> names = {"null", "zero", "full", "random", "urandom"};
+  names.insert(names.end(), extraDevices.begin(), extraDevices.end());
+  for (const std::string& name : names) {
+    std::string host = "/dev/" + name;
+    std::string target = dev + "/" + name;
+    struct stat st {};
+    if (stat(host.c_str(), &st) < 0) throwErrno("stat(" + host + ")");
+    if (!S_ISCHR(st.st_mode))
+      throw std::runtime_error("host " + host + " is not a character device");
+    int placeholder =
+        open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0444);
+    if (placeholder < 0) throwErrno("open(" + target + ", O_CREAT|O_EXCL, 0444)");
+    close(placeholder);
+    doMount(host.c_str(), target, nullptr, MS_BIND, nullptr);
+    remountBind(target, MS_NOSUID | MS_NOEXEC);
+  }
+  std::string shm = dev + "/shm";
+  makeDirectory(shm, 0755);
+  doMount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  remountBind(dev, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+}
+
 }  // namespace cellos::vmm

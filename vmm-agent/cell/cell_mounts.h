@@ -46,4 +46,11 @@ void makeMountsPrivate();
 // reachable except what was bound into `newRoot`.
 void pivotIntoNewRoot(const std::string& newRoot);
 
+// <newRoot>/dev: a tmpfs with only the harmless character devices (null, zero, full, random,
+// urandom, plus `extraDevices` by name, e.g. "kvm" for a VMM), bound from the host since mknod
+// in a fresh tmpfs would need the tmpfs to allow device nodes, and a /dev/shm tmpfs. No tty, no
+// pts, no ptmx: no terminal can reach a cell (TIOCSTI). The /dev tmpfs itself is nodev and ends
+// up read-only; the bound nodes keep working because a bind mount carries its own flags.
+void mountDev(const std::string& newRoot, const std::vector<std::string>& extraDevices = {});
+
 }  // namespace cellos::vmm

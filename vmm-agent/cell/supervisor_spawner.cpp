@@ -1,10 +1,13 @@
 #include "vmm-agent/cell/supervisor_spawner.h"
 
 #include "privsep/daemon.h"
+#include "vmm-agent/cell/cgroup.h"
 #include "vmm-agent/cell/spawn_protocol.h"
 #include "vmm-agent/cell/sys_util.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -19,6 +22,24 @@
 namespace cellos::vmm {
 
 namespace {
+
+constexpr uint64_t kSupervisorNamespaces =
+    CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
+
+// Every fd that came with `msg` (SCM_RIGHTS), owned.
+std::vector<Fd> receivedFds(msghdr& msg) {
+  std::vector<Fd> fds;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      fds.emplace_back(fd);
+    }
+  }
+  return fds;
+}
 
 // Reaps every supervisor that has exited. Only between requests: while a request is being
 // answered its supervisor must stay our unreaped child, so its pid cannot be recycled.
@@ -58,20 +79,32 @@ void reapSupervisors() {
     }
     if (waits[0].revents == 0) continue;
     char buffer[128];
-    ssize_t n = recv(sock, buffer, sizeof buffer, MSG_TRUNC);
+    iovec iov{buffer, sizeof buffer};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 2)];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = recvmsg(sock, &msg, MSG_TRUNC | MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) _exit(0);  // the launcher closed its end
+    // At most one fd comes with a request: the backend's plan (a sealed memfd).
+    std::vector<Fd> attached = receivedFds(msg);
     std::string reply;
     LaunchedCell cell;
     std::vector<int> fds;
     try {
       // MSG_TRUNC: n is the request's whole length, even beyond the buffer.
       if (static_cast<size_t>(n) > sizeof buffer) throw std::runtime_error("request too long");
+      if ((msg.msg_flags & MSG_CTRUNC) != 0 || attached.size() > 1) {
+        throw std::runtime_error("request with more than one fd");
+      }
       std::string why;
       std::optional<std::string> cellId =
           parseSpawnRequest(std::string_view(buffer, static_cast<size_t>(n)), &why);
       if (!cellId) throw std::runtime_error(why);
-      cell = factory(*cellId);
+      cell = factory(*cellId, attached.empty() ? -1 : attached[0].get());
       fds = {cell.pidFd.get(),           cell.netnsFd.get(), cell.stdoutFd.get(),
              cell.stderrFd.get(),        cell.startFd.get(), cell.statusFd.get(),
              cell.workingDirectory.get()};
@@ -87,6 +120,36 @@ void reapSupervisors() {
 }
 
 }  // namespace
+
+LaunchedCell cloneSupervisor(const std::string& cellId,
+                             const std::function<void(InitChannels)>& run,
+                             const std::function<void(pid_t, LaunchedCell&)>& openFds) {
+  InitPipes pipes = InitPipes::make();
+  int newPidfd = -1;
+  pid_t pid = cloneCellInit(kSupervisorNamespaces, &newPidfd);
+  if (pid == 0) {
+    run(pipes.childChannels());
+    _exit(kCellAbortedExitCode);
+  }
+  Fd pidfd(newPidfd);
+  pipes.closeChildEnds();
+  try {
+    CellCgroup::open(cellId).addProcess(pid);
+    sendCgroupJoined(pipes.control.get(), cellId);
+    awaitReady(pipes.control.get(), pid, cellId);
+    LaunchedCell cell;
+    cell.initPid = pid;
+    std::string netnsPath = "/proc/" + std::to_string(pid) + "/ns/net";
+    cell.netnsFd = Fd(open(netnsPath.c_str(), O_RDONLY | O_CLOEXEC));
+    if (cell.netnsFd.get() < 0) throwErrno("open(" + netnsPath + ", O_RDONLY)");
+    openFds(pid, cell);
+    pipes.handOver(std::move(pidfd), cell);
+    return cell;
+  } catch (...) {
+    killAndReap(pid, pidfd.get());
+    throw;
+  }
+}
 
 pid_t startSupervisorSpawner(const char* processName, SupervisorFactory factory, Fd& launcherEnd) {
   int pair[2];
@@ -110,10 +173,12 @@ pid_t startSupervisorSpawner(const char* processName, SupervisorFactory factory,
   return pid;
 }
 
-LaunchedCell requestSupervisor(int spawnerFd, const std::string& cellId) {
+LaunchedCell requestSupervisor(int spawnerFd, const std::string& cellId, int planFd) {
   if (spawnerFd < 0) throw std::runtime_error("this VM launcher runs no such spawner");
   std::string request = spawnRequest(cellId);
-  if (send(spawnerFd, request.data(), request.size(), MSG_NOSIGNAL) < 0) {
+  std::vector<int> planFds;
+  if (planFd >= 0) planFds.push_back(planFd);
+  if (sendWithFds(spawnerFd, request.data(), request.size(), planFds) < 0) {
     throwErrno("send(supervisor spawner)");
   }
   char buffer[4096];
@@ -130,16 +195,7 @@ LaunchedCell requestSupervisor(int spawnerFd, const std::string& cellId) {
   } while (n < 0 && errno == EINTR);
   if (n < 0) throwErrno("recvmsg(supervisor spawner)");
   if (n == 0) throw std::runtime_error("the supervisor spawner is gone");
-  std::vector<Fd> fds;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      fds.emplace_back(fd);
-    }
-  }
+  std::vector<Fd> fds = receivedFds(msg);
   if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
     throw std::runtime_error("the supervisor spawner sent a truncated reply");
   }

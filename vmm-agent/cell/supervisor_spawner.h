@@ -16,6 +16,7 @@
 // cannot be recycled.
 
 #include "vmm-agent/cell/cell_backend.h"
+#include "vmm-agent/cell/cell_init.h"
 
 #include <sys/types.h>
 
@@ -24,20 +25,31 @@
 
 namespace cellos::vmm {
 
-// Runs in the spawner: builds the cell `cellId` (the backend's own preparation already on
-// disk), its supervisor waiting for the start byte, and returns its fds. Throws with the reason
+// Runs in the spawner: builds the cell `cellId`, its supervisor waiting for the start byte, and
+// returns its fds. `planFd` is the fd the launcher attached to the request (a sealed memfd with
+// the backend's plan of the cell), or -1; it is closed after the call. Throws with the reason
 // the launcher sees; nothing of the supervisor may be left then.
-using SupervisorFactory = std::function<LaunchedCell(const std::string& cellId)>;
+using SupervisorFactory = std::function<LaunchedCell(const std::string& cellId, int planFd)>;
+
+// In the spawner (a factory's building block): clones the supervisor of `cellId` into new pid,
+// mount, network, uts and ipc namespaces, where it runs `run` (the backend's pid 1, which never
+// returns); puts it into the cell's cgroup (which the launcher created) while it is our
+// unreaped child, then 'G', then waits for its setup report; opens its network namespace and
+// lets `openFds` open the backend's working directory and secrets directory; hands the pipes
+// over. On any failure the supervisor is killed through its pidfd and reaped before this throws.
+LaunchedCell cloneSupervisor(const std::string& cellId,
+                             const std::function<void(InitChannels)>& run,
+                             const std::function<void(pid_t, LaunchedCell&)>& openFds);
 
 // Forks the spawner (its process name `processName`, <= 15 bytes). Returns its pid;
 // `launcherEnd` receives the launcher's end (CLOEXEC). The spawner exits when that end closes,
 // and dies with the launcher (PDEATHSIG, checked once).
-pid_t startSupervisorSpawner(const char* processName, SupervisorFactory factory,
-                             Fd& launcherEnd);
+pid_t startSupervisorSpawner(const char* processName, SupervisorFactory factory, Fd& launcherEnd);
 
-// Asks the spawner at `spawnerFd` for cell `cellId` and returns it once its supervisor is in
+// Asks the spawner at `spawnerFd` for cell `cellId` (with `planFd` attached when >= 0) and
+// returns it once its supervisor is in
 // the cgroup and ready. Throws std::runtime_error with the spawner's (or the supervisor's own)
 // reason; nothing of the supervisor is left then.
-LaunchedCell requestSupervisor(int spawnerFd, const std::string& cellId);
+LaunchedCell requestSupervisor(int spawnerFd, const std::string& cellId, int planFd = -1);
 
 }  // namespace cellos::vmm

@@ -14,11 +14,15 @@
 namespace cellos::vmm {
 
 struct GvisorConfig;
+struct MicrovmConfig;
 
 class BackendTable {
  public:
-  // linux always; gvisor when `gvisor` is set (its spawner starts now).
-  BackendTable(const std::optional<GvisorConfig>& gvisor, const std::string& runDir);
+  // linux always; gvisor when `gvisor` is set, microvm when `microvm` is (their spawners start
+  // now). `microvmUnavailable` is why a host without microvm refuses its cells.
+  BackendTable(const std::optional<GvisorConfig>& gvisor,
+               const std::optional<MicrovmConfig>& microvm, std::string microvmUnavailable,
+               const std::string& runDir);
   ~BackendTable();
   BackendTable(const BackendTable&) = delete;
   BackendTable& operator=(const BackendTable&) = delete;
@@ -30,7 +34,8 @@ class BackendTable {
   std::vector<CellBackend*> all();
 
  private:
-  std::unique_ptr<CellBackend> linux_, gvisor_;
+  std::unique_ptr<CellBackend> linux_, gvisor_, microvm_;
+  std::string microvmUnavailable_;
 };
 
 // Every backend's removeLeftovers for an orphaned cell whose backend nobody recorded (the

@@ -319,7 +319,9 @@ void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
   capnp::MallocMessageBuilder reply;
   auto report = reply.initRoot<ipc::LauncherReply>().initInspected();
   CellCgroup cgroup = CellCgroup::open(cellId);
-  uint64_t oomKills = cgroup.oomKillCount();
+  // A VM cell's OOM kills happen in its guest, which the host cgroup does not see.
+  uint64_t oomKills =
+      cgroup.oomKillCount() + microvmGuestOomKills(launcher.config.runDir + "/cells/" + cellId);
   report.setOomKillCount(oomKills);
   report.setOomKilled(oomKills > 0);
   try {
@@ -428,7 +430,7 @@ void handleAllowEgress(int sock, Launcher& launcher, const EgressCommand& reques
   // Every backend is made before the profile below: one that needs what the profile refuses
   // starts its helper now (the gVisor spawner: runsc needs ptrace and a Go runtime's system
   // calls; docs/security.md, "The gVisor spawner").
-  BackendTable backends(config.gvisor, config.runDir);
+  BackendTable backends(config.gvisor, config.microvm, config.microvmUnavailable, config.runDir);
   Launcher launcher{
       config, UplinkNamespace{config.uplinkNetnsFd, config.homeNetnsFd}, backends, {}, {}};
   // The host's addresses can change while cells run (an interface comes up, a lease renews):

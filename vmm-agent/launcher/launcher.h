@@ -10,6 +10,7 @@
 
 #include "core/address_pool.h"
 #include "vmm-agent/backends/gvisor/gvisor_spawner.h"
+#include "vmm-agent/backends/microvm/microvm_cell.h"
 
 #include <sys/types.h>
 
@@ -33,6 +34,11 @@ struct LauncherConfig {
   // The gvisor backend (backends/gvisor/): when set, the launcher forks the gVisor spawner before
   // it installs its seccomp profile, and gvisor cells run under runsc (backend_table.h).
   std::optional<GvisorConfig> gvisor;
+  // The microvm backend (backends/microvm/): when set, the launcher decides the accelerator and
+  // forks the microVM spawner before it installs its seccomp profile. When not, why not (the
+  // answer a microvm cell gets).
+  std::optional<MicrovmConfig> microvm;
+  std::string microvmUnavailable;
 };
 
 // Forks the launcher. Returns its pid; `agentEnd` receives the agent's end of the socketpair

@@ -271,33 +271,6 @@ void mountProc(const std::string& newRoot) {
   maskProcPaths(proc);
 }
 
-// /dev with only the harmless character devices (bound from the host, since mknod in a fresh
-// tmpfs would need the tmpfs to allow device nodes) and a /dev/shm tmpfs. No tty, no pts, no
-// ptmx: no terminal can reach a cell (TIOCSTI). The /dev tmpfs itself is nodev and ends up
-// read-only; the bound nodes keep working because a bind mount carries its own flags.
-void mountDev(const std::string& newRoot) {
-  std::string dev = newRoot + "/dev";
-  makeDirectory(dev, 0755);
-  doMount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755");
-  for (const char* name : {"null", "zero", "full", "random", "urandom"}) {
-    std::string host = std::string("/dev/") + name;
-    std::string target = dev + "/" + name;
-    struct stat st {};
-    if (stat(host.c_str(), &st) < 0) throwErrno("stat(" + host + ")");
-    if (!S_ISCHR(st.st_mode))
-      throw std::runtime_error("host " + host + " is not a character device");
-    int placeholder =
-        open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0444);
-    if (placeholder < 0) throwErrno("open(" + target + ", O_CREAT|O_EXCL, 0444)");
-    close(placeholder);
-    doMount(host.c_str(), target, nullptr, MS_BIND, nullptr);
-    remountBind(target, MS_NOSUID | MS_NOEXEC);
-  }
-  std::string shm = dev + "/shm";
-  makeDirectory(shm, 0755);
-  doMount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-  remountBind(dev, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
-}
 
 // Resolves `path` (absolute, inside the cell) against the cell's root under construction,
 // following symlinks as the cell will see them, without ever leaving `newRoot`. Returns the

@@ -1,0 +1,329 @@
+#include "vmm-agent/backends/microvm/microvm_cell.h"
+
+#include "vmm-agent/backends/microvm/qemu_driver.h"
+#include "vmm-agent/backends/microvm/vm_boot_files.h"
+#include "vmm-agent/backends/microvm/vm_plan.h"
+#include "vmm-agent/backends/microvm/vm_supervisor.h"
+#include "vmm-agent/cell/cell_init.h"
+#include "vmm-agent/cell/cell_processes.h"
+#include "vmm-agent/cell/supervisor_spawner.h"
+#include "vmm-agent/cell/sys_util.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+namespace cellos::vmm {
+
+namespace {
+
+constexpr uint64_t kMiB = 1u << 20;
+// A guest below this does not boot the cloud kernel with its modules.
+constexpr uint64_t kMinGuestMiB = 96;
+constexpr uint64_t kDefaultGuestMiB = 256;
+// The VMM's own memory beyond the guest's RAM (its code, TCG's translation buffer of 64 MiB,
+// device state), charged to the cell's host cgroup; the working directory copy on the host
+// (at most the guest's RAM) comes on top.
+constexpr uint64_t kVmmOverheadMiB = 192;
+// Host tasks of a VM cell: the supervisor, the VMM's threads (main, RCU, one per vCPU, I/O
+// workers). The document's pidsMax is enforced inside the guest.
+constexpr uint64_t kVmHostPidsMax = 256;
+// A guest that powers off at once takes ~1-2 s under TCG and well under 1 s with KVM; a KVM
+// that hangs (nested PVM hosts) never powers off.
+constexpr int kProbeTimeoutMs = 8000;
+
+std::string readTrimmed(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  std::getline(in, text);
+  return text;
+}
+
+std::string identityOf(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) < 0) return path + ":absent";
+  return path + ":" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
+}
+
+// Boots the initramfs with "cellos.poweroff" under KVM: true when the guest powered off (QEMU
+// exited 0) within the timeout. `why` says what happened otherwise.
+bool kvmBootsAGuest(const MicrovmConfig& config, const std::string& kernel, std::string* why) {
+  Fd kvm(open("/dev/kvm", O_RDWR | O_CLOEXEC));
+  if (kvm.get() < 0) {
+    *why = std::string("/dev/kvm: ") + strerror(errno);
+    return false;
+  }
+  kvm.reset();
+  Fd kernelFd(open(kernel.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd initramfsFd(open(config.initramfs.c_str(), O_RDONLY | O_CLOEXEC));
+  if (kernelFd.get() < 0 || initramfsFd.get() < 0) {
+    *why = "the kernel or initramfs cannot be opened";
+    return false;
+  }
+  int console[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, console) < 0) {
+    *why = "socketpair";
+    return false;
+  }
+  Fd ours(console[0]), theirs(console[1]);
+  VmBoot boot;
+  boot.accelerator = "kvm";
+  boot.memoryMiB = 128;
+  boot.bare = true;
+  boot.extraKernelArgs = "cellos.poweroff";
+  std::vector<std::string> argv = QemuDriver(config.qemu).commandLine(boot);
+  pid_t pid = fork();
+  if (pid < 0) {
+    *why = "fork";
+    return false;
+  }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int null = open("/dev/null", O_RDWR);
+    if (dup2(kernelFd.get(), kVmmKernelFd) < 0 || dup2(initramfsFd.get(), kVmmInitramfsFd) < 0 ||
+        dup2(theirs.get(), kVmmConsoleFd) < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+        dup2(null, 2) < 0) {
+      _exit(125);
+    }
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    char path[] = "PATH=/usr/bin:/bin";
+    char* envp[] = {path, nullptr};
+    execve(args[0], args.data(), envp);
+    _exit(127);
+  }
+  theirs.reset();
+  // Drain the console so the guest never blocks on it, until QEMU exits or the time is up.
+  fcntl(ours.get(), F_SETFL, O_NONBLOCK);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kProbeTimeoutMs);
+  int status = 0;
+  for (;;) {
+    char buffer[4096];
+    while (read(ours.get(), buffer, sizeof buffer) > 0) {
+    }
+    pid_t done = waitpid(pid, &status, WNOHANG);
+    if (done == pid) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      *why = "a KVM guest did not power off within " + std::to_string(kProbeTimeoutMs) +
+             " ms (the kernel hangs under this host's KVM)";
+      return false;
+    }
+    pollfd p{ours.get(), POLLIN, 0};
+    poll(&p, 1, 50);
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  *why = "QEMU with -accel kvm " + describeWaitStatus(status);
+  return false;
+}
+
+class MicrovmBackend final : public CellBackend {
+ public:
+  MicrovmBackend(const MicrovmConfig& config, const std::string& runDir)
+      : config_(config), accel_(decideVmAccel(config)) {
+    if (accel_.fallback) {
+      spdlog::warn("microvm cells run under TCG (software emulation, slow): {}", accel_.reason);
+    }
+    auto driver = std::make_shared<const QemuDriver>(config.qemu);
+    MicrovmConfig c = config;
+    VmAccel a = accel_;
+    pid_t spawner = startSupervisorSpawner(
+        "vmm-microvm",
+        [c, a, driver](const std::string& cellId, int planFd) {
+          if (planFd < 0) throw std::runtime_error("a microvm cell needs its plan");
+          VmSupervisorPlan plan;
+          plan.plan = readVmPlan(planFd);
+          if (plan.plan.cellId != cellId) throw std::runtime_error("the plan is another cell's");
+          plan.driver = driver;
+          plan.boot.accelerator = a.accelerator;
+          plan.boot.memoryMiB = plan.plan.memoryMiB;
+          plan.boot.vcpus = plan.plan.vcpus;
+          plan.files = prepareBootFiles(c, plan.plan.imageRoot);
+          return cloneSupervisor(
+              cellId, [&](InitChannels channels) { runVmSupervisor(plan, channels); },
+              [&](pid_t pid, LaunchedCell& cell) {
+                cell.workingDirectory = openInsideRoot(pid, kVmWorkDirectory);
+                if (!plan.plan.guest.secretDelivery.empty()) {
+                  cell.secrets = openInsideRoot(pid, kVmSecretsDirectory);
+                }
+              });
+        },
+        spawner_);
+    spdlog::info("microVM spawner pid {} ({}, accelerator {})", spawner, config.qemu,
+                 accel_.accelerator);
+  }
+  const char* name() const override { return "microvm"; }
+
+  LaunchedCell launch(const CellLaunch& launch) override {
+    requireUnregistered(launch.cellId);
+    VmPlan plan = planOf(launch);
+    // The host's limits around the VMM: the guest's RAM plus the VMM's overhead plus the
+    // working directory copy; the document's own limits are the guest's (RAM, vCPUs, pids.max
+    // inside it).
+    CellLaunch host = launch;
+    host.memoryMaxBytes = (2 * plan.memoryMiB + kVmmOverheadMiB) * kMiB;
+    CellCgroup cgroup = createLimitedCgroup(host, kVmHostPidsMax);
+    LaunchedCell cell;
+    try {
+      Fd planFd(vmPlanMemfd(plan));
+      cell = requestSupervisor(spawner_.get(), launch.cellId, planFd.get());
+      int registryPidfd = fcntl(cell.pidFd.get(), F_DUPFD_CLOEXEC, 3);
+      if (registryPidfd < 0) throwErrno("fcntl(pidfd, F_DUPFD_CLOEXEC)");
+      registerLaunchedCell(launch.cellId, cell.initPid, registryPidfd);
+    } catch (...) {
+      if (cell.pidFd.get() >= 0) pidfdSendSignal(cell.pidFd.get(), SIGKILL);
+      removeCellCgroup(cgroup);
+      throw;
+    }
+    cell.dnsBindAddress = kGuestGateway;
+    cell.resolvConf = plan.guest.resolvConf;
+    cell.guestInterface = kTapName;
+    cell.guestAddress = kGuestAddress;
+    return cell;
+  }
+  std::vector<std::string> destroy(const std::string& cellId, pid_t initPid) override {
+    return destroyCell(cellId, initPid);
+  }
+  std::vector<std::string> removeLeftovers(const std::string& cellId,
+                                           const std::string& cellDir) override {
+    return removeMicrovmLeftovers(cellDir);
+  }
+
+ private:
+  VmPlan planOf(const CellLaunch& launch) const {
+    VmPlan plan;
+    plan.cellId = launch.cellId;
+    plan.cellDir = launch.cellDir;
+    plan.imageRoot = launch.imageRoot;
+    plan.vmmUid = launch.ids.hostBase;
+    if (plan.vmmUid == 0) throw std::invalid_argument("a microvm cell needs its host id range");
+    plan.memoryMiB = launch.memoryMaxBytes ? *launch.memoryMaxBytes / kMiB : kDefaultGuestMiB;
+    if (plan.memoryMiB < kMinGuestMiB) {
+      throw std::invalid_argument("a microvm cell needs memoryMaxBytes of at least " +
+                                  std::to_string(kMinGuestMiB) +
+                                  " MiB (it is the guest's RAM, and the guest kernel needs it)");
+    }
+    unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+    if (launch.cpuMax && launch.cpuMax->periodMicros > 0) {
+      uint64_t wanted = (launch.cpuMax->quotaMicros + launch.cpuMax->periodMicros - 1) /
+                        launch.cpuMax->periodMicros;
+      plan.vcpus = static_cast<uint32_t>(std::clamp<uint64_t>(wanted, 1, cpus));
+    }
+    vmchannel::GuestConfig& g = plan.guest;
+    g.argv = launch.argv;
+    for (const auto& [name, value] : launch.env) g.env.push_back(name + "=" + value);
+    g.workingDirectory = launch.workingDirectory;
+    g.hostname = launch.cellId;
+    // The DNS helper answers on the guest link's gateway, inside the cell's namespace.
+    if (!launch.resolvConf.empty())
+      g.resolvConf = std::string("nameserver ") + kGuestGateway + "\n";
+    g.address = kGuestAddress;
+    g.prefixLength = kGuestPrefixLength;
+    g.gateway = kGuestGateway;
+    g.pidsMax = launch.pidsMax.value_or(0);
+    g.nofileMax = launch.nofileMax;
+    g.workingDirectoryMaxBytes = plan.memoryMiB * kMiB / 2;
+    g.secretDelivery = launch.secretDelivery;
+    return plan;
+  }
+
+  MicrovmConfig config_;
+  VmAccel accel_;
+  Fd spawner_;
+};
+
+}  // namespace
+
+VmAccel decideVmAccel(const MicrovmConfig& config) {
+  if (config.accel == "tcg") return {"tcg", false, "the operator asked for TCG"};
+  if (config.accel != "kvm" && config.accel != "auto") {
+    throw std::invalid_argument("--vm-accel " + config.accel + ": not auto, kvm or tcg");
+  }
+  std::string kernel = bootKernelPath(config);
+  // The answer holds for this boot of the host, this VMM binary, kernel and initramfs.
+  std::string key = readTrimmed("/proc/sys/kernel/random/boot_id") + " " + identityOf(config.qemu) +
+                    " " + identityOf(kernel) + " " + identityOf(config.initramfs);
+  std::string cache = config.imagesDir + "/accel-probe";
+  std::ifstream in(cache);
+  std::string cachedKey, cachedAnswer, cachedReason;
+  std::getline(in, cachedKey);
+  std::getline(in, cachedAnswer);
+  std::getline(in, cachedReason);
+  bool works = false;
+  std::string why;
+  if (cachedKey == key && (cachedAnswer == "kvm" || cachedAnswer == "tcg")) {
+    works = cachedAnswer == "kvm";
+    why = cachedReason;
+  } else {
+    works = kvmBootsAGuest(config, kernel, &why);
+    std::error_code ec;
+    std::filesystem::create_directories(config.imagesDir, ec);
+    std::string tmp = cache + ".tmp";
+    std::ofstream out(tmp, std::ios::trunc);
+    out << key << "\n" << (works ? "kvm" : "tcg") << "\n" << why << "\n";
+    out.close();
+    if (out) std::filesystem::rename(tmp, cache, ec);
+  }
+  if (works) return {"kvm", false, ""};
+  if (config.accel == "kvm") {
+    throw std::runtime_error("--vm-accel kvm, but KVM cannot boot a guest here: " + why);
+  }
+  return {"tcg", true, why};
+}
+
+std::string microvmUnavailableReason(const MicrovmConfig& config) {
+  if (access(config.qemu.c_str(), X_OK) < 0) {
+    return config.qemu + " is not executable (apt-get install qemu-system-x86)";
+  }
+  std::string kernel = bootKernelPath(config);
+  if (access(kernel.c_str(), R_OK) < 0) {
+    return "no guest kernel at " + kernel + " (scripts/setup unpacks one)";
+  }
+  if (config.initramfs.empty() || access(config.initramfs.c_str(), R_OK) < 0) {
+    return "no initramfs at \"" + config.initramfs + "\" (--vm-initramfs)";
+  }
+  return "";
+}
+
+std::unique_ptr<CellBackend> makeMicrovmBackend(const MicrovmConfig& config,
+                                                const std::string& runDir) {
+  return std::make_unique<MicrovmBackend>(config, runDir);
+}
+
+std::vector<std::string> removeMicrovmLeftovers(const std::string& cellDir) {
+  std::vector<std::string> residue;
+  if (cellDir.empty()) return residue;
+  for (const std::string& path : {cellDir + "/root", cellDir + "/" + kVmGuestExitFile}) {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+    if (ec) residue.push_back(path + ": " + ec.message());
+  }
+  return residue;
+}
+
+uint64_t microvmGuestOomKills(const std::string& cellDir) {
+  std::string line = readTrimmed(cellDir + "/" + kVmGuestExitFile);
+  if (line.rfind("oomKills=", 0) != 0) return 0;
+  try {
+    return std::stoull(line.substr(9));
+  } catch (...) {
+    return 0;
+  }
+}
+
+}  // namespace cellos::vmm
