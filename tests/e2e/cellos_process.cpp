@@ -181,7 +181,10 @@ std::vector<std::string> hostResidue() {
     pid_t pid = atoi(e->d_name);
     if (pid <= 0) continue;
     std::string exe = exeName(pid);
-    if (exe.rfind("cellos", 0) == 0 && exe != "integration-linux-cell") {
+    // QEMU: a microvm cell's VMM (nothing else on a test host runs it).
+    bool ours = (exe.rfind("cellos", 0) == 0 && exe != "integration-linux-cell") ||
+                exe.rfind("qemu-system", 0) == 0;
+    if (ours) {
       residue.push_back("process " + std::to_string(pid) + " (" + exe + ")");
     }
   }
@@ -255,6 +258,17 @@ std::vector<std::string> readLines(const std::string& path) {
 std::string missingBackend(const std::string& backend) {
   if (backend == "gvisor" && access("/usr/bin/runsc", X_OK) != 0) {
     return "needs runsc (scripts/setup installs it)";
+  }
+  if (backend == "microvm") {
+    // What the VM launcher itself checks (microvmUnavailableReason): QEMU, a guest kernel, the
+    // initramfs of this build. scripts/setup installs the first two, the build makes the third.
+    std::string initramfs = binDir() + "/../vm/initramfs.cpio";
+    if (access("/usr/bin/qemu-system-x86_64", X_OK) != 0 ||
+        access("/var/lib/cellos/vm/kernel/current", R_OK) != 0 ||
+        access(initramfs.c_str(), R_OK) != 0) {
+      return "needs qemu-system-x86_64, a guest kernel and " + initramfs +
+             " (scripts/setup, then the build's vm-initramfs target)";
+    }
   }
   return "";
 }

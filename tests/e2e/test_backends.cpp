@@ -43,7 +43,7 @@ class CellBackends : public CellE2E, public ::testing::WithParamInterface<std::s
   RunResult verify() { return runCellos({"verify", "--state-dir", stateDir_, events_}); }
 };
 
-INSTANTIATE_TEST_SUITE_P(Backends, CellBackends, ::testing::Values("linux", "gvisor"),
+INSTANTIATE_TEST_SUITE_P(Backends, CellBackends, ::testing::Values("linux", "gvisor", "microvm"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });

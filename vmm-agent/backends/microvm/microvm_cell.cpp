@@ -137,7 +137,8 @@ class MicrovmBackend final : public CellBackend {
   MicrovmBackend(const MicrovmConfig& config, const std::string& runDir)
       : config_(config), accel_(decideVmAccel(config)) {
     if (accel_.fallback) {
-      spdlog::warn("microvm cells run under TCG (software emulation, slow): {}", accel_.reason);
+      spdlog::info("microvm cells will run under TCG (software emulation, slow): {}",
+                   accel_.reason);
     }
     auto driver = std::make_shared<const QemuDriver>(config.qemu);
     MicrovmConfig c = config;
@@ -171,6 +172,10 @@ class MicrovmBackend final : public CellBackend {
 
   LaunchedCell launch(const CellLaunch& launch) override {
     requireUnregistered(launch.cellId);
+    if (accel_.fallback && !warned_) {
+      spdlog::warn("microvm cells run under TCG (software emulation, slow): {}", accel_.reason);
+      warned_ = true;
+    }
     VmPlan plan = planOf(launch);
     // The host's limits around the VMM: the guest's RAM plus the VMM's overhead plus the
     // working directory copy; the document's own limits are the guest's (RAM, vCPUs, pids.max
@@ -244,6 +249,7 @@ class MicrovmBackend final : public CellBackend {
 
   MicrovmConfig config_;
   VmAccel accel_;
+  bool warned_ = false;
   Fd spawner_;
 };
 

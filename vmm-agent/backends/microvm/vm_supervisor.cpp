@@ -450,14 +450,18 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
     pivotIntoNewRoot(vmRootOf(p));
     doMount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=invisible");
     signal(SIGPIPE, SIG_IGN);
-    bootGuest(p, g);
   });
 
-  if (!waitForStartByte(fds.start)) {
-    if (g.vmm > 0) kill(g.vmm, SIGKILL);
-    _exit(kCellAbortedExitCode);  // the launcher aborted the cell
-  }
+  if (!waitForStartByte(fds.start)) _exit(kCellAbortedExitCode);  // the launcher aborted the cell
   close(fds.start);
+  // The guest boots after the start byte, not before "ready": the launcher and the spawner
+  // answer one request at a time, and a boot (seconds under TCG) must not hold either. A guest
+  // that does not come up ends the cell with its console on the cell's stderr.
+  try {
+    bootGuest(p, g);
+  } catch (const std::exception& e) {
+    failRun(fds, g, e.what());
+  }
 
   // The launcher has written the secrets by now: they cross the channel inside the config and
   // leave no file behind on the host.

@@ -13,16 +13,17 @@
 //     /secrets when the cell gets secrets;
 //   - the guest link: TAP device kTapName in the cell's network namespace, kGuestGateway/30 on
 //     it, IPv4 forwarding on (the launcher's veth and nftables come after "ready");
-//   - the boot files opened and checked against what the spawner verified (same file identity);
-//   - the VMM started as the cell's host uid (no capabilities, no_new_privs, its own sandbox),
-//     with every resource an fd; then the guest's hello awaited (bounded): a guest that does not
-//     come up fails the launch with the tail of its console.
-// After the start byte: the secrets read (and their tmpfs unmounted), the guest's configuration
-// sent, and the relay: guest output to the cell's stdout/stderr pipes, the working directory's
-// files into /work, SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 to the workload as 'S' frames, the
-// guest's exit status reported as the cell's. SIGKILL to the supervisor ends its pid namespace
-// and the VMM with it. A guest that breaks the protocol is stopped, and the cell ends without a
-// status (abnormal).
+//   - the boot files opened and checked against what the spawner verified (same file identity).
+// After the start byte: the VMM started as the cell's host uid (no capabilities, no_new_privs,
+// its own sandbox), with every resource an fd; the guest's hello awaited (bounded: a guest that
+// does not come up ends the cell with the tail of its console on its stderr). The boot is not
+// part of the launch because the launcher and the spawner answer one request at a time, so a
+// document's timeoutMs counts the boot too. Then the secrets read (and their tmpfs unmounted), the
+// guest's configuration sent, and the relay: guest output to the cell's stdout/stderr pipes, the
+// working directory's files into /work, SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 to the workload as
+// 'S' frames, the guest's exit status reported as the cell's. SIGKILL to the supervisor ends its
+// pid namespace and the VMM with it. A guest that breaks the protocol is stopped, and the cell ends
+// without a status (abnormal).
 
 #include "vmm-agent/backends/microvm/vm_plan.h"
 #include "vmm-agent/backends/microvm/vmm_driver.h"
@@ -71,8 +72,9 @@ struct VmSupervisorPlan {
   VmBoot boot;
   VmBootFiles files;
   std::shared_ptr<const VmmDriver> driver;
-  // How long the guest may take from the VMM's start to its hello (TCG boots in ~2 s here).
-  int bootTimeoutMs = 25000;
+  // How long the guest may take from the VMM's start to its hello (TCG boots in ~2 s here, and
+  // a cpuMax quota slows it down in proportion).
+  int bootTimeoutMs = 60000;
 };
 
 // The supervisor's whole life, in the cloned child. Never returns.
