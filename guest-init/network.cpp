@@ -67,6 +67,17 @@ void configureNetwork(const vmchannel::GuestConfig& config, unsigned waitMs) {
       req.ifr_netmask = inetAddress(plan->netmask);
       check(::ioctl(sock, SIOCSIFNETMASK, &req), "SIOCSIFNETMASK eth0");
       bringUp(sock, "eth0");
+      // UP is not yet RUNNING: virtio-net reports its carrier and the kernel's linkwatch makes
+      // the device operational a moment later; until then its queue drops every packet, and a
+      // workload's first connection would time out.
+      uint64_t deadline = monotonicMs() + waitMs;
+      for (;;) {
+        ifreq flags = request("eth0");
+        check(::ioctl(sock, SIOCGIFFLAGS, &flags), "SIOCGIFFLAGS eth0");
+        if (flags.ifr_flags & IFF_RUNNING) break;
+        if (monotonicMs() >= deadline) throw GuestError("eth0 has no carrier");
+        sleepMs(5);
+      }
       if (plan->gateway) {
         rtentry route;
         std::memset(&route, 0, sizeof(route));

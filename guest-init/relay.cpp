@@ -121,12 +121,12 @@ RelayResult relayWorkload(FrameWriter& writer, int portFd, vmchannel::FrameReade
       int status = 0;
       if (!result.exited && reapChildren(workload.pid, &status)) {
         result.exited = true;
-        result.waitStatus = status;
+        result.waitStatus = workloadWaitStatus(workload.statusFd, status);
         drainUntil = monotonicMs() + kDrainAfterExitMs;
       }
     }
   }
-  for (int* fd : {&workload.stdoutFd, &workload.stderrFd}) {
+  for (int* fd : {&workload.stdoutFd, &workload.stderrFd, &workload.statusFd}) {
     if (*fd >= 0) ::close(*fd);
     *fd = -1;
   }
