@@ -1,5 +1,7 @@
 #include "vmm-agent/backends/microvm/vm_supervisor.h"
 
+#include "vmm-agent/backends/microvm/vmm_process.h"
+
 #include "ipc/vm_channel.h"
 #include "vmm-agent/cell/cell_mounts.h"
 #include "vmm-agent/cell/secret_files.h"
@@ -18,13 +20,13 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
@@ -138,8 +140,11 @@ void buildVmRoot(const VmSupervisorPlan& p) {
   mountDev(root, extra);
   makeDirectory(root + "/proc", 0555);
   makeDirectory(root + kVmWorkDirectory, 0755);
+  // Owned by the VMM's uid, which the supervisor itself takes before it reads the guest's bytes.
   std::string workOptions = "mode=0755,size=" + std::to_string(p.plan.memoryMiB) +
-                            "m,nr_inodes=" + std::to_string(kWorkInodes);
+                            "m,nr_inodes=" + std::to_string(kWorkInodes) +
+                            ",uid=" + std::to_string(p.plan.vmmUid) +
+                            ",gid=" + std::to_string(p.plan.vmmUid);
   doMount("tmpfs", root + kVmWorkDirectory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
           workOptions.c_str());
   if (!p.plan.guest.secretDelivery.empty()) {
@@ -185,60 +190,20 @@ void enableForwarding() {
 }
 
 // The VMM, as the cell's uid with no capabilities, every resource at its fixed fd.
-pid_t startVmm(const VmSupervisorPlan& p, int kernel, int initramfs, int disk, int tap, int channel,
-               int console, int stderrWrite) {
+pid_t startVmm(const VmSupervisorPlan& p, const VmmFds& vmmFds, int stderrWrite) {
   std::vector<std::string> argv = p.driver->commandLine(p.boot);
   pid_t pid = fork();
   if (pid < 0) throwErrno("fork(vmm)");
-  if (pid > 0) return pid;
-  // The child: from here only async-signal-safe calls and _exit.
-  prctl(PR_SET_PDEATHSIG, SIGKILL);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  for (int sig : kForwardedSignals) signal(sig, SIG_DFL);
-  signal(SIGCHLD, SIG_DFL);
-  signal(SIGPIPE, SIG_DFL);
-  int sources[] = {kernel, initramfs, disk, tap, channel, console};
-  // Move every source above the targets first, so no dup2 overwrites a source not yet moved.
-  for (int& fd : sources) {
-    int high = fcntl(fd, F_DUPFD_CLOEXEC, 64);
-    if (high < 0) _exit(kCellAbortedExitCode);
-    fd = high;
-  }
-  int errHigh = fcntl(stderrWrite, F_DUPFD_CLOEXEC, 64);
-  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (errHigh < 0 || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(errHigh, 2) < 0) {
-    _exit(kCellAbortedExitCode);
-  }
-  int targets[] = {kVmmKernelFd, kVmmInitramfsFd, kVmmRootDiskFd,
-                   kVmmTapFd,    kVmmChannelFd,   kVmmConsoleFd};
-  for (size_t i = 0; i < 6; ++i) {
-    if (dup2(sources[i], targets[i]) < 0) _exit(kCellAbortedExitCode);
-  }
-  syscall(SYS_close_range, kVmmConsoleFd + 1, ~0u, 0);
-  gid_t id = p.plan.vmmUid;
-  if (setgroups(0, nullptr) < 0 || setresgid(id, id, id) < 0 || setresuid(id, id, id) < 0) {
-    _exit(kCellAbortedExitCode);
-  }
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) _exit(kCellAbortedExitCode);
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
-  char path[] = "PATH=/usr/bin:/bin";
-  char* envp[] = {path, nullptr};
-  execve(args[0], args.data(), envp);
-  std::string line = "exec " + argv[0] + ": " + strerror(errno) + "\n";
-  ssize_t ignored = write(2, line.data(), line.size());
-  (void)ignored;
-  _exit(127);
+  if (pid == 0) execVmm(argv, vmmFds, stderrWrite, p.plan.vmmUid);
+  return pid;
 }
 
 // Writes the guest's working-directory frames under /work. Every path was checked by
-// decodeGuestFrame (relative, no "..", no empty component); each component is opened with
-// O_NOFOLLOW relative to its parent, and only this process creates entries there (the tmpfs is
-// in its own mount namespace), so nothing can lead outside. A write the tmpfs refuses (its size
-// or inode cap) stops the copy: what is there is what the launcher exports.
+// decodeGuestFrame (relative, no "..", no empty component), and each component is opened with
+// O_NOFOLLOW relative to its parent: the VMM's uid (the VMM, should a guest escape into it) can
+// also create entries there, so a symlink is never followed; the launcher's artifact opener
+// refuses them as it does in a linux cell's working directory. A write the tmpfs refuses (its
+// size or inode cap) stops the copy: what is there is what the launcher exports.
 class WorkCopy {
  public:
   explicit WorkCopy(const char* root) : root_(open(root, O_DIRECTORY | O_RDONLY | O_CLOEXEC)) {
@@ -247,14 +212,13 @@ class WorkCopy {
   bool stopped() const { return stopped_; }
   void directory(const std::string& path) {
     if (stopped_) return;
-    Fd dir = walk(path, true);
+    Fd dir = walk(path);
     if (dir.get() < 0) stop();
   }
   void file(const std::string& path, uint64_t offset, const std::string& data) {
     if (stopped_) return;
     size_t slash = path.rfind('/');
-    Fd parent =
-        slash == std::string::npos ? Fd(dup(root_.get())) : walk(path.substr(0, slash), true);
+    Fd parent = slash == std::string::npos ? Fd(dup(root_.get())) : walk(path.substr(0, slash));
     if (parent.get() < 0) return stop();
     std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
     Fd f(openat(parent.get(), name.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644));
@@ -272,14 +236,14 @@ class WorkCopy {
  private:
   void stop() { stopped_ = true; }
   // The directory `path` (relative to the root), made where missing; -1 on failure.
-  Fd walk(const std::string& path, bool create) {
+  Fd walk(const std::string& path) {
     Fd at(dup(root_.get()));
     size_t start = 0;
     while (at.get() >= 0 && start <= path.size()) {
       size_t slash = path.find('/', start);
       std::string name =
           path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-      if (create && mkdirat(at.get(), name.c_str(), 0755) < 0 && errno != EEXIST) return Fd();
+      if (mkdirat(at.get(), name.c_str(), 0755) < 0 && errno != EEXIST) return Fd();
       at = Fd(openat(at.get(), name.c_str(), O_DIRECTORY | O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
       if (slash == std::string::npos) break;
       start = slash + 1;
@@ -309,7 +273,6 @@ struct Guest {
   Fd channel, console, vmmErr;
   vmchannel::FrameReader reader;
   Tail consoleTail, vmmTail;
-  std::string release;
 };
 
 void sendFrame(Guest& g, FrameType type, std::string_view payload) {
@@ -336,7 +299,7 @@ void openBootResources(const VmSupervisorPlan& p, Guest& g) {
   g.tap = createTap();
 }
 
-void bootGuest(const VmSupervisorPlan& p, Guest& g) {
+void startGuest(const VmSupervisorPlan& p, Guest& g) {
   enableForwarding();
   int channelPair[2], consolePair[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channelPair) < 0 ||
@@ -351,13 +314,29 @@ void bootGuest(const VmSupervisorPlan& p, Guest& g) {
   g.vmmErr = std::move(err.read);
   setNonBlocking(g.console.get());
   setNonBlocking(g.vmmErr.get());
-  g.vmm = startVmm(p, g.kernel.get(), g.initramfs.get(), g.disk.get(), g.tap.get(),
-                   guestChannel.get(), guestConsole.get(), err.write.get());
+  g.vmm = startVmm(p,
+                   VmmFds{g.kernel.get(), g.initramfs.get(), g.disk.get(), g.tap.get(),
+                          guestChannel.get(), guestConsole.get()},
+                   err.write.get());
   // The VMM holds them now; ours would only keep the files open past the VMM.
   g.kernel.reset();
   g.initramfs.reset();
   g.disk.reset();
   g.tap.reset();
+}
+
+// From here on this process reads bytes the guest controls (its hello, output, files, exit): it
+// gives up root first and becomes the VMM's uid, which it needs to signal the VMM. A change of
+// credentials clears the parent-death signal, so it is set again.
+void dropToVmmUid(uid_t id) {
+  if (setgroups(0, nullptr) < 0 || setresgid(id, id, id) < 0 || setresuid(id, id, id) < 0) {
+    throwErrno("setresuid(" + std::to_string(id) + ")");
+  }
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) throwErrno("prctl(PR_SET_PDEATHSIG)");
+}
+
+// Waits for the guest's hello (bounded).
+void awaitHello(const VmSupervisorPlan& p, Guest& g) {
   int64_t deadline = nowMs() + p.bootTimeoutMs;
   char buffer[65536];
   for (;;) {
@@ -399,7 +378,6 @@ void bootGuest(const VmSupervisorPlan& p, Guest& g) {
         g.consoleTail.add(decoded->text.data(), decoded->text.size());
         continue;
       }
-      g.release = decoded->text;
       return;
     }
     if (g.reader.failed()) {
@@ -457,17 +435,29 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
   // The guest boots after the start byte, not before "ready": the launcher and the spawner
   // answer one request at a time, and a boot (seconds under TCG) must not hold either. A guest
   // that does not come up ends the cell with its console on the cell's stderr.
+  // The launcher has written the secrets by now: they are read (and their tmpfs unmounted) while
+  // this process is still root and before the guest exists; they cross the channel inside the
+  // config and leave no file behind on the host. What needs root beyond that is made now too:
+  // the working directory copy's fd and the exit note's.
+  vmchannel::GuestConfig config = p.plan.guest;
+  std::optional<WorkCopy> work;
+  Fd note;
   try {
-    bootGuest(p, g);
+    if (!config.secretDelivery.empty()) config.secrets = takeSecrets();
+    work.emplace(kVmWorkDirectory);
+    note = Fd(openat(cellDir.get(), kVmGuestExitFile,
+                     O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (note.get() < 0) throwErrno(std::string("open(") + kVmGuestExitFile + ")");
+    cellDir.reset();
+    startGuest(p, g);
+    dropToVmmUid(p.plan.vmmUid);
+    awaitHello(p, g);
   } catch (const std::exception& e) {
+    for (auto& [name, value] : config.secrets) explicit_bzero(value.data(), value.size());
     failRun(fds, g, e.what());
   }
 
-  // The launcher has written the secrets by now: they cross the channel inside the config and
-  // leave no file behind on the host.
-  vmchannel::GuestConfig config = p.plan.guest;
   try {
-    if (!config.secretDelivery.empty()) config.secrets = takeSecrets();
     std::string encoded = vmchannel::encodeGuestConfig(config);
     sendFrame(g, FrameType::kConfig, encoded);
     explicit_bzero(encoded.data(), encoded.size());
@@ -478,7 +468,6 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
 
   int signals = signalfd(-1, &wanted, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signals < 0) failRun(fds, g, "signalfd");
-  WorkCopy work(kVmWorkDirectory);
   bool exited = false, outputOpen = true;
   vmchannel::GuestFrame exit;
   int64_t powerOffDeadline = 0;
@@ -552,10 +541,10 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
           }
           break;
         case FrameType::kDirectory:
-          work.directory(f->text);
+          work->directory(f->text);
           break;
         case FrameType::kFile:
-          work.file(f->text, f->offset, f->data);
+          work->file(f->text, f->offset, f->data);
           break;
         case FrameType::kLog:
           say(fds.stderrWrite, "guest init: " + f->text);
@@ -571,13 +560,10 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
     }
     if (g.reader.failed()) failRun(fds, g, "the guest's channel: " + g.reader.error());
   }
-  if (work.stopped() || exit.workingDirectoryTruncated) {
+  if (work->stopped() || exit.workingDirectoryTruncated) {
     say(fds.stderrWrite, "the guest's working directory was copied only in part");
   }
-  std::string record = "oomKills=" + std::to_string(exit.oomKills) + "\n";
-  Fd note(openat(cellDir.get(), kVmGuestExitFile,
-                 O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (note.get() >= 0) writeAll(note.get(), record);
+  writeAll(note.get(), "oomKills=" + std::to_string(exit.oomKills) + "\n");
   close(fds.stdoutWrite);
   close(fds.stderrWrite);
   reportWaitStatusAndExit(fds.status, exit.waitStatus);

@@ -18,7 +18,9 @@
 // its own sandbox), with every resource an fd; the guest's hello awaited (bounded: a guest that
 // does not come up ends the cell with the tail of its console on its stderr). The boot is not
 // part of the launch because the launcher and the spawner answer one request at a time, so a
-// document's timeoutMs counts the boot too. Then the secrets read (and their tmpfs unmounted), the
+// document's timeoutMs counts the boot too. The secrets are read (and their tmpfs unmounted)
+// before the VMM starts; once it has started the supervisor drops from root to the VMM's uid,
+// before it reads a single byte the guest sends. Then the
 // guest's configuration sent, and the relay: guest output to the cell's stdout/stderr pipes, the
 // working directory's files into /work, SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 to the workload as
 // 'S' frames, the guest's exit status reported as the cell's. SIGKILL to the supervisor ends its
