@@ -142,6 +142,10 @@ class CellBackend {
   // reaper does not know which backend built an orphan). Returns what it could not remove.
   virtual std::vector<std::string> removeLeftovers(const std::string& cellId,
                                                    const std::string& cellDir) = 0;
+  // OOM kills the host cgroup does not see, inside a cell whose workload has its own kernel (a
+  // VM's guest), counted on top of the cgroup's. 0 for a backend whose workload shares the
+  // host's kernel. Never throws.
+  virtual uint64_t oomKillsInside(const std::string& cellDir) const { return 0; }
 };
 
 }  // namespace cellos::vmm

@@ -319,9 +319,11 @@ void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
   capnp::MallocMessageBuilder reply;
   auto report = reply.initRoot<ipc::LauncherReply>().initInspected();
   CellCgroup cgroup = CellCgroup::open(cellId);
-  // A VM cell's OOM kills happen in its guest, which the host cgroup does not see.
-  uint64_t oomKills =
-      cgroup.oomKillCount() + microvmGuestOomKills(launcher.config.runDir + "/cells/" + cellId);
+  auto live = launcher.cells.find(cellId);
+  uint64_t oomKills = cgroup.oomKillCount();
+  if (live != launcher.cells.end()) {
+    oomKills += live->second.backend->oomKillsInside(live->second.cellDir);
+  }
   report.setOomKillCount(oomKills);
   report.setOomKilled(oomKills > 0);
   try {
@@ -329,7 +331,6 @@ void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {
   } catch (const std::exception& e) {
     spdlog::warn("cell {}: cpu usage: {}", cellId, e.what());
   }
-  auto live = launcher.cells.find(cellId);
   if (live != launcher.cells.end()) {
     std::vector<core::NftCounter> counters =
         readCellCounters(launcher.uplink, live->second.netns.get());

@@ -4,6 +4,7 @@
 #include "vmm-agent/backends/microvm/vm_boot_files.h"
 #include "vmm-agent/backends/microvm/vm_plan.h"
 #include "vmm-agent/backends/microvm/vm_supervisor.h"
+#include "vmm-agent/backends/microvm/vmm_process.h"
 #include "vmm-agent/cell/cell_init.h"
 #include "vmm-agent/cell/cell_processes.h"
 #include "vmm-agent/cell/supervisor_spawner.h"
@@ -13,12 +14,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -91,20 +92,11 @@ bool kvmBootsAGuest(const MicrovmConfig& config, const std::string& kernel, std:
     return false;
   }
   if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int null = open("/dev/null", O_RDWR);
-    if (dup2(kernelFd.get(), kVmmKernelFd) < 0 || dup2(initramfsFd.get(), kVmmInitramfsFd) < 0 ||
-        dup2(theirs.get(), kVmmConsoleFd) < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
-        dup2(null, 2) < 0) {
-      _exit(125);
-    }
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    char path[] = "PATH=/usr/bin:/bin";
-    char* envp[] = {path, nullptr};
-    execve(args[0], args.data(), envp);
-    _exit(127);
+    VmmFds fds;
+    fds.kernel = kernelFd.get();
+    fds.initramfs = initramfsFd.get();
+    fds.console = theirs.get();
+    execVmm(argv, fds, -1, 0);
   }
   theirs.reset();
   // Drain the console so the guest never blocks on it, until QEMU exits or the time is up.
@@ -135,7 +127,7 @@ bool kvmBootsAGuest(const MicrovmConfig& config, const std::string& kernel, std:
 class MicrovmBackend final : public CellBackend {
  public:
   MicrovmBackend(const MicrovmConfig& config, const std::string& runDir)
-      : config_(config), accel_(decideVmAccel(config)) {
+      : accel_(decideVmAccel(config)) {
     if (accel_.fallback) {
       spdlog::info("microvm cells will run under TCG (software emulation, slow): {}",
                    accel_.reason);
@@ -208,6 +200,14 @@ class MicrovmBackend final : public CellBackend {
                                            const std::string& cellDir) override {
     return removeMicrovmLeftovers(cellDir);
   }
+  // The supervisor's note of the guest's own count (vm_supervisor.h, kVmGuestExitFile).
+  uint64_t oomKillsInside(const std::string& cellDir) const override {
+    std::string line = readTrimmed(cellDir + "/" + kVmGuestExitFile);
+    if (line.rfind("oomKills=", 0) != 0) return 0;
+    uint64_t kills = 0;
+    auto [end, ec] = std::from_chars(line.data() + 9, line.data() + line.size(), kills);
+    return ec == std::errc() && end == line.data() + line.size() ? kills : 0;
+  }
 
  private:
   VmPlan planOf(const CellLaunch& launch) const {
@@ -247,7 +247,6 @@ class MicrovmBackend final : public CellBackend {
     return plan;
   }
 
-  MicrovmConfig config_;
   VmAccel accel_;
   bool warned_ = false;
   Fd spawner_;
@@ -320,16 +319,6 @@ std::vector<std::string> removeMicrovmLeftovers(const std::string& cellDir) {
     if (ec) residue.push_back(path + ": " + ec.message());
   }
   return residue;
-}
-
-uint64_t microvmGuestOomKills(const std::string& cellDir) {
-  std::string line = readTrimmed(cellDir + "/" + kVmGuestExitFile);
-  if (line.rfind("oomKills=", 0) != 0) return 0;
-  try {
-    return std::stoull(line.substr(9));
-  } catch (...) {
-    return 0;
-  }
 }
 
 }  // namespace cellos::vmm

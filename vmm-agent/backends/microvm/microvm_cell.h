@@ -66,7 +66,4 @@ std::unique_ptr<CellBackend> makeMicrovmBackend(const MicrovmConfig& config,
 // mount point and the guest's exit note): removed. Safe on a cell of another backend.
 std::vector<std::string> removeMicrovmLeftovers(const std::string& cellDir);
 
-// The guest's OOM kills of cell `cellDir` (from the supervisor's note), 0 when unknown.
-uint64_t microvmGuestOomKills(const std::string& cellDir);
-
 }  // namespace cellos::vmm
