@@ -1,6 +1,7 @@
 #include "vmm-agent/cell/supervisor_spawner.h"
 
 #include "privsep/daemon.h"
+#include "vmm-agent/cell/cell_processes.h"
 #include "vmm-agent/cell/cgroup.h"
 #include "vmm-agent/cell/spawn_protocol.h"
 #include "vmm-agent/cell/sys_util.h"
@@ -205,6 +206,22 @@ LaunchedCell requestSupervisor(int spawnerFd, const std::string& cellId, int pla
   cell.adoptAgentFds(fds);
   cell.workingDirectory = std::move(fds[6]);
   if (fds.size() == kSpawnedCellMaxFdCount) cell.secrets = std::move(fds[7]);
+  return cell;
+}
+
+LaunchedCell launchThroughSpawner(int spawnerFd, const std::string& cellId, CellCgroup& cgroup,
+                                  int planFd) {
+  LaunchedCell cell;
+  try {
+    cell = requestSupervisor(spawnerFd, cellId, planFd);
+    int registryPidfd = fcntl(cell.pidFd.get(), F_DUPFD_CLOEXEC, 3);
+    if (registryPidfd < 0) throwErrno("fcntl(pidfd, F_DUPFD_CLOEXEC)");
+    registerLaunchedCell(cellId, cell.initPid, registryPidfd);
+  } catch (...) {
+    if (cell.pidFd.get() >= 0) pidfdSendSignal(cell.pidFd.get(), SIGKILL);
+    removeCellCgroup(cgroup);
+    throw;
+  }
   return cell;
 }
 

@@ -17,6 +17,7 @@
 
 #include "vmm-agent/cell/cell_backend.h"
 #include "vmm-agent/cell/cell_init.h"
+#include "vmm-agent/cell/cgroup.h"
 
 #include <sys/types.h>
 
@@ -51,5 +52,11 @@ pid_t startSupervisorSpawner(const char* processName, SupervisorFactory factory,
 // the cgroup and ready. Throws std::runtime_error with the spawner's (or the supervisor's own)
 // reason; nothing of the supervisor is left then.
 LaunchedCell requestSupervisor(int spawnerFd, const std::string& cellId, int planFd = -1);
+
+// A backend's launch through its spawner, in the launcher: requestSupervisor, then the cell's
+// pid 1 registered (cell_processes.h). On any failure the supervisor (if it came) is killed and
+// `cgroup`, which the backend created with the cell's limits, removed before this rethrows.
+LaunchedCell launchThroughSpawner(int spawnerFd, const std::string& cellId, CellCgroup& cgroup,
+                                  int planFd = -1);
 
 }  // namespace cellos::vmm

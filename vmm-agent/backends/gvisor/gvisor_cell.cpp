@@ -1,6 +1,7 @@
 #include "vmm-agent/backends/gvisor/gvisor_cell.h"
 
 #include "vmm-agent/cell/cell_processes.h"
+#include "vmm-agent/cell/supervisor_spawner.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -43,17 +44,7 @@ class GvisorBackend final : public CellBackend {
     std::optional<uint64_t> hostPids;
     if (launch.pidsMax) hostPids = gvisorHostPidsMax(*launch.pidsMax);
     CellCgroup cgroup = createLimitedCgroup(launch, hostPids);
-    LaunchedCell cell;
-    try {
-      cell = spawnGvisorCell(spawner_.get(), launch.cellId);
-      int registryPidfd = fcntl(cell.pidFd.get(), F_DUPFD_CLOEXEC, 3);
-      if (registryPidfd < 0) throwErrno("fcntl(pidfd, F_DUPFD_CLOEXEC)");
-      registerLaunchedCell(launch.cellId, cell.initPid, registryPidfd);
-    } catch (...) {
-      if (cell.pidFd.get() >= 0) pidfdSendSignal(cell.pidFd.get(), SIGKILL);
-      removeCellCgroup(cgroup);
-      throw;
-    }
+    LaunchedCell cell = launchThroughSpawner(spawner_.get(), launch.cellId, cgroup);
     cell.resolvConf = launch.resolvConf;
     return cell;
   }

@@ -175,18 +175,14 @@ class MicrovmBackend final : public CellBackend {
     CellLaunch host = launch;
     host.memoryMaxBytes = (2 * plan.memoryMiB + kVmmOverheadMiB) * kMiB;
     CellCgroup cgroup = createLimitedCgroup(host, kVmHostPidsMax);
-    LaunchedCell cell;
+    Fd planFd;
     try {
-      Fd planFd(vmPlanMemfd(plan));
-      cell = requestSupervisor(spawner_.get(), launch.cellId, planFd.get());
-      int registryPidfd = fcntl(cell.pidFd.get(), F_DUPFD_CLOEXEC, 3);
-      if (registryPidfd < 0) throwErrno("fcntl(pidfd, F_DUPFD_CLOEXEC)");
-      registerLaunchedCell(launch.cellId, cell.initPid, registryPidfd);
+      planFd = Fd(vmPlanMemfd(plan));
     } catch (...) {
-      if (cell.pidFd.get() >= 0) pidfdSendSignal(cell.pidFd.get(), SIGKILL);
       removeCellCgroup(cgroup);
       throw;
     }
+    LaunchedCell cell = launchThroughSpawner(spawner_.get(), launch.cellId, cgroup, planFd.get());
     cell.dnsBindAddress = kGuestGateway;
     cell.resolvConf = plan.guest.resolvConf;
     cell.guestInterface = kTapName;
