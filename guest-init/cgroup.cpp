@@ -29,7 +29,9 @@ bool WorkloadCgroup::killAll(unsigned waitMs) {
   }
 }
 
-uint64_t readOomKills() { return parseOomKills(readFile("/proc/vmstat")); }
+uint64_t readOomKills() {
+  return parseOomKills(readFile("/proc/vmstat"));
+}
 
 bool reapChildren(int pid, int* status) {
   bool found = false;

@@ -28,17 +28,17 @@ void putEntry(std::string& out, uint32_t inode, const std::string& name, uint32_
   out.append("070701");
   putHex(out, inode);
   putHex(out, mode);
-  putHex(out, 0);                          // uid
-  putHex(out, 0);                          // gid
-  putHex(out, S_ISDIR(mode) ? 2 : 1);      // nlink
-  putHex(out, 0);                          // mtime
+  putHex(out, 0);                      // uid
+  putHex(out, 0);                      // gid
+  putHex(out, S_ISDIR(mode) ? 2 : 1);  // nlink
+  putHex(out, 0);                      // mtime
   putHex(out, static_cast<uint32_t>(data.size()));
-  putHex(out, 0);                          // devmajor
-  putHex(out, 0);                          // devminor
-  putHex(out, 0);                          // rdevmajor
-  putHex(out, 0);                          // rdevminor
+  putHex(out, 0);  // devmajor
+  putHex(out, 0);  // devminor
+  putHex(out, 0);  // rdevmajor
+  putHex(out, 0);  // rdevminor
   putHex(out, static_cast<uint32_t>(name.size() + 1));
-  putHex(out, 0);                          // check (used only by the "070702" format)
+  putHex(out, 0);  // check (used only by the "070702" format)
   out.append(name);
   out.push_back('\0');
   pad4(out);

@@ -14,7 +14,7 @@
 namespace cellos::guest {
 
 struct CpioEntry {
-  std::string name;  // relative: "init", "lib/modules/virtio.ko", "dev"
+  std::string name;   // relative: "init", "lib/modules/virtio.ko", "dev"
   uint32_t mode = 0;  // file type and permission bits (S_IFREG | 0755, S_IFDIR | 0755)
   std::string data;   // a regular file's content; empty for a directory
 };

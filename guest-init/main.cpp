@@ -167,8 +167,7 @@ void waitForHostHangup(int portFd) {
   // The child has its own copy (gone at its execve); pid 1 keeps none.
   wipeSecrets(config, env);
 
-  RelayResult relay =
-      relayWorkload(writer, portFd, reader, workload, signalFd, config.timeoutMs);
+  RelayResult relay = relayWorkload(writer, portFd, reader, workload, signalFd, config.timeoutMs);
   if (!cgroup.killAll(kDeviceWaitMs)) writer.log("the workload cgroup is still populated");
   if (relay.hostGone) {
     console("the host closed the control port; powering off");
@@ -186,7 +185,8 @@ void waitForHostHangup(int portFd) {
     ExportResult exported = exportWorkingDirectory(
         dirFd, ExportLimits{}, [&](std::string_view frame) { return writer.sendEncoded(frame); });
     ::close(dirFd);
-    for (const std::string& problem : exported.problems) writer.log("working directory: " + problem);
+    for (const std::string& problem : exported.problems)
+      writer.log("working directory: " + problem);
     truncated = exported.truncated;
   }
   writer.sendEncoded(vc::exitFrame(relay.waitStatus, oomKills, truncated));

@@ -57,13 +57,14 @@ int main(int argc, char** argv) {
     return usageError("--init, --modules and --out are all required");
   }
   try {
-    std::string archive = cellos::guest::newcArchive(cellos::guest::initramfsEntries(init, modules));
+    std::string archive =
+        cellos::guest::newcArchive(cellos::guest::initramfsEntries(init, modules));
     // Written beside the target and renamed over it: a build interrupted half-way never leaves
     // a truncated archive that a VM would boot from.
     std::string temporary = out + ".tmp";
     int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || !cellos::guest::writeFully(fd, archive) || ::fsync(fd) != 0 ||
-        ::close(fd) != 0 || ::rename(temporary.c_str(), out.c_str()) != 0) {
+    if (fd < 0 || !cellos::guest::writeFully(fd, archive) || ::fsync(fd) != 0 || ::close(fd) != 0 ||
+        ::rename(temporary.c_str(), out.c_str()) != 0) {
       fprintf(stderr, "cellos-make-initramfs: writing %s: %s\n", out.c_str(), strerror(errno));
       ::unlink(temporary.c_str());
       return 1;

@@ -41,14 +41,14 @@ void makeDevices(const std::string& dev) {
     unsigned minor;
   };
   // The memory devices (major 1) a program expects; nothing that reaches the guest's hardware.
-  for (Node node : {Node{"null", 3}, Node{"zero", 5}, Node{"full", 7}, Node{"random", 8},
-                    Node{"urandom", 9}}) {
+  for (Node node :
+       {Node{"null", 3}, Node{"zero", 5}, Node{"full", 7}, Node{"random", 8}, Node{"urandom", 9}}) {
     std::string path = dev + "/" + node.name;
     check(::mknod(path.c_str(), S_IFCHR | 0666, makedev(1, node.minor)), "mknod " + path);
   }
-  for (auto [link, target] : {std::pair{"fd", "/proc/self/fd"}, std::pair{"stdin", "/proc/self/fd/0"},
-                              std::pair{"stdout", "/proc/self/fd/1"},
-                              std::pair{"stderr", "/proc/self/fd/2"}}) {
+  for (auto [link, target] :
+       {std::pair{"fd", "/proc/self/fd"}, std::pair{"stdin", "/proc/self/fd/0"},
+        std::pair{"stdout", "/proc/self/fd/1"}, std::pair{"stderr", "/proc/self/fd/2"}}) {
     std::string path = dev + "/" + link;
     check(::symlink(target, path.c_str()), "symlink " + path);
   }

@@ -126,7 +126,9 @@ std::vector<std::string> workloadEnvironment(const vmchannel::GuestConfig& confi
   return env;
 }
 
-int execFailureExitCode(int error) { return error == EACCES || error == ENOEXEC ? 126 : 127; }
+int execFailureExitCode(int error) {
+  return error == EACCES || error == ENOEXEC ? 126 : 127;
+}
 
 std::string tmpfsOptions(uint64_t sizeBytes, unsigned mode) {
   char octal[8];

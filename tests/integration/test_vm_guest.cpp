@@ -152,16 +152,37 @@ class VmGuest : public ::testing::Test {
     hostFd_ = pair[0];
     int guestFd = pair[1];
     std::vector<std::string> args = {
-        qemu_, "-M", "microvm,acpi=on", "-accel", "tcg", "-m", "128", "-smp", "1", "-nodefaults",
-        "-no-user-config", "-nographic", "-no-reboot", "-kernel", kernel_.string(), "-initrd",
-        initramfs_.string(), "-append",
+        qemu_,
+        "-M",
+        "microvm,acpi=on",
+        "-accel",
+        "tcg",
+        "-m",
+        "128",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        kernel_.string(),
+        "-initrd",
+        initramfs_.string(),
+        "-append",
         "console=ttyS0 quiet panic=-1 reboot=t pci=off tsc_early_khz=" +
-            std::to_string(hostTscKhz()) +
-            (extraAppend.empty() ? "" : " " + extraAppend),
-        "-serial", "file:" + (dir_ / "serial.log").string(), "-device", "virtio-serial-device",
-        "-chardev", "socket,id=ctl,fd=" + std::to_string(guestFd), "-device",
-        "virtserialport,chardev=ctl,name=cellos.ctl", "-drive",
-        "file=" + image_.string() + ",if=none,id=root,format=raw,readonly=on", "-device",
+            std::to_string(hostTscKhz()) + (extraAppend.empty() ? "" : " " + extraAppend),
+        "-serial",
+        "file:" + (dir_ / "serial.log").string(),
+        "-device",
+        "virtio-serial-device",
+        "-chardev",
+        "socket,id=ctl,fd=" + std::to_string(guestFd),
+        "-device",
+        "virtserialport,chardev=ctl,name=cellos.ctl",
+        "-drive",
+        "file=" + image_.string() + ",if=none,id=root,format=raw,readonly=on",
+        "-device",
         "virtio-blk-device,drive=root"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -174,7 +195,8 @@ class VmGuest : public ::testing::Test {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       int null = open("/dev/null", O_RDONLY);
       int log = open(qemuLog.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (null < 0 || log < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0) _exit(126);
+      if (null < 0 || log < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+        _exit(126);
       // The one fd QEMU inherits: its end of the control port.
       int flags = fcntl(guestFd, F_GETFD);
       if (flags < 0 || fcntl(guestFd, F_SETFD, flags & ~FD_CLOEXEC) < 0) _exit(126);
@@ -272,8 +294,7 @@ class VmGuest : public ::testing::Test {
     }
     run.hello = hello->text;
     auto helloAt = std::chrono::steady_clock::now() - bootStart_;
-    std::cout << "hello "
-              << std::chrono::duration_cast<std::chrono::milliseconds>(helloAt).count()
+    std::cout << "hello " << std::chrono::duration_cast<std::chrono::milliseconds>(helloAt).count()
               << " ms after QEMU started\n";
     send(vc::FrameType::kConfig, vc::encodeGuestConfig(config));
     return collect(std::move(run));
@@ -317,8 +338,7 @@ class VmGuest : public ::testing::Test {
 };
 
 TEST_F(VmGuest, RunsTheWorkloadAndReturnsOutputFilesAndExitStatus) {
-  GuestRun run =
-      runCell(shellConfig("echo hi; echo err >&2; echo data > out.txt; exit 3"));
+  GuestRun run = runCell(shellConfig("echo hi; echo err >&2; echo data > out.txt; exit 3"));
   ASSERT_TRUE(run.hello);
   utsname host;
   ASSERT_EQ(uname(&host), 0);
