@@ -33,7 +33,9 @@ uint32_t hexField(const std::string& archive, size_t at) {
   return static_cast<uint32_t>(std::stoul(archive.substr(at, 8), nullptr, 16));
 }
 
-size_t align4(size_t n) { return (n + 3) & ~size_t{3}; }
+size_t align4(size_t n) {
+  return (n + 3) & ~size_t{3};
+}
 
 // Every member up to the trailer; fails the test on a malformed archive.
 std::vector<Member> readNewc(const std::string& archive) {
@@ -74,7 +76,9 @@ class TempTree {
     EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
     root_ = pattern;
     // A fake init and a fake kernel/ tree holding each module at its package path.
-    write(root_ / "init", std::string("\x7f" "ELF fake init", 14));
+    write(root_ / "init", std::string("\x7f"
+                                      "ELF fake init",
+                                      14));
     for (const ModuleSource& source : kModuleSources) {
       write(root_ / "modules" / source.path, "module " + std::string(source.name) + "\n");
     }
@@ -99,8 +103,8 @@ TEST(Initramfs, ArchiveReadsBackWithNamesModesAndContents) {
 
   std::vector<std::string> names;
   for (const Member& m : members) names.push_back(m.name);
-  std::vector<std::string> expected = {"dev", "proc", "sys", "newroot", "lib", "lib/modules",
-                                       "init"};
+  std::vector<std::string> expected = {"dev", "proc",        "sys", "newroot",
+                                       "lib", "lib/modules", "init"};
   for (std::string_view module : kModuleLoadOrder) {
     expected.push_back("lib/modules/" + std::string(module) + ".ko");
   }
@@ -114,7 +118,9 @@ TEST(Initramfs, ArchiveReadsBackWithNamesModesAndContents) {
     EXPECT_EQ(m.mtime, 0u) << m.name;
     if (m.name == "init") {
       EXPECT_EQ(m.mode, static_cast<uint32_t>(S_IFREG | 0755));
-      EXPECT_EQ(m.data, std::string("\x7f" "ELF fake init", 14));
+      EXPECT_EQ(m.data, std::string("\x7f"
+                                    "ELF fake init",
+                                    14));
     } else if (m.name.rfind("lib/modules/", 0) == 0 && m.name.size() > 12 &&
                m.name.ends_with(".ko")) {
       EXPECT_EQ(m.mode, static_cast<uint32_t>(S_IFREG | 0644));
@@ -162,8 +168,8 @@ TEST(Initramfs, ToolWritesTheLibrarysArchive) {
   TempTree tree;
   std::string tool = buildDir() + "/vm/cellos-make-initramfs";
   fs::path out = tree.root() / "initramfs.cpio";
-  ASSERT_EQ(run(tool + " --init " + tree.init().string() + " --modules " +
-                tree.modules().string() + " --out " + out.string()),
+  ASSERT_EQ(run(tool + " --init " + tree.init().string() + " --modules " + tree.modules().string() +
+                " --out " + out.string()),
             0);
   std::ifstream in(out, std::ios::binary);
   std::string written((std::istreambuf_iterator<char>(in)), {});
