@@ -15,8 +15,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -33,9 +33,13 @@ using nlohmann::json;
 constexpr uint64_t kBlock = 4096;
 constexpr mode_t kKeptModeBits = 0777 | S_ISVTX;
 
-uint64_t roundUp(uint64_t bytes) { return (bytes + kBlock - 1) / kBlock * kBlock; }
+uint64_t roundUp(uint64_t bytes) {
+  return (bytes + kBlock - 1) / kBlock * kBlock;
+}
 
-int64_t nanos(const timespec& t) { return int64_t(t.tv_sec) * 1000000000 + t.tv_nsec; }
+int64_t nanos(const timespec& t) {
+  return int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
 
 bool worldListable(const struct stat& st) {
   return (st.st_mode & (S_IROTH | S_IXOTH)) == (S_IROTH | S_IXOTH);
@@ -223,8 +227,14 @@ class SourceWalk {
 
   StagedEntry& record(const std::string& rel, char type, const struct stat& st, uint64_t bytes) {
     StagedEntry& entry = entries_[rel];
-    entry = StagedEntry{rel,        type, st.st_mode & kKeptModeBits, st.st_uid, st.st_gid,
-                        type == 'f' ? uint64_t(st.st_size) : 0, nanos(st.st_mtim), ""};
+    entry = StagedEntry{rel,
+                        type,
+                        st.st_mode & kKeptModeBits,
+                        st.st_uid,
+                        st.st_gid,
+                        type == 'f' ? uint64_t(st.st_size) : 0,
+                        nanos(st.st_mtim),
+                        ""};
     if (type == 'l') entry.mode = 0777;
     bytes_ += bytes;
     return entry;
@@ -358,9 +368,10 @@ std::vector<std::string> expandHostView(const std::vector<std::string>& patterns
     if (!underRoot || pattern.find("/../") != std::string::npos ||
         pattern.find("/./") != std::string::npos || pattern.find("//") != std::string::npos ||
         pattern.back() == '/' || pattern.size() < 4 || pattern.ends_with("/..")) {
-      throw std::invalid_argument("host view path must be a normal absolute path under /usr or "
-                                  "/etc: " +
-                                  pattern);
+      throw std::invalid_argument(
+          "host view path must be a normal absolute path under /usr or "
+          "/etc: " +
+          pattern);
     }
     glob_t matches{};
     int rc = glob(pattern.c_str(), GLOB_NOSORT, nullptr, &matches);
@@ -459,8 +470,8 @@ std::vector<std::string> defaultHostViewPaths() {
 #else
 #error "the host view's multiarch library directory is not known for this architecture"
 #endif
-  return {"/usr/bin",           "/usr/sbin", multiarch, "/usr/lib64", "/usr/lib/python3*",
-          "/usr/share/zoneinfo", "/etc"};
+  return {"/usr/bin",          "/usr/sbin",           multiarch, "/usr/lib64",
+          "/usr/lib/python3*", "/usr/share/zoneinfo", "/etc"};
 }
 
 RootImagePlan planRootImage(const RootImageSource& source) {
@@ -651,8 +662,8 @@ Fd openCacheDir(const std::string& cacheDir) {
   struct stat st;
   if (fstat(fd.get(), &st) < 0) throwErrno("fstat(" + cacheDir + ")");
   if (st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
-    throw std::runtime_error("image cache directory " + cacheDir +
-                             " must be owned by uid " + std::to_string(geteuid()) +
+    throw std::runtime_error("image cache directory " + cacheDir + " must be owned by uid " +
+                             std::to_string(geteuid()) +
                              " and writable by no one else (chmod 0700)");
   }
   return fd;
@@ -720,7 +731,8 @@ RootImage buildRootImage(const RootImageSource& source, const std::string& cache
   auto started = std::chrono::steady_clock::now();
   std::string stagingName = ".staging-" + std::to_string(getpid());
   std::string stagingPath = cacheDir + "/" + stagingName;
-  if (mkdirat(cacheFd.get(), stagingName.c_str(), 0700) < 0) throwErrno("mkdir(" + stagingPath + ")");
+  if (mkdirat(cacheFd.get(), stagingName.c_str(), 0700) < 0)
+    throwErrno("mkdir(" + stagingPath + ")");
   RootImagePlan staged;
   std::string temporaryName = "root-" + planned.key + ".ext4.tmp";
   try {
@@ -732,9 +744,8 @@ RootImage buildRootImage(const RootImageSource& source, const std::string& cache
     sizeKiB = (sizeKiB + 3) / 4 * 4;
     uint64_t inodes = staged.entries.size() + staged.entries.size() / 4 + 1024;
     runMke2fs({"-q", "-t", "ext4", "-O", "^has_journal", "-b", "4096", "-m", "0", "-N",
-               std::to_string(inodes), "-E", "root_owner=0:0,no_copy_xattrs", "-L",
-               "cellos-root", "-d", stagingPath, cacheDir + "/" + temporaryName,
-               std::to_string(sizeKiB) + "k"});
+               std::to_string(inodes), "-E", "root_owner=0:0,no_copy_xattrs", "-L", "cellos-root",
+               "-d", stagingPath, cacheDir + "/" + temporaryName, std::to_string(sizeKiB) + "k"});
     removeTree(cacheFd.get(), stagingName);
   } catch (...) {
     removeTree(cacheFd.get(), stagingName);
@@ -806,8 +817,8 @@ BootManifest readBootManifest(const std::string& dir) {
     throw bad("must be an object with exactly \"kernel\" and \"initramfs\"");
   }
   BootManifest manifest;
-  for (auto [name, file] : {std::pair{"kernel", &manifest.kernel},
-                            std::pair{"initramfs", &manifest.initramfs}}) {
+  for (auto [name, file] :
+       {std::pair{"kernel", &manifest.kernel}, std::pair{"initramfs", &manifest.initramfs}}) {
     const json* entry = document.contains(name) ? &document[name] : nullptr;
     if (entry == nullptr || !entry->is_object() || entry->size() != 2 ||
         !(*entry)["path"].is_string() || !isHexDigest((*entry)["sha256"])) {

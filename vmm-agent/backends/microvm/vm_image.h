@@ -57,9 +57,8 @@ struct RootImageSource {
 // with one of these names that is not a directory is replaced by an empty directory, so a mount
 // never follows a symlink out of place). /etc/resolv.conf is always a regular file too (empty
 // when the source has none, or has a symlink there) for the guest to bind its own over.
-inline constexpr const char* kRootImageMountPoints[] = {"/proc", "/dev",       "/sys",
-                                                        "/tmp",  "/run",       "/workspace",
-                                                        "/run/secrets"};
+inline constexpr const char* kRootImageMountPoints[] = {
+    "/proc", "/dev", "/sys", "/tmp", "/run", "/workspace", "/run/secrets"};
 
 // One entry of a staged tree, as the cache key sees it (the canonical listing).
 struct StagedEntry {
@@ -68,9 +67,9 @@ struct StagedEntry {
   mode_t mode = 0;   // permission bits after masking: mode & (0777 | S_ISVTX)
   uid_t uid = 0;
   gid_t gid = 0;
-  uint64_t size = 0;      // regular files; 0 otherwise
-  int64_t mtimeNs = 0;    // of the source entry; 0 for entries the builder adds
-  std::string target;     // symlinks: the target, verbatim
+  uint64_t size = 0;    // regular files; 0 otherwise
+  int64_t mtimeNs = 0;  // of the source entry; 0 for entries the builder adds
+  std::string target;   // symlinks: the target, verbatim
 };
 
 // What a source stages to, before any image exists: the listing (sorted by path), the bytes
@@ -100,7 +99,7 @@ struct RootImage {
   std::string sha256;  // hex, of the image file, as its manifest records it
   uint64_t sizeBytes = 0;
   std::string key;
-  bool built = false;  // built by this call; false: an image of the same key was reused
+  bool built = false;        // built by this call; false: an image of the same key was reused
   uint64_t buildMillis = 0;  // 0 when reused
 };
 
