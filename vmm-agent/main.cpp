@@ -162,12 +162,16 @@ int serve(const Options& options) {
   // The gvisor backend also keeps CHOWN: the launcher hands each gvisor cell's working directory
   // to the cell's host id, and runsc's gofer creates the workload's files as root and hands
   // them to the workload's id the same way. Without it (a unit that bounds it away), no gvisor.
-  if (config.gvisor) {
+  // The microvm backend keeps it too: its root images keep each file's owner (mke2fs -d copies
+  // the staged tree's), so the builder chowns what it staged.
+  if (config.gvisor || config.microvm) {
     if (prctl(PR_CAPBSET_READ, CAP_CHOWN) == 1) {
       keep.push_back(CAP_CHOWN);
     } else {
-      spdlog::warn("CAP_CHOWN is not in the bounding set: the gvisor backend is off");
+      spdlog::warn("CAP_CHOWN is not in the bounding set: the gvisor and microvm backends are off");
       config.gvisor.reset();
+      if (config.microvm) config.microvmUnavailable = "CAP_CHOWN is not in the bounding set";
+      config.microvm.reset();
     }
   }
   privsep::limitCapabilities(keep);

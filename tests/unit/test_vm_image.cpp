@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <chrono>
 #include <thread>
 
 namespace cellos::vmm {
@@ -323,7 +324,10 @@ TEST(VmImage, CacheKeepsOnlyTheMostRecentlyUsedImages) {
     writeFile(source.imageRoot + "/etc/version", std::to_string(i), 0644);
     images.push_back(buildRootImage(source, cache, 2));
     if (i == 1) {
-      // Using image 0 again makes image 1 the least recently used one.
+      // Using image 0 again makes image 1 the least recently used one. File times come from
+      // the kernel's coarse clock (a tick is up to 10 ms): let it tick, or image 0's new time
+      // may equal image 1's and the eviction order is a tie.
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
       RootImageSource again;
       again.imageRoot = dir.path() + "/image0";
       EXPECT_FALSE(buildRootImage(again, cache, 2).built);

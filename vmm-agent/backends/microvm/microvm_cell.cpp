@@ -133,11 +133,13 @@ class MicrovmBackend final : public CellBackend {
                    accel_.reason);
     }
     auto driver = std::make_shared<const QemuDriver>(config.qemu);
-    MicrovmConfig c = config;
+    // Lives in the spawner (the factory runs there): its images and verified digests outlast
+    // one cell.
+    auto bootFiles = std::make_shared<BootFilePreparer>(config);
     VmAccel a = accel_;
     pid_t spawner = startSupervisorSpawner(
         "vmm-microvm",
-        [c, a, driver](const std::string& cellId, int planFd) {
+        [bootFiles, a, driver](const std::string& cellId, int planFd) {
           if (planFd < 0) throw std::runtime_error("a microvm cell needs its plan");
           VmSupervisorPlan plan;
           plan.plan = readVmPlan(planFd);
@@ -146,7 +148,7 @@ class MicrovmBackend final : public CellBackend {
           plan.boot.accelerator = a.accelerator;
           plan.boot.memoryMiB = plan.plan.memoryMiB;
           plan.boot.vcpus = plan.plan.vcpus;
-          plan.files = prepareBootFiles(c, plan.plan.imageRoot);
+          plan.files = bootFiles->prepare(plan.plan.imageRoot, plan.plan.guest.workingDirectory);
           return cloneSupervisor(
               cellId, [&](InitChannels channels) { runVmSupervisor(plan, channels); },
               [&](pid_t pid, LaunchedCell& cell) {
@@ -297,6 +299,10 @@ std::string microvmUnavailableReason(const MicrovmConfig& config) {
   }
   if (config.initramfs.empty() || access(config.initramfs.c_str(), R_OK) < 0) {
     return "no initramfs at \"" + config.initramfs + "\" (--vm-initramfs)";
+  }
+  std::string manifest = bootManifestDir(config) + "/boot-manifest.json";
+  if (access(manifest.c_str(), R_OK) < 0) {
+    return "no boot manifest at " + manifest + " (the build's vm-initramfs target writes it)";
   }
   return "";
 }

@@ -181,8 +181,10 @@ class SourceWalk {
     if (staging()) stageSymlink(rel, target, 0, 0, timespec{0, 0});
   }
 
-  // Gives each staged directory its final mode and mtime, children before parents (adding an
-  // entry changes a directory's mtime, and a 0555 directory takes no more entries).
+  // Gives each staged directory its final mode, mtime and owner, children before parents
+  // (adding an entry changes a directory's mtime, and a 0555 directory takes no more entries).
+  // The owner comes last: chmod and utimensat of a file one does not own need CAP_FOWNER, which
+  // the VM launcher does not have (it has CAP_CHOWN and CAP_DAC_OVERRIDE).
   void finishDirectories() {
     if (!staging()) return;
     for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
@@ -193,6 +195,7 @@ class SourceWalk {
       }
       timespec mtime{entry.mtimeNs / 1000000000, entry.mtimeNs % 1000000000};
       setTimes(entry.path, mtime);
+      if (geteuid() == 0) ownAs(entry.path, entry.uid, entry.gid);
     }
   }
 
@@ -278,8 +281,8 @@ class SourceWalk {
   }
 
   void stageDirectory(const std::string& rel, const struct stat& st) {
+    // Owned by the builder until finishDirectories() has filled it.
     if (mkdirat(stagingRoot_, rel.c_str(), 0700) < 0) throwErrno("mkdir(staging/" + rel + ")");
-    ownAs(rel, st.st_uid, st.st_gid);
   }
 
   void stageSymlink(const std::string& rel, const std::string& target, uid_t uid, gid_t gid,
@@ -287,12 +290,12 @@ class SourceWalk {
     if (symlinkat(target.c_str(), stagingRoot_, rel.c_str()) < 0) {
       throwErrno("symlink(staging/" + rel + ")");
     }
+    setTimes(rel, mtime);  // before the owner: see finishDirectories()
     if (uid == 0 && gid == 0) {
       ownAsRoot(rel);
     } else {
       ownAs(rel, uid, gid);
     }
-    setTimes(rel, mtime);
   }
 
   // A hard link when the staged file may keep the source's inode as it is (its mode needs no
@@ -345,13 +348,14 @@ class SourceWalk {
       copied += n;
     }
     if (copied != uint64_t(st.st_size)) changed(rel);
+    // Mode and times before the owner: see finishDirectories().
+    if (fchmod(dst.get(), st.st_mode & kKeptModeBits) < 0) throwErrno("chmod(staging/" + rel + ")");
+    timespec times[2] = {st.st_mtim, st.st_mtim};
+    if (futimens(dst.get(), times) < 0) throwErrno("futimens(staging/" + rel + ")");
     if (fchown(dst.get(), st.st_uid, st.st_gid) < 0 &&
         (st.st_uid != geteuid() || st.st_gid != getegid())) {
       throwErrno("chown(staging/" + rel + ")");
     }
-    if (fchmod(dst.get(), st.st_mode & kKeptModeBits) < 0) throwErrno("chmod(staging/" + rel + ")");
-    timespec times[2] = {st.st_mtim, st.st_mtim};
-    if (futimens(dst.get(), times) < 0) throwErrno("futimens(staging/" + rel + ")");
   }
 
   int stagingRoot_;
@@ -849,6 +853,42 @@ std::optional<std::string> VerifiedFileCache::lookup(const struct stat& st) cons
 void VerifiedFileCache::remember(const struct stat& st, const std::string& sha256) {
   std::lock_guard<std::mutex> guard(mutex_);
   files_[{st.st_dev, st.st_ino}] = Identity{st.st_size, st.st_mtim, st.st_ctim, sha256};
+}
+
+void VerifiedFileCache::load(const std::string& path, const std::string& bootId) {
+  std::ifstream in(path);
+  std::string first;
+  if (!std::getline(in, first) || first != bootId || bootId.empty()) return;
+  std::map<std::pair<dev_t, ino_t>, Identity> loaded;
+  unsigned long long dev, ino;
+  long long size, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec;
+  std::string sha256;
+  while (in >> dev >> ino >> size >> mtimeSec >> mtimeNsec >> ctimeSec >> ctimeNsec >> sha256) {
+    if (!isHexDigest(json(sha256))) return;
+    loaded[{dev_t(dev), ino_t(ino)}] =
+        Identity{off_t(size), timespec{mtimeSec, mtimeNsec}, timespec{ctimeSec, ctimeNsec}, sha256};
+  }
+  if (!in.eof()) return;
+  std::lock_guard<std::mutex> guard(mutex_);
+  for (auto& [id, identity] : loaded) files_.emplace(id, identity);
+}
+
+void VerifiedFileCache::save(const std::string& path, const std::string& bootId) const {
+  std::string text = bootId + "\n";
+  {
+    std::lock_guard<std::mutex> guard(mutex_);
+    for (const auto& [id, f] : files_) {
+      text += std::to_string(id.first) + " " + std::to_string(id.second) + " " +
+              std::to_string(f.size) + " " + std::to_string(f.mtime.tv_sec) + " " +
+              std::to_string(f.mtime.tv_nsec) + " " + std::to_string(f.ctime.tv_sec) + " " +
+              std::to_string(f.ctime.tv_nsec) + " " + f.sha256 + "\n";
+    }
+  }
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  Fd dirFd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dirFd.get() < 0) throwErrno("open(" + dir + ")");
+  writeFileAtomically(dirFd.get(), dir, path.substr(slash + 1), text, 0600);
 }
 
 uint64_t VerifiedFileCache::hashes() const {

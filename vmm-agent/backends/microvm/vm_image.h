@@ -162,6 +162,15 @@ class VerifiedFileCache {
   // How many files verifyBootArtifacts has hashed through this cache (for tests and logs).
   uint64_t hashes() const;
 
+  // The cache kept in a file across processes of one boot of the host (each `cellos run` starts
+  // a launcher; hashing a root image costs seconds): `bootId` (/proc/sys/kernel/random/boot_id)
+  // heads the file, and a file of another boot, or one that does not parse, is ignored (device
+  // numbers need not survive a reboot). The file lives in the launcher's own image cache
+  // (0700, root's): whoever could write it could also write the images.
+  void load(const std::string& path, const std::string& bootId);
+  // Writes it atomically (temporary file, rename), mode 0600.
+  void save(const std::string& path, const std::string& bootId) const;
+
  private:
   friend BootArtifacts verifyBootArtifacts(const BootManifest& manifest, VerifiedFileCache& cache);
   void countHash();
