@@ -18,6 +18,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 
 #include <charconv>
 #include <filesystem>
@@ -124,6 +127,29 @@ bool kvmBootsAGuest(const MicrovmConfig& config, const std::string& kernel, std:
   return false;
 }
 
+// The host's TSC rate in kHz: rdtsc against CLOCK_MONOTONIC_RAW over 50 ms. Under TCG the
+// guest's rdtsc is the host's, but the guest calibrates it against an emulated PIT, and on a
+// loaded host a vCPU thread preempted mid-calibration gets a wrong rate, marks the TSC
+// unstable and can hang in early boot (4 boots in 6 did under load here). tsc_early_khz= on
+// the command line skips the calibration (guest-init/README.md). 0 where there is no TSC.
+uint64_t hostTscKhz() {
+#if defined(__x86_64__)
+  auto sample = [](uint64_t& tsc) {
+    timespec t{};
+    clock_gettime(CLOCK_MONOTONIC_RAW, &t);
+    tsc = __rdtsc();
+    return uint64_t(t.tv_sec) * 1000000000u + uint64_t(t.tv_nsec);
+  };
+  uint64_t tsc0 = 0, tsc1 = 0;
+  uint64_t ns0 = sample(tsc0);
+  usleep(50 * 1000);
+  uint64_t ns1 = sample(tsc1);
+  return ns1 > ns0 && tsc1 > tsc0 ? (tsc1 - tsc0) * 1000000u / (ns1 - ns0) : 0;
+#else
+  return 0;
+#endif
+}
+
 class MicrovmBackend final : public CellBackend {
  public:
   MicrovmBackend(const MicrovmConfig& config, const std::string& runDir)
@@ -137,9 +163,13 @@ class MicrovmBackend final : public CellBackend {
     // one cell.
     auto bootFiles = std::make_shared<BootFilePreparer>(config);
     VmAccel a = accel_;
+    std::string bootArgs;
+    if (accel_.accelerator == "tcg") {
+      if (uint64_t khz = hostTscKhz()) bootArgs = "tsc_early_khz=" + std::to_string(khz);
+    }
     pid_t spawner = startSupervisorSpawner(
         "vmm-microvm",
-        [bootFiles, a, driver](const std::string& cellId, int planFd) {
+        [bootFiles, a, bootArgs, driver](const std::string& cellId, int planFd) {
           if (planFd < 0) throw std::runtime_error("a microvm cell needs its plan");
           VmSupervisorPlan plan;
           plan.plan = readVmPlan(planFd);
@@ -148,6 +178,7 @@ class MicrovmBackend final : public CellBackend {
           plan.boot.accelerator = a.accelerator;
           plan.boot.memoryMiB = plan.plan.memoryMiB;
           plan.boot.vcpus = plan.plan.vcpus;
+          plan.boot.extraKernelArgs = bootArgs;
           plan.files = bootFiles->prepare(plan.plan.imageRoot, plan.plan.guest.workingDirectory);
           return cloneSupervisor(
               cellId, [&](InitChannels channels) { runVmSupervisor(plan, channels); },

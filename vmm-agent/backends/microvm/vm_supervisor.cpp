@@ -559,6 +559,9 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
       }
     }
     if (g.reader.failed()) failRun(fds, g, "the guest's channel: " + g.reader.error());
+    // Nothing comes after the exit frame: closing our end tells the guest init everything
+    // arrived (it sees the port hang up), so it powers off now rather than after its wait.
+    if (exited && g.channel.get() >= 0) g.channel = Fd();
   }
   if (work->stopped() || exit.workingDirectoryTruncated) {
     say(fds.stderrWrite, "the guest's working directory was copied only in part");
