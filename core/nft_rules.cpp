@@ -153,8 +153,9 @@ std::vector<NftRule> nftRules(const NftPlan& plan) {
     workloadChain = "forward";
     from = "iifname \"" + interfaceName(plan.guest->interface) + "\" ";
     rules.push_back({helper + "default-drop", "output", "", "drop"});
-    rules.push_back(
-        {"guest-established", "forward", from + "ct state established,related", "accept"});
+    // Both ways: the guest's replies leave on its interface, the replies to its own flows
+    // arrive on the uplink and go out on it. Nothing new ever comes in from the uplink.
+    rules.push_back({"guest-established", "forward", "ct state established,related", "accept"});
     addHostDestinationDrops(plan, "forward", "", from, rules);
   }
   for (size_t i = 0; i < plan.egress.size(); ++i) {

@@ -702,7 +702,9 @@ TEST_P(CellBackends, EgressReachesTheTestHostOnlyWhereARuleAllows) {
   }
   ASSERT_TRUE(flows.count("egress[0]")) << "one event per rule";
   EXPECT_EQ(flows["egress[0]"]["verdict"], "accept");
-  EXPECT_EQ(flows["egress[0]"]["rule"], "ip daddr 10.214.0.0/24 tcp dport 8080");
+  // A guest's rules are matched where its packets arrive: on the forward path from its TAP.
+  EXPECT_EQ(flows["egress[0]"]["rule"], std::string(vm() ? "iifname \"tap0\" " : "") +
+                                            "ip daddr 10.214.0.0/24 tcp dport 8080");
   EXPECT_GE(flows["egress[0]"]["packets"].get<int>(), 1);
   EXPECT_EQ(flows["resolver:upstream"]["packets"], 1) << "the DNS child's forwarded query";
   EXPECT_EQ(flows["default-drop"]["verdict"], "drop");
