@@ -81,6 +81,13 @@ Workload startWorkload(const vmchannel::GuestConfig& config, const std::vector<s
 
   int status[2];
   check(::pipe2(status, O_CLOEXEC), "pipe2 status");
+  // Its write end is closed by the workload init once it has forked the workload, and by the
+  // workload at its execve (O_CLOEXEC): the host's signals go to their process group
+  // (relay.cpp), and one sent before the workload exists reaches only the workload init, which
+  // as pid 1 of its namespace ignores it. A cell whose timeout ends during the guest's boot gets
+  // its SIGTERM right at the workload's start, so startWorkload returns only after that EOF.
+  int grouped[2];
+  check(::pipe2(grouped, O_CLOEXEC), "pipe2 grouped");
 
   // The workload init: pid 1 of a new pid namespace, in a new mount namespace with that
   // namespace's /proc.
@@ -110,6 +117,7 @@ Workload startWorkload(const vmchannel::GuestConfig& config, const std::vector<s
       // host's signals go to the process group, which the workload shares): it only waits.
       ::close(out[1]);
       ::close(err[1]);
+      ::close(grouped[1]);
       for (;;) {
         int st = 0;
         pid_t reaped = ::waitpid(-1, &st, 0);
@@ -139,6 +147,11 @@ Workload startWorkload(const vmchannel::GuestConfig& config, const std::vector<s
   ::close(out[1]);
   ::close(err[1]);
   ::close(status[1]);
+  ::close(grouped[1]);
+  char byte;
+  while (::read(grouped[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  ::close(grouped[0]);
   int flags = ::fcntl(status[0], F_GETFL);
   ::fcntl(status[0], F_SETFL, flags | O_NONBLOCK);
   return {.pid = pid, .stdoutFd = out[0], .stderrFd = err[0], .statusFd = status[0]};
