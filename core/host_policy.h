@@ -31,8 +31,9 @@ struct HostPolicy {
   std::optional<std::string> defaultBackend;
 
   // Grants. nullopt: unrestricted; an empty list: nothing.
-  std::optional<std::vector<std::string>> allowedBackends;  // "linux" | "gvisor" | "microvm" | "firecracker"
-  std::optional<std::vector<std::string>> allowedImages;    // matched literally ("host", ...)
+  std::optional<std::vector<std::string>>
+      allowedBackends;  // "linux" | "gvisor" | "microvm" | "firecracker"
+  std::optional<std::vector<std::string>> allowedImages;  // matched literally ("host", ...)
   // Hostnames or "*.suffix" patterns, normalised as in the document (lower case, no trailing
   // dot). They bound egressRules[].host and dnsAuthority.hostnameAllowlist.
   std::optional<std::vector<std::string>> allowedEgressHosts;

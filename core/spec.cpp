@@ -425,8 +425,8 @@ class SpecReader {
     const Tree* placement = check_.object(value, path, {"backend", "poolId"});
     if (!placement) return;
     if (const Tree* v = Checker::optional(*placement, "backend")) {
-      doc_.spec.placement.backend =
-          check_.oneOf(*v, memberPath(path, "backend"), {"linux", "gvisor", "microvm", "firecracker"});
+      doc_.spec.placement.backend = check_.oneOf(*v, memberPath(path, "backend"),
+                                                 {"linux", "gvisor", "microvm", "firecracker"});
     }
     if (const Tree* v = Checker::optional(*placement, "poolId")) {
       doc_.spec.placement.poolId = freeText(*v, memberPath(path, "poolId"));
@@ -966,8 +966,8 @@ ParseResult parseCellDocument(std::string_view bytes) {
                                           "-byte limit"});
     return result;
   }
-  StructuredText read = readStructuredText(
-      bytes, {.maxDepth = kMaxDocumentDepth, .documentName = "cell document"});
+  StructuredText read =
+      readStructuredText(bytes, {.maxDepth = kMaxDocumentDepth, .documentName = "cell document"});
   if (read.fatal) {
     result.violations.push_back({"$", *read.fatal});
     return result;

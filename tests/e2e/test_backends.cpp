@@ -165,7 +165,8 @@ print("caps=" + [l.split()[1] for l in open("/proc/self/status") if l.startswith
   // shadow file is not there at all.
   std::string refused = backend() == "gvisor" ? "EACCES" : "EROFS";
   std::string shadow = vm() ? "ENOENT" : "EACCES";
-  EXPECT_EQ(result.out, "read-shadow=" + shadow + "\nwrite-usr=" + refused + "\nwrite-etc=" + refused +
+  EXPECT_EQ(result.out, "read-shadow=" + shadow + "\nwrite-usr=" + refused +
+                            "\nwrite-etc=" + refused +
                             "\nread-home=ENOENT\nwrite-workspace=ok\ncwd=/workspace\n"
                             "host=readonly\ncaps=0000000000000000\n");
 }
@@ -704,8 +705,8 @@ TEST_P(CellBackends, EgressReachesTheTestHostOnlyWhereARuleAllows) {
   ASSERT_TRUE(flows.count("egress[0]")) << "one event per rule";
   EXPECT_EQ(flows["egress[0]"]["verdict"], "accept");
   // A guest's rules are matched where its packets arrive: on the forward path from its TAP.
-  EXPECT_EQ(flows["egress[0]"]["rule"], std::string(vm() ? "iifname \"tap0\" " : "") +
-                                            "ip daddr 10.214.0.0/24 tcp dport 8080");
+  EXPECT_EQ(flows["egress[0]"]["rule"],
+            std::string(vm() ? "iifname \"tap0\" " : "") + "ip daddr 10.214.0.0/24 tcp dport 8080");
   EXPECT_GE(flows["egress[0]"]["packets"].get<int>(), 1);
   EXPECT_EQ(flows["resolver:upstream"]["packets"], 1) << "the DNS child's forwarded query";
   EXPECT_EQ(flows["default-drop"]["verdict"], "drop");

@@ -222,11 +222,12 @@ TEST(HostPolicyFile, AllowHostDestinationsIsAnExplicitListOfRangesAndEmptyByDefa
 }
 
 TEST(HostPolicyFile, EveryViolationAtOnce) {
-  EXPECT_EQ(policyProblems("maxTtlSeconds: 0\nmaxPidsMax: many\nallowedBackends: [qemu]\n"
-                           "extra: 1\n"),
-            Lines({"$: unknown field \"extra\"", "maxTtlSeconds: must be positive, got 0",
-                   "maxPidsMax: expected an integer, got string",
-                   "allowedBackends[0]: \"qemu\" is not one of linux, gvisor, microvm, firecracker"}));
+  EXPECT_EQ(
+      policyProblems("maxTtlSeconds: 0\nmaxPidsMax: many\nallowedBackends: [qemu]\n"
+                     "extra: 1\n"),
+      Lines({"$: unknown field \"extra\"", "maxTtlSeconds: must be positive, got 0",
+             "maxPidsMax: expected an integer, got string",
+             "allowedBackends[0]: \"qemu\" is not one of linux, gvisor, microvm, firecracker"}));
 }
 
 TEST(HostPolicyFile, UnreadableFilesAreRefusedWithOneViolation) {

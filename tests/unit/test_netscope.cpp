@@ -110,28 +110,27 @@ TEST(NftRules, AGuestsTrafficIsFilteredOnTheForwardPathWithTheSameRuleIds) {
   auto rules = nftRules(plan);
   std::vector<std::string> ids;
   for (const auto& r : rules) ids.push_back(r.chain + "/" + r.id + "/" + r.verdict);
-  EXPECT_EQ(ids, (std::vector<std::string>{
-                     "output/loopback/accept",
-                     "output/established/accept",
-                     "output/dns-helper-host-destination:v4/drop",
-                     "output/dns-helper-host-destination:v6/drop",
-                     "output/resolver:corp-dns/accept",
-                     "output/resolver:v6/accept",
-                     "output/dns-helper-default-drop/drop",
-                     "forward/guest-established/accept",
-                     "forward/host-destination:v4/drop",
-                     "forward/host-destination:v6/drop",
-                     "forward/egress[0]/accept",
-                     "forward/egress[1]:v4/accept",
-                     "forward/egress[1]:v6/accept",
-                     "forward/egress[2]/accept",
-                     "forward/default-drop/drop",
-                     "input/input-loopback/accept",
-                     "input/input-established/accept",
-                     "input/guest-dns:udp/accept",
-                     "input/guest-dns:tcp/accept",
-                     "postrouting/guest-masquerade/masquerade",
-                     "input/input-drop/drop"}));
+  EXPECT_EQ(ids, (std::vector<std::string>{"output/loopback/accept",
+                                           "output/established/accept",
+                                           "output/dns-helper-host-destination:v4/drop",
+                                           "output/dns-helper-host-destination:v6/drop",
+                                           "output/resolver:corp-dns/accept",
+                                           "output/resolver:v6/accept",
+                                           "output/dns-helper-default-drop/drop",
+                                           "forward/guest-established/accept",
+                                           "forward/host-destination:v4/drop",
+                                           "forward/host-destination:v6/drop",
+                                           "forward/egress[0]/accept",
+                                           "forward/egress[1]:v4/accept",
+                                           "forward/egress[1]:v6/accept",
+                                           "forward/egress[2]/accept",
+                                           "forward/default-drop/drop",
+                                           "input/input-loopback/accept",
+                                           "input/input-established/accept",
+                                           "input/guest-dns:udp/accept",
+                                           "input/guest-dns:tcp/accept",
+                                           "postrouting/guest-masquerade/masquerade",
+                                           "input/input-drop/drop"}));
   // Established flows pass both ways (the replies to the guest arrive on the uplink); every
   // other forward rule matches only what the guest sends.
   EXPECT_EQ(rules[7].match, "ct state established,related");

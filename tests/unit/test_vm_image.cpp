@@ -11,10 +11,10 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <chrono>
 #include <thread>
 
 namespace cellos::vmm {

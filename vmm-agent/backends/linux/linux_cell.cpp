@@ -271,7 +271,6 @@ void mountProc(const std::string& newRoot) {
   maskProcPaths(proc);
 }
 
-
 // Resolves `path` (absolute, inside the cell) against the cell's root under construction,
 // following symlinks as the cell will see them, without ever leaving `newRoot`. Returns the
 // host-side path of the final target (which may not exist yet).
