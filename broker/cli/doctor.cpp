@@ -166,8 +166,8 @@ DoctorFinding checkKvm() {
   struct stat st {};
   if (stat("/dev/kvm", &st) < 0) {
     return warn("/dev/kvm",
-                "absent: the firecracker backend (not in this version yet) needs hardware "
-                "virtualization",
+                "absent: microvm cells can run only under TCG (software emulation, slow), and "
+                "the firecracker backend (not in this version yet) needs it",
                 "enable VT-x/AMD-V (or nested virtualization) and load kvm_intel or kvm_amd");
   }
   if (!S_ISCHR(st.st_mode))
@@ -179,6 +179,52 @@ DoctorFinding checkKvm() {
   }
   close(fd);
   return ok("/dev/kvm", "present and usable");
+}
+
+// -- The microvm backend: what the VM launcher needs, and the accelerator it decided on. The
+// launcher finds out whether KVM can boot a guest by booting one at its start (a host may have
+// /dev/kvm and hang, as nested guests do); doctor starts nothing, so it reports the answer the
+// launcher wrote for this boot of the host (<vmDir>/images/accel-probe: the boot id and file
+// identities, then "kvm" or "tcg", then why not KVM).
+std::vector<DoctorFinding> checkMicrovm(const std::string& vmDir) {
+  std::vector<DoctorFinding> out;
+  const char* qemu = "/usr/bin/qemu-system-x86_64";
+  if (access(qemu, X_OK) != 0) {
+    out.push_back(warn("microvm", std::string(qemu) + " not found: no microvm cells on this host",
+                       "apt-get install qemu-system-x86 (scripts/setup does)"));
+    return out;
+  }
+  std::ifstream current(vmDir + "/kernel/current");
+  std::string release;
+  std::getline(current, release);
+  std::string kernel = vmDir + "/kernel/" + release + "/vmlinuz";
+  if (release.empty() || access(kernel.c_str(), R_OK) != 0) {
+    out.push_back(warn("microvm", "no guest kernel at " + vmDir + "/kernel (current names none)",
+                       "scripts/setup (it unpacks Debian's linux-image-cloud-amd64 there)"));
+    return out;
+  }
+  std::string bootId;
+  std::ifstream("/proc/sys/kernel/random/boot_id") >> bootId;
+  std::ifstream probe(vmDir + "/images/accel-probe");
+  std::string key, answer, reason;
+  std::getline(probe, key);
+  std::getline(probe, answer);
+  std::getline(probe, reason);
+  std::string base = "guest kernel " + release;
+  if (bootId.empty() || key.rfind(bootId + " ", 0) != 0 || (answer != "kvm" && answer != "tcg")) {
+    out.push_back(ok("microvm", base + "; accelerator not decided since this host booted (the VM "
+                                       "launcher boots a guest under KVM at its start to find "
+                                       "out)"));
+  } else if (answer == "kvm") {
+    out.push_back(ok("microvm", base + "; accelerator kvm (a KVM guest booted here)"));
+  } else {
+    out.push_back(warn("microvm",
+                       base + "; accelerator tcg (software emulation, slow): " +
+                           (reason.empty() ? "KVM cannot boot a guest here" : reason),
+                       "fine for tests; for production run microvm cells on a host whose KVM "
+                       "boots guests (--vm-accel kvm refuses TCG)"));
+  }
+  return out;
 }
 
 // -- Accounts (packaging/sysusers.d/cellos.conf).
@@ -374,6 +420,7 @@ std::vector<DoctorFinding> examineHost(const DoctorOptions& options) {
   std::string binDir = options.binDir.empty() ? selfDirectory() : options.binDir;
   std::vector<DoctorFinding> findings = {checkKernel(), checkCgroups(),  checkRunsc(),
                                          checkKvm(),    checkAccounts(), checkPrograms(binDir)};
+  for (auto& f : checkMicrovm(options.vmDir)) findings.push_back(std::move(f));
   for (auto& f : checkSockets(options.runDir)) findings.push_back(std::move(f));
   for (auto& f : checkState(options.stateDir)) findings.push_back(std::move(f));
   for (auto& f : checkUnits()) findings.push_back(std::move(f));

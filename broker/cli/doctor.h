@@ -10,6 +10,7 @@ struct DoctorOptions {
   std::string runDir = "/run/cellos";        // service-mode sockets (packaging/config)
   std::string stateDir = "/var/lib/cellos";  // signer keys, event log
   std::string binDir;                        // the daemons; default: beside this program
+  std::string vmDir = "/var/lib/cellos/vm";  // microvm: kernel/, images/ (the launcher's)
 };
 
 // One finding. `fix` is a command or step that resolves it (empty for ok).

@@ -121,12 +121,17 @@ int main(int argc, char** argv) {
   DoctorOptions doctor;
   auto* doctorCmd = app.add_subcommand(
       "doctor",
-      "check this host for what cellos needs (kernel features, cgroups, runsc, /dev/kvm, "
-      "accounts, sockets, key permissions, units) and say how to fix what is missing; exit 1 "
-      "when something fails");
+      "check this host for what cellos needs (kernel features, cgroups, runsc, /dev/kvm, the "
+      "microvm backend's QEMU, guest kernel and accelerator, accounts, sockets, key "
+      "permissions, units) and say how to fix what is missing; exit 1 when something fails");
   doctorCmd->add_option("--run-dir", doctor.runDir, "where the services' sockets are")
       ->capture_default_str();
   doctorCmd->add_option("--state-dir", doctor.stateDir, "signer keys and event log")
+      ->capture_default_str();
+  doctorCmd
+      ->add_option("--vm-dir", doctor.vmDir,
+                   "the microvm backend's guest kernels (<dir>/kernel) and the VM launcher's "
+                   "image cache with its accelerator answer (<dir>/images)")
       ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);

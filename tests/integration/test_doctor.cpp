@@ -14,6 +14,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace cellos {
@@ -65,8 +66,8 @@ TEST(Doctor, ExaminesThisHostAndPassesWhereCellosCanRun) {
   TempDir run, state;
   auto result = doctor(run.path + "/absent", state.path);
   // Every check has its line.
-  for (const char* check : {"kernel", "cgroups", "runsc", "/dev/kvm", "accounts", "programs",
-                            "sockets", "state", "units"}) {
+  for (const char* check : {"kernel", "cgroups", "runsc", "/dev/kvm", "microvm", "accounts",
+                            "programs", "sockets", "state", "units"}) {
     EXPECT_NE(result.output.find(std::string("  ") + check), std::string::npos)
         << check << " missing from:\n"
         << result.output;
@@ -147,6 +148,61 @@ TEST(Doctor, FailsWhenTheKeyDirectoryOrAKeyIsReadableByOthers) {
   ASSERT_EQ(chmod((signer + "/signing-key.pem").c_str(), 0600), 0);
   result = doctor(run.path, state.path);
   EXPECT_NE(result.output.find("ok    state"), std::string::npos) << result.output;
+}
+
+// Issue 16: the microvm line reports the accelerator the VM launcher decided for this boot of
+// the host (doctor boots nothing itself), and says when it has not decided yet.
+TEST(Doctor, ReportsTheMicrovmAcceleratorTheLauncherDecidedThisBoot) {
+  if (!hasAccounts()) GTEST_SKIP() << "needs the cellos accounts (scripts/setup makes them)";
+  TempDir run, state, vm;
+  auto doctorVm = [&] {
+    return runCommand(shellQuote(buildDir() + "/bin/cellos") + " doctor --run-dir " +
+                      shellQuote(run.path + "/absent") + " --state-dir " + shellQuote(state.path) +
+                      " --vm-dir " + shellQuote(vm.path));
+  };
+  if (access("/usr/bin/qemu-system-x86_64", X_OK) != 0) {
+    auto result = doctorVm();
+    EXPECT_NE(result.output.find("warn  microvm   /usr/bin/qemu-system-x86_64 not found"),
+              std::string::npos)
+        << result.output;
+    return;
+  }
+  auto result = doctorVm();
+  EXPECT_NE(result.output.find("warn  microvm   no guest kernel at " + vm.path + "/kernel"),
+            std::string::npos)
+      << result.output;
+
+  fs::create_directories(vm.path + "/kernel/6.1.0-test/");
+  { std::ofstream(vm.path + "/kernel/current") << "6.1.0-test\n"; }
+  { std::ofstream(vm.path + "/kernel/6.1.0-test/vmlinuz") << "not a kernel"; }
+  result = doctorVm();
+  EXPECT_NE(result.output.find("ok    microvm   guest kernel 6.1.0-test; accelerator not decided "
+                               "since this host booted"),
+            std::string::npos)
+      << result.output;
+
+  std::string bootId;
+  std::ifstream("/proc/sys/kernel/random/boot_id") >> bootId;
+  ASSERT_FALSE(bootId.empty());
+  fs::create_directories(vm.path + "/images");
+  auto probe = [&](const std::string& boot, const std::string& answer) {
+    std::ofstream(vm.path + "/images/accel-probe")
+        << boot << " /usr/bin/qemu-system-x86_64:1:2:3:4.0\n"
+        << answer << "\na KVM guest did not power off within 8000 ms\n";
+  };
+  probe(bootId, "tcg");
+  result = doctorVm();
+  EXPECT_NE(result.output.find("warn  microvm   guest kernel 6.1.0-test; accelerator tcg (software "
+                               "emulation, slow): a KVM guest did not power off within 8000 ms"),
+            std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.status, 0) << "a warning, not a failure: " << result.output;
+  probe(bootId, "kvm");
+  EXPECT_NE(doctorVm().output.find("ok    microvm   guest kernel 6.1.0-test; accelerator kvm"),
+            std::string::npos);
+  probe("00000000-0000-0000-0000-000000000000", "kvm");  // another boot's answer is stale
+  EXPECT_NE(doctorVm().output.find("accelerator not decided since this host booted"),
+            std::string::npos);
 }
 
 }  // namespace
