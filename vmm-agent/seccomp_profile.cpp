@@ -339,6 +339,38 @@ constexpr privsep::ErrnoRule kLauncherDeny[] = {
 };
 // clang-format on
 
+// The VM supervisor once its guest runs (backends/microvm/vm_supervisor.cpp): from the moment it
+// has dropped to the cell's uid, before it reads the guest's first byte, it is as exposed as
+// the guest's hostile frames make it. It relays frames to pipes, forwards signals, copies the
+// working directory into its own root, waits for the VMM and reports. It cannot exec, clone,
+// mount, open sockets or change credentials: the VMM was started before, and the secrets are
+// read before.
+// clang-format off: one reviewed group per line, each with its reason.
+constexpr std::string_view kVmSupervisorAllow[] = {
+    // the channel, the console and the VMM's stderr; the cell's output pipes and status fd
+    "poll",
+    "read",
+    "write",
+    "close",
+    // the launcher's signals (timeout, kill) through a signalfd; the VMM's end
+    "signalfd4",
+    "wait4",
+    "kill",
+    // the working directory's copy in the supervisor's root, and the exit note
+    "openat",
+    "mkdirat",
+    "pwrite64",
+    "dup",
+    // memory, time, the process's end (getpid: the profile tests' control call)
+    "mmap",
+    "munmap",
+    "brk",
+    "clock_gettime",
+    "getpid",
+    "exit_group",
+};
+// clang-format on
+
 }  // namespace
 
 // fcntl only to read a secret bundle's seals (F_GET_SEALS).
@@ -348,5 +380,7 @@ const privsep::SeccompGroup* const kAgentGroups[] = {&privsep::kKjEventLoop};
 const privsep::SeccompProfile kAgentProfile{"vmm-agent", kAgentAllow, privsep::kMallocFallbacks,
                                             kAgentArgs, kAgentGroups};
 const privsep::SeccompProfile kLauncherProfile{"vmm-launcher", kLauncherAllow, kLauncherDeny};
+const privsep::SeccompProfile kVmSupervisorProfile{"vm-supervisor", kVmSupervisorAllow,
+                                                   privsep::kMallocFallbacks};
 
 }  // namespace cellos::vmm

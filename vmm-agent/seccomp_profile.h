@@ -9,4 +9,7 @@ extern const privsep::SeccompProfile kAgentProfile;
 // (namespaces, mounts, pivot_root, cgroups, exec) plus what ordinary workloads use. The cell's
 // own narrower profile is the job of the workload stage.
 extern const privsep::SeccompProfile kLauncherProfile;
+// A microvm cell's supervisor once it reads guest bytes: relaying, signals, the working
+// directory's copy; no exec, clone, mount, socket or credential change.
+extern const privsep::SeccompProfile kVmSupervisorProfile;
 }  // namespace cellos::vmm

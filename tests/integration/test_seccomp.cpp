@@ -268,6 +268,31 @@ const std::vector<Process>& processes() {
       // (tests/integration/test_linux_cell.cpp, LauncherProfileAnswersEpermToDangerousCalls);
       // anything in neither list still kills.
       {"vmm_launcher", &vmm::kLauncherProfile, {"io_uring_setup"}},
+      // Reads a hostile guest's frames: no exec, clone, mount, socket, tracing or kernel calls.
+      {"vm_supervisor",
+       &vmm::kVmSupervisorProfile,
+       {"execve",
+        "execveat",
+        "ptrace",
+        "process_vm_readv",
+        "mount",
+        "fsopen",
+        "unshare_newuser",
+        "clone_newuser",
+        "setns",
+        "keyctl",
+        "bpf",
+        "socket_inet",
+        "socket_unix",
+        "socket_netlink",
+        "socket_packet",
+        "open",
+        "kexec_load",
+        "init_module",
+        "perf_event_open",
+        "ioctl_TIOCSTI",
+        "chroot",
+        "io_uring_setup"}},
       // Execs its children and makes their sockets (AF_INET only); changing the filesystem view
       // is not its job.
       {"dns_spawner",

@@ -6,6 +6,7 @@
 #include "vmm-agent/cell/cell_mounts.h"
 #include "vmm-agent/cell/secret_files.h"
 #include "vmm-agent/cell/sys_util.h"
+#include "vmm-agent/seccomp_profile.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -44,6 +45,12 @@ constexpr size_t kTailBytes = 2048;
 constexpr int kPowerOffGraceMs = 10000;
 // The working directory copy may hold at most this many entries (the guest stops earlier).
 constexpr unsigned kWorkInodes = 20000;
+
+int64_t nowMicros() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
 
 int64_t nowMs() {
   timespec ts{};
@@ -431,6 +438,9 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
   });
 
   if (!waitForStartByte(fds.start)) _exit(kCellAbortedExitCode);  // the launcher aborted the cell
+  // The cell's phases as this process sees them, for the exit note (bench/cell-start).
+  const int64_t startedUs = nowMicros();
+  int64_t vmmStartedUs = 0, guestUpUs = 0, exitedUs = 0;
   close(fds.start);
   // The guest boots after the start byte, not before "ready": the launcher and the spawner
   // answer one request at a time, and a boot (seconds under TCG) must not hold either. A guest
@@ -450,8 +460,13 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
     if (note.get() < 0) throwErrno(std::string("open(") + kVmGuestExitFile + ")");
     cellDir.reset();
     startGuest(p, g);
+    vmmStartedUs = nowMicros();
     dropToVmmUid(p.plan.vmmUid);
+    // Before the guest's first byte is read: from here a guest that subverted this process's
+    // parsing would hold only what this filter and the cell's uid leave it.
+    privsep::installSeccomp(kVmSupervisorProfile);
     awaitHello(p, g);
+    guestUpUs = nowMicros();
   } catch (const std::exception& e) {
     for (auto& [name, value] : config.secrets) explicit_bzero(value.data(), value.size());
     failRun(fds, g, e.what());
@@ -552,6 +567,7 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
         case FrameType::kExit:
           exit = *f;
           exited = true;
+          exitedUs = nowMicros();
           powerOffDeadline = nowMs() + kPowerOffGraceMs;
           break;
         default:
@@ -566,7 +582,11 @@ int openVerifiedBootFile(const VerifiedBootFile& file) {
   if (work->stopped() || exit.workingDirectoryTruncated) {
     say(fds.stderrWrite, "the guest's working directory was copied only in part");
   }
-  writeAll(note.get(), "oomKills=" + std::to_string(exit.oomKills) + "\n");
+  writeAll(note.get(), "oomKills=" + std::to_string(exit.oomKills) +
+                           " vmmStartUs=" + std::to_string(vmmStartedUs - startedUs) +
+                           " guestUpUs=" + std::to_string(guestUpUs - vmmStartedUs) +
+                           " runUs=" + std::to_string(exitedUs - guestUpUs) +
+                           " powerOffUs=" + std::to_string(nowMicros() - exitedUs) + "\n");
   close(fds.stdoutWrite);
   close(fds.stderrWrite);
   reportWaitStatusAndExit(fds.status, exit.waitStatus);
