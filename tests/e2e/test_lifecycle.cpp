@@ -102,7 +102,7 @@ class Exports : public Lifecycle, public ::testing::WithParamInterface<std::stri
   }
 };
 
-INSTANTIATE_TEST_SUITE_P(Backends, Exports, ::testing::Values("linux", "gvisor"),
+INSTANTIATE_TEST_SUITE_P(Backends, Exports, ::testing::Values("linux", "gvisor", "microvm"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });
@@ -388,7 +388,8 @@ TEST_P(Secrets, ADeliveredValueReachesTheWorkloadAndNothingElse) {
 
 INSTANTIATE_TEST_SUITE_P(
     BackendsAndDelivery, Secrets,
-    ::testing::Combine(::testing::Values("linux", "gvisor"), ::testing::Values("env", "file")),
+    ::testing::Combine(::testing::Values("linux", "gvisor", "microvm"),
+                       ::testing::Values("env", "file")),
     [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& info) {
       return std::get<0>(info.param) + "_" + std::get<1>(info.param);
     });

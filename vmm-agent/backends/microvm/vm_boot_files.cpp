@@ -132,6 +132,8 @@ VmBootFiles BootFilePreparer::prepare(const std::string& imageRoot,
     artifacts = verifyBootArtifacts(manifest, verified_);
   }
   timings_.verifyMillis = millisSince(start);
+  spdlog::info("microvm boot files: root image {} ms{}, digests {} ms", timings_.imageMillis,
+               timings_.imageBuilt ? " (built)" : "", timings_.verifyMillis);
   if (verified_.hashes() != savedHashes_) {
     savedHashes_ = verified_.hashes();
     try {

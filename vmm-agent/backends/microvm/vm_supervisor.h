@@ -50,7 +50,11 @@ inline constexpr uint32_t kGuestPrefixLength = 30;
 inline constexpr const char* kVmWorkDirectory = "/work";
 inline constexpr const char* kVmSecretsDirectory = "/secrets";
 // In the cell directory on the host, written by the supervisor when the guest reports its exit:
-// "oomKills=<n>\n" (the guest's OOM kills, which the host cgroup does not see).
+// "oomKills=<n> vmmStartUs=<µs> guestUpUs=<µs> runUs=<µs> powerOffUs=<µs>\n": the guest's OOM
+// kills (which the host cgroup does not see), then the cell's phases from the start byte: the
+// TAP, channel and VMM started; the guest booted to its init's hello; the config sent to the
+// exit frame (the workload's run and the working directory's copy); the VMM gone. Written after
+// the supervisor read guest bytes, so the launcher parses it as untrusted.
 inline constexpr const char* kVmGuestExitFile = "guest-exit";
 
 // A boot file as the spawner verified it: its path and identity (reopened by the supervisor,
