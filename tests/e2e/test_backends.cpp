@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 namespace cellos::testing {
@@ -800,6 +801,95 @@ TEST_F(HostDefaultBackend, ADocumentNamingNoBackendRunsOnThePolicysDefault) {
   auto disagree = run("disagree.yaml", cell, {"--policy", policy, "--backend", "linux"});
   EXPECT_EQ(disagree.status, 2);
   EXPECT_NE(disagree.err.find("the cell would run on gvisor"), std::string::npos) << disagree.err;
+}
+
+// --- kill -9 of a microVM cell's processes
+// ---------------------------------------------------------
+
+// What only a VM cell has: its VMM. The suite runs for microvm alone.
+class VmCells : public CellBackends {
+ protected:
+  // Every descendant of `root` (by /proc/<pid>/stat's ppid).
+  static std::vector<pid_t> descendantsOf(pid_t root) {
+    std::map<pid_t, pid_t> parent;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+      std::string name = entry.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string stat = readFile(entry.path().string() + "/stat");
+      size_t close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(stat.substr(close + 2));
+      char state;
+      pid_t ppid = 0;
+      rest >> state >> ppid;
+      parent[std::stoi(name)] = ppid;
+    }
+    std::vector<pid_t> out;
+    for (const auto& [pid, ppid] : parent) {
+      for (pid_t p = ppid; p > 1; p = parent.count(p) ? parent[p] : 0) {
+        if (p == root) {
+          out.push_back(pid);
+          break;
+        }
+      }
+    }
+    return out;
+  }
+  pid_t descendantNamed(pid_t root, const std::string& exe) {
+    for (pid_t pid : descendantsOf(root)) {
+      if (exeName(pid) == exe) return pid;
+    }
+    return -1;
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, VmCells, ::testing::Values("microvm"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+// QEMU killed mid-cell: the supervisor sees its VMM gone before the guest's exit status, the
+// cell fails with that said, everything is torn down and the log verifies.
+TEST_P(VmCells, AVmmKilledMidCellFailsTheCellAndLeavesNothing) {
+  CellosProcess cellos(
+      runArgs(writeDocument("vmm.yaml", doc("vmm-killed", sh("echo started; exec sleep 1000")))));
+  ASSERT_TRUE(cellos.waitForStdout("started\n", 60s)) << cellos.err();
+  pid_t qemu = descendantNamed(cellos.pid(), "qemu-system-x86_64");
+  ASSERT_GT(qemu, 0) << "no QEMU under the run";
+  ASSERT_EQ(kill(qemu, SIGKILL), 0);
+  int status = cellos.wait(60s);
+  EXPECT_NE(status, 0) << cellos.err();
+  EXPECT_NE(status, -1) << "the run did not end";
+  EXPECT_NE(cellos.err().find("the VMM"), std::string::npos) << cellos.err();
+  auto destroyed = eventData("lifecycle.v1.destroyed");
+  ASSERT_EQ(destroyed.size(), 1u);
+  EXPECT_EQ(destroyed[0]["residue"]["clean"], true) << destroyed[0].dump();
+  EXPECT_EQ(verify().status, 0);
+  // TearDown: no process, cgroup, interface, mount or runtime directory of the run remains.
+}
+
+// The broker killed mid-cell: the VM launcher tears the VM cell down by itself (the broker's
+// capability is gone), `cellos run` stops the other daemons, and the log, which ends without
+// the run's destroyed event, still verifies.
+TEST_P(VmCells, ABrokerKilledMidCellLeavesNothingAndTheLogVerifies) {
+  CellosProcess cellos(runArgs(
+      writeDocument("broker.yaml", doc("broker-killed", sh("echo started; exec sleep 1000")))));
+  ASSERT_TRUE(cellos.waitForStdout("started\n", 60s)) << cellos.err();
+  pid_t broker = -1;
+  for (pid_t pid : childrenOf(cellos.pid())) {
+    if (exeName(pid) == "cellos-broker") broker = pid;
+  }
+  ASSERT_GT(broker, 0);
+  ASSERT_GT(descendantNamed(cellos.pid(), "qemu-system-x86_64"), 0);
+  ASSERT_EQ(kill(broker, SIGKILL), 0);
+  int status = cellos.wait(60s);
+  EXPECT_NE(status, 0) << cellos.err();
+  EXPECT_NE(status, -1) << "the run did not end";
+  for (int i = 0; i < 100 && cgroupExists("broker-killed"); ++i) std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(cgroupExists("broker-killed")) << "the VM launcher did not take the cell down";
+  EXPECT_TRUE(eventData("lifecycle.v1.destroyed").empty()) << "the broker writes it; it died";
+  EXPECT_FALSE(eventData("lifecycle.v1.started").empty());
+  EXPECT_EQ(verify().status, 0);
 }
 
 }  // namespace
