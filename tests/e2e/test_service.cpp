@@ -255,9 +255,10 @@ TEST_F(HostService, ABrokerKilledMidCellLeavesNoResidueAndItsSuccessorClosesTheR
       pending.pop_back();
       for (pid_t child : childrenOf(p)) {
         bool launcherHalf = p == agent && exeName(child) == "cellos-vmm-agent";
-        // The launcher half's gVisor spawner (when runsc is installed) lives as long as it does.
-        launcherHalf = launcherHalf || (exeName(child) == "cellos-vmm-agent" &&
-                                        statusField(child, "Name") == "vmm-gvisor");
+        // The launcher half's gVisor and microVM spawners (when runsc, or QEMU and a guest
+        // kernel, are installed) live as long as it does.
+        std::string name = exeName(child) == "cellos-vmm-agent" ? statusField(child, "Name") : "";
+        launcherHalf = launcherHalf || name == "vmm-gvisor" || name == "vmm-microvm";
         if (!launcherHalf)
           found.push_back("process " + std::to_string(child) + " (" + exeName(child) + ")");
         pending.push_back(child);
