@@ -97,7 +97,8 @@ class DnsEgressSinkServer final : public ipc::DnsEgressSink::Server {
 // The cell's own /30 ("10.213.0.4/30", the VM launcher's address pairs) from its address: the
 // DNS child refuses answers that point into it.
 // The one place a backend's name becomes the VM agent's enum. The document validator accepts
-// the names of every backend the spec defines; this version builds cells on two of them.
+// the names of every backend the spec defines; this version builds cells on three of them
+// (linux, gvisor, microvm; not firecracker).
 ipc::Backend backendOf(const std::string& name) {
   if (name == "linux") return ipc::Backend::LINUX;
   if (name == "gvisor") return ipc::Backend::GVISOR;

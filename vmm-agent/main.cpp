@@ -235,8 +235,8 @@ int main(int argc, char** argv) {
       "cellos-vmm-agent: builds cells (namespaces, root view, cgroups), runs their command, "
       "relays their output and tears them down without residue. Serves only the broker. Keeps "
       "exactly these capabilities: SYS_ADMIN NET_ADMIN SETUID SETGID SYS_CHROOT KILL "
-      "DAC_OVERRIDE SETPCAP. With the gvisor backend on (runsc is installed and the bounding set "
-      "has it), also CHOWN."};
+      "DAC_OVERRIDE SETPCAP. With the gvisor or the microvm backend on (runsc, or QEMU with a "
+      "guest kernel and the initramfs, is installed and the bounding set has it), also CHOWN."};
   privsep::addCommonOptions(app, options.common, "/etc/cellos/vmm-agent.conf");
   app.add_option("--run-dir", options.runDir, "per-cell directories (root only)")
       ->capture_default_str();

@@ -52,6 +52,10 @@ struct CellLaunch {
   std::string cellDir;
   // Applied through the cell's cgroup when set. pidsMax counts the cell's init too.
   std::optional<uint64_t> pidsMax;
+  // The command's timeout (0: none). The agent enforces it for every backend (SIGTERM to the
+  // cell's init, SIGKILL after the grace period); a microvm guest's init enforces it inside the
+  // guest too, counted from the workload's start.
+  uint64_t timeoutMs = 0;
   std::optional<uint64_t> memoryMaxBytes;
   std::optional<CellCpuMax> cpuMax;
   // The workload's user namespace: it runs as id 0 there, host id ids.hostBase. Required.

@@ -2,8 +2,9 @@
 // A supervisor spawner: a process of its own, forked by the launcher before the launcher installs
 // its seccomp profile, for a backend whose cells' pid 1 (a *supervisor*) runs a program that
 // profile refuses (runsc needs ptrace and a Go runtime; QEMU needs its own system calls and
-// KVM's ioctls). It runs with no seccomp filter of ours (docs/security.md, "Supervisor
-// spawners"), answers only its launcher, over a SOCK_SEQPACKET pair, one request at a time, and
+// KVM's ioctls). It runs with no seccomp filter of ours (docs/security.md, "The gVisor
+// spawner" and "The microvm backend"; a microvm supervisor installs the vm-supervisor profile
+// itself before it reads a guest byte), answers only its launcher, over a SOCK_SEQPACKET pair, one request at a time, and
 // builds each cell through the backend's factory, which clones the supervisor following the
 // pid-1 skeleton (cell_init.h).
 //

@@ -54,6 +54,7 @@ LaunchRequest decodeLaunchRequest(ipc::CellRequest::Reader request, uint32_t dns
   }
   launch.workingDirectory = request.getWorkingDirectory();
   if (request.getPidsMax() != 0) launch.pidsMax = request.getPidsMax();
+  launch.timeoutMs = request.getTimeoutMs();
   if (request.getMemoryMaxBytes() != 0) launch.memoryMaxBytes = request.getMemoryMaxBytes();
   if (request.getCpuQuotaMicros() != 0) {
     uint64_t period = request.getCpuPeriodMicros() != 0 ? request.getCpuPeriodMicros() : 100000;

@@ -65,18 +65,27 @@ std::string identityOf(const std::string& path) {
 }
 
 // Boots the initramfs with "cellos.poweroff" under KVM: true when the guest powered off (QEMU
-// exited 0) within the timeout. `why` says what happened otherwise.
+// exited 0) within the timeout. `why` says what happened otherwise. The probe's VMM is what a
+// cell's would be: unprivileged (nobody, with /dev/kvm's group only) and booting the kernel
+// and initramfs the boot manifest pins, checked first.
 bool kvmBootsAGuest(const MicrovmConfig& config, const std::string& kernel, std::string* why) {
-  Fd kvm(open("/dev/kvm", O_RDWR | O_CLOEXEC));
-  if (kvm.get() < 0) {
-    *why = std::string("/dev/kvm: ") + strerror(errno);
-    return false;
-  }
-  kvm.reset();
+  std::optional<gid_t> kvmGroup = kvmAccessGroup(why);
+  if (!kvmGroup) return false;
   Fd kernelFd(open(kernel.c_str(), O_RDONLY | O_CLOEXEC));
   Fd initramfsFd(open(config.initramfs.c_str(), O_RDONLY | O_CLOEXEC));
   if (kernelFd.get() < 0 || initramfsFd.get() < 0) {
     *why = "the kernel or initramfs cannot be opened";
+    return false;
+  }
+  try {
+    BootManifest manifest = readBootManifest(bootManifestDir(config));
+    if (sha256OfFd(kernelFd.get(), kernel) != manifest.kernel.sha256 ||
+        sha256OfFd(initramfsFd.get(), config.initramfs) != manifest.initramfs.sha256) {
+      *why = "the kernel or initramfs does not have the digest its boot manifest pins";
+      return false;
+    }
+  } catch (const std::exception& e) {
+    *why = e.what();
     return false;
   }
   int console[2];
@@ -101,7 +110,7 @@ bool kvmBootsAGuest(const MicrovmConfig& config, const std::string& kernel, std:
     fds.kernel = kernelFd.get();
     fds.initramfs = initramfsFd.get();
     fds.console = theirs.get();
-    execVmm(argv, fds, -1, 0);
+    execVmm(argv, fds, -1, kProbeUid, kvmGroup);
   }
   theirs.reset();
   // Drain the console so the guest never blocks on it, until QEMU exits or the time is up.
@@ -289,6 +298,9 @@ class MicrovmBackend final : public CellBackend {
     g.prefixLength = kGuestPrefixLength;
     g.gateway = kGuestGateway;
     g.pidsMax = launch.pidsMax.value_or(0);
+    // Inside the guest too (guest-init/relay.cpp), from the workload's start: the agent's own
+    // clock, which counts the boot, ends it first unless the host is slow to deliver.
+    g.timeoutMs = launch.timeoutMs;
     g.nofileMax = launch.nofileMax;
     g.workingDirectoryMaxBytes = plan.memoryMiB * kMiB / 2;
     g.secretDelivery = launch.secretDelivery;

@@ -14,13 +14,16 @@
 // system calls that profile refuses; supervisor_spawner.h). The spawner builds or reuses the
 // cell's root disk image (vm_image.h), checks the kernel, initramfs and disk against their
 // digests, and clones the VM supervisor (vm_supervisor.h) into the cell's namespaces; the
-// supervisor boots the guest before it reports ready, so a cell whose guest cannot boot fails
-// at launch with the guest's console.
+// supervisor boots the guest after the start byte (a boot must not hold the launcher or the
+// spawner, which answer one request at a time), so a cell whose guest cannot boot fails in its
+// run with the guest's console on its stderr.
 //
 // Accelerator: KVM when it can boot a guest here, found by booting the initramfs with
 // "cellos.poweroff" under a timeout (not by /dev/kvm existing: nested hosts have /dev/kvm and
-// hang); TCG only when the operator allows it (accel "auto" falls back with a warning, "tcg"
-// asks for it). The probe's answer is kept per boot of the host, kernel and VMM binary.
+// hang, and not by root opening it: the VMM opens it as the cell's uid, through the node's
+// group); TCG only when the operator allows it (accel "auto" falls back with a warning, "tcg"
+// asks for it). The probe's answer is kept per boot of the host, VMM binary, kernel and
+// initramfs.
 
 #include "vmm-agent/cell/cell_backend.h"
 

@@ -122,8 +122,10 @@ void setNonBlocking(int fd) {
 
 // The supervisor's root: /usr read-only and the usr-merge links (the VMM and its libraries), a
 // /dev of harmless devices (+ kvm), /proc of our pid namespace with other users' processes
-// invisible (the VMM runs as the cell's uid and must not see pid 1's), the working directory
-// copy and the secrets tmpfs.
+// invisible (hidepid: while pid 1 is root the VMM, as the cell's uid, sees nothing of it; once
+// pid 1 has dropped to the same uid it is visible, and what keeps the VMM from tracing it is
+// that it is not dumpable and the vm-supervisor filter), the working directory copy and the
+// secrets tmpfs.
 // The root's mount point is <cellDir>/root: the tmpfs exists only in our mount namespace, so the
 // host sees an empty directory there (removed with the cell).
 std::string vmRootOf(const VmSupervisorPlan& p) {
@@ -199,9 +201,16 @@ void enableForwarding() {
 // The VMM, as the cell's uid with no capabilities, every resource at its fixed fd.
 pid_t startVmm(const VmSupervisorPlan& p, const VmmFds& vmmFds, int stderrWrite) {
   std::vector<std::string> argv = p.driver->commandLine(p.boot);
+  // Under KVM the VMM opens /dev/kvm through its group (the probe checked the node lets it).
+  std::optional<gid_t> kvm;
+  if (p.boot.accelerator == "kvm") {
+    std::string why;
+    kvm = kvmAccessGroup(&why);
+    if (!kvm) throw std::runtime_error(why);
+  }
   pid_t pid = fork();
   if (pid < 0) throwErrno("fork(vmm)");
-  if (pid == 0) execVmm(argv, vmmFds, stderrWrite, p.plan.vmmUid);
+  if (pid == 0) execVmm(argv, vmmFds, stderrWrite, p.plan.vmmUid, kvm);
   return pid;
 }
 
@@ -340,6 +349,9 @@ void dropToVmmUid(uid_t id) {
     throwErrno("setresuid(" + std::to_string(id) + ")");
   }
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) throwErrno("prctl(PR_SET_PDEATHSIG)");
+  // The VMM has the same uid now: not dumpable, so it cannot trace or read this process (the
+  // uid change makes it so with fs.suid_dumpable 0; this does not depend on that setting).
+  if (prctl(PR_SET_DUMPABLE, 0) < 0) throwErrno("prctl(PR_SET_DUMPABLE)");
 }
 
 // Waits for the guest's hello (bounded).

@@ -7,15 +7,36 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 
 namespace cellos::vmm {
 
-void execVmm(const std::vector<std::string>& argv, const VmmFds& fds, int stderrFd,
-             uid_t uid) noexcept {
+std::optional<gid_t> kvmAccessGroup(std::string* why) {
+  struct stat st {};
+  if (stat("/dev/kvm", &st) < 0) {
+    *why = std::string("/dev/kvm: ") + strerror(errno);
+    return std::nullopt;
+  }
+  if (!S_ISCHR(st.st_mode) || (st.st_mode & (S_IRGRP | S_IWGRP)) != (S_IRGRP | S_IWGRP) ||
+      st.st_gid == 0) {
+    char mode[8];
+    snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+    *why = std::string("/dev/kvm is ") + mode + " uid " + std::to_string(st.st_uid) + " gid " +
+           std::to_string(st.st_gid) +
+           ": the VMM runs as the cell's uid and opens it through its group (udev's 0660 "
+           "root:kvm)";
+    return std::nullopt;
+  }
+  return st.st_gid;
+}
+
+void execVmm(const std::vector<std::string>& argv, const VmmFds& fds, int stderrFd, uid_t uid,
+             std::optional<gid_t> group) noexcept {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -39,7 +60,9 @@ void execVmm(const std::vector<std::string>& argv, const VmmFds& fds, int stderr
   syscall(SYS_close_range, kVmmConsoleFd + 1, ~0u, 0);
   if (uid != 0) {
     gid_t gid = uid;
-    if (setgroups(0, nullptr) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
+    gid_t groups[1] = {group.value_or(0)};
+    if (setgroups(group ? 1 : 0, groups) < 0 || setresgid(gid, gid, gid) < 0 ||
+        setresuid(uid, uid, uid) < 0) {
       _exit(kCellAbortedExitCode);
     }
   }
