@@ -280,6 +280,16 @@ kj::Promise<void> CellRun::createCell() {
         nlohmann::json timings = nlohmann::json::object();
         for (auto t : response.getTimings()) timings[t.getName().cStr()] = t.getMicros();
         network_["setupTimingsMicros"] = timings;
+        // A VM cell's boot: recorded in lifecycle.v1.started ("true"/"false" as booleans).
+        guestBoot_ = nlohmann::json::object();
+        for (auto fact : response.getGuestBoot()) {
+          std::string value = fact.getValue();
+          if (value == "true" || value == "false") {
+            guestBoot_[fact.getName().cStr()] = value == "true";
+          } else {
+            guestBoot_[fact.getName().cStr()] = value;
+          }
+        }
       });
 }
 
@@ -596,6 +606,7 @@ kj::Promise<RunOutcome> CellRun::execute() {
                                    {"image", spec.run ? spec.run->image : "host"},
                                    {"argv", argv},
                                    {"phaseTimingsMicros", timingsJson()}};
+            if (!guestBoot_.empty()) data["guest"] = guestBoot_;
             return emit("lifecycle", 1, "started", kj::mv(data));
           })
           .then([this]() { return phase("run", [this]() { return runCommand(); }); })

@@ -102,6 +102,7 @@ class CellRun {
   std::optional<ipc::Cell::Client> cell_;
   std::optional<ipc::NetworkNamespace::Client> netns_;
   std::optional<ipc::DnsProxy::Client> dnsProxy_;
+  nlohmann::json guestBoot_ = nlohmann::json::object();  // a VM cell's boot facts
   nlohmann::json network_ =
       nlohmann::json::object();                // what createCell built, for network.v1.scoped
   std::vector<std::string> hostDestinations_;  // the launcher's, for the DNS child (CIDR)

@@ -86,12 +86,20 @@ struct CellReport {
   flows @3 :List(FlowCounter);
 }
 
+struct BootFact {
+  # What a VM cell boots (microvm): the accelerator and whether it is a fallback, and the
+  # digests of the kernel, initramfs and root image, checked against their manifests.
+  name @0 :Text;                       # "accelerator", "kernelSha256", ...
+  value @1 :Text;
+}
+
 interface VmmAgent {
   createCell @0 (request :CellRequest) -> (cell :Cell, netns :Common.NetworkNamespace,
-                                          network :NetworkScope, timings :List(PhaseTiming));
+                                          network :NetworkScope, timings :List(PhaseTiming),
+                                          guestBoot :List(BootFact));
   # Builds the cell (namespaces, root view, cgroup, veth, nftables) without running its
   # command. Dropping the returned Cell capability destroys the cell. `timings`: the launcher's
-  # setup steps, in order.
+  # setup steps, in order. `guestBoot`: empty unless the cell is a VM.
 }
 
 interface Cell {
@@ -212,4 +220,5 @@ struct LaunchedCell {
   initPid @0 :Int32;
   network @1 :NetworkScope;
   timings @2 :List(PhaseTiming);
+  guestBoot @3 :List(BootFact);
 }

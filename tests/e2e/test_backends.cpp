@@ -868,6 +868,35 @@ TEST_P(VmCells, AVmmKilledMidCellFailsTheCellAndLeavesNothing) {
   // TearDown: no process, cgroup, interface, mount or runtime directory of the run remains.
 }
 
+// The started event records what the guest boots: the accelerator (here TCG, as a fallback,
+// with the reason) and the digests the spawner checked, which are the build's boot manifest's
+// and the root image manifest's.
+TEST_P(VmCells, TheStartedEventRecordsTheAcceleratorAndTheBootDigests) {
+  auto result = run("boot.yaml", doc("boot-facts", {"/bin/true"}));
+  ASSERT_EQ(result.status, 0) << result.err;
+  auto started = eventData("lifecycle.v1.started");
+  ASSERT_EQ(started.size(), 1u);
+  const auto& guest = started[0]["guest"];
+  auto manifest = nlohmann::json::parse(readFile(binDir() + "/../vm/boot-manifest.json"));
+  EXPECT_EQ(guest["kernelSha256"], manifest["kernel"]["sha256"]) << guest.dump();
+  EXPECT_EQ(guest["initramfsSha256"], manifest["initramfs"]["sha256"]) << guest.dump();
+  std::string root = guest.value("rootImageSha256", "");
+  bool listed = false;
+  for (const auto& entry : std::filesystem::directory_iterator("/var/lib/cellos/vm/images")) {
+    std::string name = entry.path().filename();
+    if (name.rfind("root-", 0) != 0 || entry.path().extension() != ".json") continue;
+    listed = listed || nlohmann::json::parse(readFile(entry.path()))["sha256"] == root;
+  }
+  EXPECT_TRUE(listed) << "no root image manifest has " << root;
+  std::string accel = guest.value("accelerator", "");
+  EXPECT_TRUE(accel == "kvm" || accel == "tcg") << guest.dump();
+  EXPECT_EQ(guest["acceleratorFallback"].is_boolean(), true) << guest.dump();
+  if (guest["acceleratorFallback"] == true) {
+    EXPECT_EQ(accel, "tcg");
+    EXPECT_FALSE(guest.value("fallbackReason", "").empty()) << guest.dump();
+  }
+}
+
 // The broker killed mid-cell: the VM launcher tears the VM cell down by itself (the broker's
 // capability is gone), `cellos run` stops the other daemons, and the log, which ends without
 // the run's destroyed event, still verifies.

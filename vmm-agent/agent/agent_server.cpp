@@ -130,6 +130,9 @@ kj::Promise<LaunchedFds> LauncherLink::launch(ipc::CellRequest::Reader request) 
           for (auto timing : launched.getTimings()) {
             out.timings.emplace_back(timing.getName(), timing.getMicros());
           }
+          for (auto fact : launched.getGuestBoot()) {
+            out.guestBoot.emplace_back(fact.getName(), fact.getValue());
+          }
           out.pidFd = kj::mv(fds[0]);
           out.netnsFd = kj::mv(fds[1]);
           out.stdoutFd = kj::mv(fds[2]);
@@ -702,6 +705,7 @@ struct CreatedCell {
   ipc::NetworkNamespace::Client netns = nullptr;
   CellNetworkInfo network;
   std::vector<std::pair<std::string, uint64_t>> timings;
+  std::vector<std::pair<std::string, std::string>> guestBoot;
   uint64_t serial = 0;  // the CellServer's (CellAbandoner::serial)
 };
 
@@ -744,6 +748,7 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
                 CreatedCell out;
                 out.network = fds.network;
                 out.timings = fds.timings;
+                out.guestBoot = fds.guestBoot;
                 out.netns = kj::heap<NetworkNamespaceServer>(cellId, kj::mv(fds.netnsFd));
                 auto server =
                     kj::heap<CellServer>(kj::addRef(*state), cellId, kj::mv(fds), deadlines);
@@ -776,6 +781,11 @@ kj::Promise<void> VmmAgentServer::createCell(CreateCellContext context) {
     for (size_t i = 0; i < cell.timings.size(); ++i) {
       timings[i].setName(cell.timings[i].first);
       timings[i].setMicros(cell.timings[i].second);
+    }
+    auto facts = results.initGuestBoot(cell.guestBoot.size());
+    for (size_t i = 0; i < cell.guestBoot.size(); ++i) {
+      facts[i].setName(cell.guestBoot[i].first);
+      facts[i].setValue(cell.guestBoot[i].second);
     }
     results.setNetns(kj::mv(cell.netns));
     results.setCell(kj::mv(cell.cell));

@@ -31,6 +31,7 @@ struct LaunchedFds {
   kj::AutoCloseFd pidFd, netnsFd, stdoutFd, stderrFd, startFd, statusFd;
   CellNetworkInfo network;
   std::vector<std::pair<std::string, uint64_t>> timings;
+  std::vector<std::pair<std::string, std::string>> guestBoot;  // a VM cell's (ipc BootFact)
 };
 
 // What the launcher read from a cell after its workload ended (ipc::CellReport, as plain data).

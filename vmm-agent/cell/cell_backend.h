@@ -102,6 +102,8 @@ struct LaunchedCell {
   // the namespace itself.
   std::string guestInterface;
   std::string guestAddress;
+  // What a VM cell boots, for its lifecycle.v1.started event (ipc BootFact): name, value.
+  std::vector<std::pair<std::string, std::string>> guestBoot;
 
   // The six fds the agent's RPC half takes over (in this order: pidfd, netns, stdout, stderr,
   // start, status); the launcher keeps none of them.

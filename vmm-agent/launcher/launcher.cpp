@@ -242,6 +242,11 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   for (size_t i = 0; i < plan.hostDestinations.size(); ++i) {
     hostList.set(i, core::formatIpRange(plan.hostDestinations[i]));
   }
+  auto facts = out.initGuestBoot(cell.guestBoot.size());
+  for (size_t i = 0; i < cell.guestBoot.size(); ++i) {
+    facts[i].setName(cell.guestBoot[i].first);
+    facts[i].setValue(cell.guestBoot[i].second);
+  }
   timings.emplace_back("total", elapsedMicros(started));
   auto timingList = out.initTimings(timings.size());
   for (size_t i = 0; i < timings.size(); ++i) {

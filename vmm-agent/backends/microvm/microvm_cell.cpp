@@ -161,6 +161,39 @@ uint64_t hostTscKhz() {
 #endif
 }
 
+// What the spawner checked before it cloned the cell's supervisor, for the cell's started event:
+// <cellDir>/guest-boot, "name=value" lines, written by the spawner (root, before any guest
+// byte exists) and read by the launcher once the launch returns.
+constexpr const char* kGuestBootNote = "guest-boot";
+
+void writeGuestBootNote(const std::string& cellDir, const VmAccel& accel,
+                        const VmBootFiles& files) {
+  std::string reason = accel.reason;
+  std::replace(reason.begin(), reason.end(), '\n', ' ');
+  std::string text = "accelerator=" + accel.accelerator + "\n" +
+                     "acceleratorFallback=" + (accel.fallback ? "true" : "false") + "\n" +
+                     (accel.fallback ? "fallbackReason=" + reason + "\n" : "") +
+                     "kernelSha256=" + files.kernel.sha256 + "\n" +
+                     "initramfsSha256=" + files.initramfs.sha256 + "\n" +
+                     "rootImageSha256=" + files.rootDisk.sha256 + "\n";
+  Fd fd(open((cellDir + "/" + kGuestBootNote).c_str(),
+             O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (fd.get() < 0 || write(fd.get(), text.data(), text.size()) != ssize_t(text.size())) {
+    throwErrno("write(" + cellDir + "/" + kGuestBootNote + ")");
+  }
+}
+
+std::vector<std::pair<std::string, std::string>> readGuestBootNote(const std::string& cellDir) {
+  std::vector<std::pair<std::string, std::string>> facts;
+  std::ifstream in(cellDir + "/" + kGuestBootNote);
+  for (std::string line; std::getline(in, line) && facts.size() < 16;) {
+    size_t equals = line.find('=');
+    if (equals != std::string::npos)
+      facts.emplace_back(line.substr(0, equals), line.substr(equals + 1));
+  }
+  return facts;
+}
+
 class MicrovmBackend final : public CellBackend {
  public:
   MicrovmBackend(const MicrovmConfig& config, const std::string& runDir)
@@ -191,6 +224,7 @@ class MicrovmBackend final : public CellBackend {
           plan.boot.vcpus = plan.plan.vcpus;
           plan.boot.extraKernelArgs = bootArgs;
           plan.files = bootFiles->prepare(plan.plan.imageRoot, plan.plan.guest.workingDirectory);
+          writeGuestBootNote(plan.plan.cellDir, a, plan.files);
           return cloneSupervisor(
               cellId, [&](InitChannels channels) { runVmSupervisor(plan, channels); },
               [&](pid_t pid, LaunchedCell& cell) {
@@ -231,6 +265,7 @@ class MicrovmBackend final : public CellBackend {
     cell.resolvConf = plan.guest.resolvConf;
     cell.guestInterface = kTapName;
     cell.guestAddress = kGuestAddress;
+    cell.guestBoot = readGuestBootNote(launch.cellDir);
     return cell;
   }
   std::vector<std::string> destroy(const std::string& cellId, pid_t initPid) override {
@@ -377,7 +412,8 @@ std::unique_ptr<CellBackend> makeMicrovmBackend(const MicrovmConfig& config,
 std::vector<std::string> removeMicrovmLeftovers(const std::string& cellDir) {
   std::vector<std::string> residue;
   if (cellDir.empty()) return residue;
-  for (const std::string& path : {cellDir + "/root", cellDir + "/" + kVmGuestExitFile}) {
+  for (const std::string& path :
+       {cellDir + "/root", cellDir + "/" + kVmGuestExitFile, cellDir + "/" + kGuestBootNote}) {
     std::error_code ec;
     std::filesystem::remove_all(path, ec);
     if (ec) residue.push_back(path + ": " + ec.message());
