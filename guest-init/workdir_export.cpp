@@ -24,7 +24,7 @@ class Walk {
     std::vector<std::string> names;
     if (!listNames(dirFd, prefix, names)) return;
     for (const std::string& name : names) {
-      if (stopped_) return;
+      if (stopped_ || walkEnded_) return;
       std::string path = prefix.empty() ? name : prefix + "/" + name;
       struct stat st;
       if (::fstatat(dirFd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -37,15 +37,37 @@ class Walk {
         continue;
       }
       if (result_.entries >= limits_.maxEntries) {
-        stop("more than " + std::to_string(limits_.maxEntries) + " entries");
+        // The walk ends; the files it found are still sent.
+        leftOut("stopped", "more than " + std::to_string(limits_.maxEntries) + " entries");
+        walkEnded_ = true;
         return;
       }
       ++result_.entries;
       if (S_ISDIR(st.st_mode)) {
         subdirectory(dirFd, name, path);
       } else {
-        file(dirFd, name, path);
+        files_.push_back({static_cast<uint64_t>(st.st_size), path});
       }
+    }
+  }
+
+  // After the walk: the files it found, smallest first (name order among equals), each opened
+  // again from `rootFd` one component at a time without following a symlink. The byte budget is
+  // then spent on many small files before any big one: a workload that leaves one huge file
+  // (or a sparse one) cannot crowd its other outputs out of the copy.
+  void files(int rootFd) {
+    std::sort(files_.begin(), files_.end());
+    for (const auto& [size, path] : files_) {
+      if (stopped_) return;
+      size_t slash = path.rfind('/');
+      int parent = slash == std::string::npos ? ::fcntl(rootFd, F_DUPFD_CLOEXEC, 0)
+                                              : openDirectory(rootFd, path.substr(0, slash));
+      if (parent < 0) {
+        leftOut(path, std::strerror(errno));
+        continue;
+      }
+      file(parent, slash == std::string::npos ? path : path.substr(slash + 1), path);
+      ::close(parent);
     }
   }
 
@@ -145,10 +167,29 @@ class Walk {
     if (result_.problems.size() < kMaxProblems) result_.problems.push_back("stopped: " + why);
   }
 
+  // `relative` (a/b/c) under `rootFd`, each component a directory and no symlink.
+  static int openDirectory(int rootFd, const std::string& relative) {
+    int at = ::fcntl(rootFd, F_DUPFD_CLOEXEC, 0);
+    size_t start = 0;
+    while (at >= 0 && start <= relative.size()) {
+      size_t slash = std::min(relative.find('/', start), relative.size());
+      std::string name = relative.substr(start, slash - start);
+      int next = ::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      int error = errno;
+      ::close(at);
+      errno = error;
+      at = next;
+      start = slash + 1;
+    }
+    return at;
+  }
+
   const ExportLimits& limits_;
   const FrameSink& sink_;
   ExportResult result_;
-  bool stopped_ = false;
+  std::vector<std::pair<uint64_t, std::string>> files_;  // size, path: sent after the walk
+  bool stopped_ = false;                                 // nothing more is sent
+  bool walkEnded_ = false;  // the entry budget is spent: no more entries are listed
 };
 
 }  // namespace
@@ -156,6 +197,7 @@ class Walk {
 ExportResult exportWorkingDirectory(int rootFd, const ExportLimits& limits, const FrameSink& sink) {
   Walk walk(limits, sink);
   walk.directory(rootFd, "");
+  walk.files(rootFd);
   return walk.take();
 }
 

@@ -1,7 +1,9 @@
 #pragma once
 // The guest's copy of the working directory back to the host, once the workload is gone: 'D'
-// frames for directories (a parent before its children), 'F' chunks for regular files (one
-// chunk with no data for an empty file), in name order so a run's frames are reproducible.
+// frames for directories (a parent before its children, in name order), then 'F' chunks for
+// regular files (one chunk with no data for an empty file), smallest file first and in name
+// order among equal sizes, so a run's frames are reproducible and one huge file cannot crowd
+// the others out of the byte budget.
 // Symlinks, devices, fifos and sockets are skipped: nothing is followed, so a workload cannot
 // make the guest init read outside the working directory. The copy stops, and says so
 // (truncated), at a byte or entry budget the host could not take anyway.

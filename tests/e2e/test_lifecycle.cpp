@@ -150,11 +150,15 @@ TEST_P(Exports, ExportCopiesTheHonestArtifactAndRefusesEveryBreakAttempt) {
     reasons[e["data"]["artifactName"]] = e["data"]["reason"];
   }
   ASSERT_EQ(reasons.size(), 4u);
-  EXPECT_NE(reasons["shadow"].find("symlink"), std::string::npos) << reasons["shadow"];
-  EXPECT_NE(reasons["dotdot"].find("symlink"), std::string::npos) << reasons["dotdot"];
+  // A microvm guest's copy of its working directory never carries a symlink (nor a FIFO): on
+  // the host there is no such file. Refused either way.
+  bool vm = GetParam() == "microvm";
+  std::string linkReason = vm ? "no such file" : "symlink";
+  EXPECT_NE(reasons["shadow"].find(linkReason), std::string::npos) << reasons["shadow"];
+  EXPECT_NE(reasons["dotdot"].find(linkReason), std::string::npos) << reasons["dotdot"];
   // gVisor keeps a FIFO the workload makes inside the Sentry: no such file reaches the host's
   // working directory. Refused either way.
-  std::string pipeReason = GetParam() == "gvisor" ? "no such file" : "FIFO";
+  std::string pipeReason = GetParam() == "gvisor" || vm ? "no such file" : "FIFO";
   EXPECT_NE(reasons["pipe"].find(pipeReason), std::string::npos) << reasons["pipe"];
   EXPECT_NE(reasons["big"].find("over the export cap of 1048576"), std::string::npos)
       << reasons["big"];

@@ -333,8 +333,9 @@ TEST(WorkdirExport, SendsDirectoriesBeforeChildrenAndFilesInChunks) {
       content += frame.data;
     }
   }
-  EXPECT_EQ(order, (std::vector<std::string>{"F empty", "D emptydir", "F out.txt", "D sub",
-                                             "D sub/deeper", "F sub/deeper/big.bin"}));
+  // Directories as the walk meets them, then the files, smallest first.
+  EXPECT_EQ(order, (std::vector<std::string>{"D emptydir", "D sub", "D sub/deeper", "F empty",
+                                             "F out.txt", "F sub/deeper/big.bin"}));
   EXPECT_EQ(files["out.txt"], "data\n");
   EXPECT_EQ(files["empty"], "");
   EXPECT_EQ(files["sub/deeper/big.bin"], big);
@@ -361,15 +362,15 @@ TEST(WorkdirExport, StopsAndSaysSoAtTheByteBudget) {
   ExportResult result;
   auto frames = exportFrames(dir.path(), ExportLimits{.maxBytes = 7, .chunkBytes = 4}, &result);
   EXPECT_TRUE(result.truncated);
-  // a whole (two chunks), b empty, then two bytes of c before the budget ends the copy.
-  ASSERT_EQ(frames.size(), 4u);
-  EXPECT_EQ(frames[0].data, "1234");
-  EXPECT_EQ(frames[1].data, "5");
-  EXPECT_EQ(frames[1].offset, 4u);
-  EXPECT_EQ(frames[2].text, "b");
-  EXPECT_EQ(frames[2].data, "");
-  EXPECT_EQ(frames[3].text, "c");
-  EXPECT_EQ(frames[3].data, "67");
+  // Smallest first: b empty, c whole, then four bytes of a (a chunk) before the budget ends the
+  // copy.
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_EQ(frames[0].text, "b");
+  EXPECT_EQ(frames[0].data, "");
+  EXPECT_EQ(frames[1].text, "c");
+  EXPECT_EQ(frames[1].data, "678");
+  EXPECT_EQ(frames[2].text, "a");
+  EXPECT_EQ(frames[2].data, "1234");
   EXPECT_EQ(result.bytes, 7u);
 
   // A budget that ends exactly at the last byte is not a truncation.
