@@ -67,16 +67,22 @@ void configureNetwork(const vmchannel::GuestConfig& config, unsigned waitMs) {
       req.ifr_netmask = inetAddress(plan->netmask);
       check(::ioctl(sock, SIOCSIFNETMASK, &req), "SIOCSIFNETMASK eth0");
       bringUp(sock, "eth0");
-      // UP is not yet RUNNING: virtio-net reports its carrier and the kernel's linkwatch makes
-      // the device operational a moment later; until then its queue drops every packet, and a
-      // workload's first connection would time out.
+      // The carrier, not IFF_RUNNING: with the carrier on (virtio-net sets it from the
+      // device's link status soon after its probe), opening the device attached its queue and
+      // packets leave. IFF_RUNNING is the operational state the kernel's linkwatch sets, at
+      // most once a second: waiting for it cost each cell about a second. Before the carrier is
+      // on the queue drops every packet, and a workload's first connection would time out.
       uint64_t deadline = monotonicMs() + waitMs;
       for (;;) {
-        ifreq flags = request("eth0");
-        check(::ioctl(sock, SIOCGIFFLAGS, &flags), "SIOCGIFFLAGS eth0");
-        if (flags.ifr_flags & IFF_RUNNING) break;
+        std::string carrier;
+        try {
+          carrier = readFile("/sys/class/net/eth0/carrier");
+        } catch (const std::exception&) {
+          // EINVAL while the device is not up yet: wait.
+        }
+        if (carrier.rfind("1", 0) == 0) break;
         if (monotonicMs() >= deadline) throw GuestError("eth0 has no carrier");
-        sleepMs(5);
+        sleepMs(2);
       }
       if (plan->gateway) {
         rtentry route;
