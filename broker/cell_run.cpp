@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 
 #include <kj/debug.h>
@@ -283,9 +284,15 @@ kj::Promise<void> CellRun::createCell() {
         // A VM cell's boot: recorded in lifecycle.v1.started ("true"/"false" as booleans).
         guestBoot_ = nlohmann::json::object();
         for (auto fact : response.getGuestBoot()) {
-          std::string value = fact.getValue();
+          std::string name = fact.getName(), value = fact.getValue();
+          uint64_t number = 0;
+          auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), number);
+          bool numeric =
+              name == "guestMemoryMiB" || name == "vcpus" || name == "hostMemoryMaxBytes";
           if (value == "true" || value == "false") {
             guestBoot_[fact.getName().cStr()] = value == "true";
+          } else if (numeric && ec == std::errc() && end == value.data() + value.size()) {
+            guestBoot_[name] = number;
           } else {
             guestBoot_[fact.getName().cStr()] = value;
           }

@@ -888,6 +888,11 @@ TEST_P(VmCells, TheStartedEventRecordsTheAcceleratorAndTheBootDigests) {
     listed = listed || nlohmann::json::parse(readFile(entry.path()))["sha256"] == root;
   }
   EXPECT_TRUE(listed) << "no root image manifest has " << root;
+  // No memoryMaxBytes: the guest gets the default 256 MiB of RAM, and the host's cgroup around
+  // the VMM twice that plus the VMM's 192 MiB.
+  EXPECT_EQ(guest["guestMemoryMiB"], 256) << guest.dump();
+  EXPECT_EQ(guest["vcpus"], 1);
+  EXPECT_EQ(guest["hostMemoryMaxBytes"], (2 * 256 + 192) * 1048576ull);
   std::string accel = guest.value("accelerator", "");
   EXPECT_TRUE(accel == "kvm" || accel == "tcg") << guest.dump();
   EXPECT_EQ(guest["acceleratorFallback"].is_boolean(), true) << guest.dump();

@@ -266,6 +266,11 @@ class MicrovmBackend final : public CellBackend {
     cell.guestInterface = kTapName;
     cell.guestAddress = kGuestAddress;
     cell.guestBoot = readGuestBootNote(launch.cellDir);
+    // The document's limits are the guest's; the host's cgroup around the VMM is larger by the
+    // VMM's own overhead, and the event says by how much.
+    cell.guestBoot.emplace_back("guestMemoryMiB", std::to_string(plan.memoryMiB));
+    cell.guestBoot.emplace_back("vcpus", std::to_string(plan.vcpus));
+    cell.guestBoot.emplace_back("hostMemoryMaxBytes", std::to_string(*host.memoryMaxBytes));
     return cell;
   }
   std::vector<std::string> destroy(const std::string& cellId, pid_t initPid) override {
