@@ -188,10 +188,14 @@ class PolicyReader {
   }
 
   std::optional<std::string> backend(const std::string& at, const std::string& text) {
-    if (text == "linux" || text == "gvisor" || text == "microvm" || text == "firecracker") {
+    if (std::find(std::begin(kBackendNames), std::end(kBackendNames), text) !=
+        std::end(kBackendNames)) {
       return text;
     }
-    fail(at, q(text) + " is not one of linux, gvisor, microvm, firecracker");
+    std::string list;
+    for (std::string_view name : kBackendNames)
+      list += (list.empty() ? "" : ", ") + std::string(name);
+    fail(at, q(text) + " is not one of " + list);
     return std::nullopt;
   }
 

@@ -13,6 +13,7 @@
 #include <initializer_list>
 #include <limits>
 #include <map>
+#include <span>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
@@ -137,6 +138,10 @@ class Checker {
   // A string that must be one of `choices`.
   std::optional<std::string> oneOf(const Tree& value, const std::string& path,
                                    std::initializer_list<std::string_view> choices) {
+    return oneOf(value, path, std::span<const std::string_view>(choices.begin(), choices.size()));
+  }
+  std::optional<std::string> oneOf(const Tree& value, const std::string& path,
+                                   std::span<const std::string_view> choices) {
     std::optional<std::string> text = string(value, path);
     if (!text) return std::nullopt;
     if (std::find(choices.begin(), choices.end(), *text) != choices.end()) return text;
@@ -425,8 +430,7 @@ class SpecReader {
     const Tree* placement = check_.object(value, path, {"backend", "poolId"});
     if (!placement) return;
     if (const Tree* v = Checker::optional(*placement, "backend")) {
-      doc_.spec.placement.backend = check_.oneOf(*v, memberPath(path, "backend"),
-                                                 {"linux", "gvisor", "microvm", "firecracker"});
+      doc_.spec.placement.backend = check_.oneOf(*v, memberPath(path, "backend"), kBackendNames);
     }
     if (const Tree* v = Checker::optional(*placement, "poolId")) {
       doc_.spec.placement.poolId = freeText(*v, memberPath(path, "poolId"));

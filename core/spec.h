@@ -19,6 +19,18 @@
 
 namespace cellos::core {
 
+// The backends the document contract names (spec.placement.backend, a host policy's
+// allowedBackends and defaultBackend), and those this version builds cells on (firecracker is
+// reserved for the Firecracker VMM). The one list every check of a backend name uses.
+inline constexpr std::string_view kBackendNames[] = {"linux", "gvisor", "microvm", "firecracker"};
+inline constexpr std::string_view kBuiltBackends[] = {"linux", "gvisor", "microvm"};
+inline bool isBuiltBackend(std::string_view name) {
+  for (std::string_view built : kBuiltBackends) {
+    if (name == built) return true;
+  }
+  return false;
+}
+
 // spec.placement. Absent fields leave the choice to the host.
 struct Placement {
   std::optional<std::string> backend;  // "linux" | "gvisor" | "microvm" | "firecracker"

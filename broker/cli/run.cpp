@@ -66,7 +66,7 @@ int runCommand(const RunOptions& options) {
   std::string named =
       parsed.document->spec.placement.backend.value_or(policy.defaultBackend.value_or("linux"));
   std::string backend = !options.backend.empty() ? options.backend : named;
-  if (backend != "linux" && backend != "gvisor" && backend != "microvm") {
+  if (!core::isBuiltBackend(backend)) {
     std::cerr << "cellos run: backend " << backend
               << " is not available in this version (linux, gvisor and microvm are)\n";
     return kExitUsage;
