@@ -4,6 +4,7 @@
 #include "core/encoding.h"
 #include "core/merkle.h"
 
+#include <algorithm>
 #include <charconv>
 #include <stdexcept>
 
@@ -114,6 +115,55 @@ std::optional<std::vector<SignedNote>> parseSignedNotes(std::string_view text, s
     }
     notes.push_back(std::move(note));
   }
+  return notes;
+}
+
+std::vector<std::string_view> completeSignedNotes(std::string_view bytes, size_t* consumed) {
+  std::vector<std::string_view> notes;
+  size_t committed = 0;  // the end of the last complete note
+  size_t pos = 0;
+  // The next whole line from `pos` (without its newline); nullopt while it has not all arrived.
+  auto nextLine = [&](size_t from) -> std::optional<std::string_view> {
+    size_t end = bytes.find('\n', from);
+    if (end == std::string_view::npos) return std::nullopt;
+    return bytes.substr(from, end - from);
+  };
+  for (;;) {
+    // The text: lines up to the blank line.
+    std::optional<std::string_view> line;
+    while ((line = nextLine(pos)) && !line->empty()) pos += line->size() + 1;
+    if (!line) break;
+    if (pos == committed) {  // a blank line where a note should start: a note of its own (bad)
+      pos += 1;
+      notes.push_back(bytes.substr(committed, pos - committed));
+      committed = pos;
+      continue;
+    }
+    pos += 1;  // the blank line
+    // The signatures: every following line that starts with the signature prefix.
+    size_t signatures = 0;
+    bool known = true;
+    for (;;) {
+      std::string_view rest = bytes.substr(pos);
+      if (rest.empty()) break;  // the end of the bytes closes the note
+      auto next = nextLine(pos);
+      if (!next) {
+        // A partial line: the note is closed unless it may still become a signature line.
+        size_t n = std::min(rest.size(), kSignaturePrefix.size());
+        known = rest.substr(0, n) != kSignaturePrefix.substr(0, n);
+        break;
+      }
+      if (!next->starts_with(kSignaturePrefix)) break;  // the next note's text
+      pos += next->size() + 1;
+      ++signatures;
+    }
+    // No signature yet after the blank line: complete only if something else follows (then it
+    // is a note without signatures, which parseSignedNotes refuses); else wait for them.
+    if (!known || (signatures == 0 && pos == bytes.size())) break;
+    notes.push_back(bytes.substr(committed, pos - committed));
+    committed = pos;
+  }
+  if (consumed) *consumed = committed;
   return notes;
 }
 

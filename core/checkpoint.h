@@ -43,6 +43,17 @@ struct SignedNote {
 // characters, a note without signatures, a malformed signature line).
 std::optional<std::vector<SignedNote>> parseSignedNotes(std::string_view text, std::string* error);
 
+// Cuts a growing file of concatenated signed notes (one appended whole at a time, as the broker
+// appends checkpoints) into the notes that are already complete, for a reader that follows the
+// file while it is written. A note is complete once its text, the blank line and at least one
+// signature line have arrived and what follows its last signature line is known not to be
+// another signature line (the end of the bytes, or the start of the next note). Returns each
+// complete note's bytes, in order; *consumed is the length of the prefix they cover (what is
+// after it is kept until more arrives). Notes are cut, not validated: parseSignedNotes says
+// whether each one is a signed note. A text line that is not followed by a blank line holds the
+// note open, so a reader bounds what it keeps.
+std::vector<std::string_view> completeSignedNotes(std::string_view bytes, size_t* consumed);
+
 // A checkpoint whose signature verified.
 struct Checkpoint {
   std::string origin;

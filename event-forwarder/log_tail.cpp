@@ -47,12 +47,16 @@ bool LogTail::openFile(const std::string& file) {
   return true;
 }
 
-bool LogTail::currentWasRotated() const {
+bool nameNowNamesAnotherFile(int dirFd, const std::string& name, int fd) {
   struct stat open {
   }, named{};
-  if (fstat(fd_, &open) < 0) return false;
-  if (fstatat(dirFd_, name_.c_str(), &named, AT_SYMLINK_NOFOLLOW) < 0) return false;
+  if (fstat(fd, &open) < 0) return false;
+  if (fstatat(dirFd, name.c_str(), &named, AT_SYMLINK_NOFOLLOW) < 0) return false;
   return open.st_ino != named.st_ino || open.st_dev != named.st_dev;
+}
+
+bool LogTail::currentWasRotated() const {
+  return nameNowNamesAnotherFile(dirFd_, name_, fd_);
 }
 
 std::optional<std::string> LogTail::next() {

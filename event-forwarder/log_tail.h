@@ -12,6 +12,10 @@
 
 namespace cellos::forwarder {
 
+// Whether `name` under `dirFd` now names another file than the open `fd` (renamed away or
+// replaced); false when the name is gone or cannot be looked at.
+bool nameNowNamesAnotherFile(int dirFd, const std::string& name, int fd);
+
 class LogTail {
  public:
   // `dirFd`: the log's directory (kept by the caller); `name`: the log's file name.

@@ -6,7 +6,11 @@
 // sequence the stream acknowledged) is kept durably, so while NATS is down events wait in the
 // log, and once it is back each is delivered — none lost, and none twice (a retry after a lost
 // acknowledgement is de-duplicated by the server on the message id). An event the stream
-// refuses for good goes to the dead-letter directory. Running NATS publishing here rather than
+// refuses for good goes to the dead-letter directory. The signed checkpoints beside the log
+// (<log>.checkpoints) go to the stream CELLOS_CHECKPOINTS on cellos.checkpoints.<origin>, each
+// note as written, once (its cursor is a byte offset in that append-only file, and its message
+// id the note's digest), so a copy of the tree heads leaves the host within seconds of each
+// being written. Running NATS publishing here rather than
 // in the broker keeps libnats' threads and sockets out of the broker's seccomp profile (see
 // docs/security.md).
 //
@@ -18,7 +22,9 @@
 //   4. start libnats (its threads) and connect in the background;
 //   5. install the forwarder's seccomp profile; only then read the log.
 
+#include "core/checkpoint.h"
 #include "core/verifiability.h"
+#include "event-forwarder/checkpoint_tail.h"
 #include "event-forwarder/log_tail.h"
 #include "event-forwarder/nats_publisher.h"
 #include "event-forwarder/nats_subject.h"
@@ -107,7 +113,8 @@ int openDirectory(const std::string& path, const privsep::Account& owner, mode_t
 }
 
 // The cursor: the sequence of the last event the stream acknowledged (or that went to the dead
-// letters), replaced atomically (temp file, fsync, rename, fsync directory).
+// letters), and the offset in the checkpoint file after the last note CELLOS_CHECKPOINTS
+// acknowledged; replaced atomically (temp file, fsync, rename, fsync directory).
 class Cursor {
  public:
   explicit Cursor(int dirFd) : dirFd_(dirFd) {
@@ -117,18 +124,31 @@ class Cursor {
     ssize_t n = read(fd, buffer, sizeof(buffer));
     close(fd);
     auto json = nlohmann::json::parse(std::string(buffer, n > 0 ? n : 0), nullptr, false);
-    if (json.is_object() && json.contains("sequence") && json["sequence"].is_string()) {
+    if (!json.is_object()) return;
+    if (json.contains("sequence") && json["sequence"].is_string()) {
       sequence_ = core::parseSequence(json["sequence"].get<std::string>());
+    }
+    // A cursor from before checkpoints were forwarded has none: they are published from the
+    // file's start (once each, by their digest).
+    if (json.contains("checkpointOffset") && json["checkpointOffset"].is_number_unsigned()) {
+      checkpointOffset_ = json["checkpointOffset"].get<uint64_t>();
     }
   }
   const std::optional<uint64_t>& sequence() const { return sequence_; }
+  uint64_t checkpointOffset() const { return checkpointOffset_; }
   void advance(uint64_t sequence) {
     sequence_ = sequence;
     ++unsaved_;
   }
+  void advanceCheckpoints(uint64_t offset) {
+    checkpointOffset_ = offset;
+    ++unsaved_;
+  }
   void saveIfDirty() {
-    if (unsaved_ == 0 || !sequence_) return;
-    std::string text = nlohmann::json{{"sequence", core::formatSequence(*sequence_)}}.dump();
+    if (unsaved_ == 0) return;
+    nlohmann::json record{{"checkpointOffset", checkpointOffset_}};
+    if (sequence_) record["sequence"] = core::formatSequence(*sequence_);
+    std::string text = record.dump();
     std::string tmp = std::string(kName) + ".tmp";
     unlinkat(dirFd_, tmp.c_str(), 0);
     int fd;
@@ -147,6 +167,7 @@ class Cursor {
   static constexpr const char* kName = "nats-cursor.json";
   int dirFd_;
   std::optional<uint64_t> sequence_;
+  uint64_t checkpointOffset_ = 0;
   uint64_t unsaved_ = 0;
 };
 
@@ -180,23 +201,97 @@ int serve(const Options& options) {
   KJ_REQUIRE(nats_Open(-1) == NATS_OK, "cannot initialise libnats");
   forwarder::NatsPublisher publisher(url);
   forwarder::LogTail tail(logDirFd, logName, cursor.sequence());
+  const std::string checkpointName = logName + ".checkpoints";
+  forwarder::CheckpointTail checkpoints(logDirFd, checkpointName, cursor.checkpointOffset());
   privsep::installSeccomp(forwarder::kForwarderProfile);
 
   privsep::signalReady(options.common.readyFd);
-  spdlog::info("forwarding {} to {} (stream {}), after sequence {}", options.eventsPath, url,
-               forwarder::kStreamName,
-               cursor.sequence() ? std::to_string(*cursor.sequence()) : "(none)");
+  spdlog::info("forwarding {} to {} (stream {}), after sequence {}; its checkpoints to stream {}",
+               options.eventsPath, url, forwarder::kStreamName,
+               cursor.sequence() ? std::to_string(*cursor.sequence()) : "(none)",
+               forwarder::kCheckpointStreamName);
   using namespace std::chrono_literals;
   auto backoff = 100ms;
   const auto drainDeadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(options.drainTimeout);
+
+  // Publishes one message until the stream has it (kStored) or refuses it for good
+  // (kRejected, *why says why), retrying with backoff while NATS is away; kStopped on SIGTERM,
+  // kTimedOut when a drain runs out of time.
+  enum class Delivery { kStored, kRejected, kStopped, kTimedOut };
+  auto deliver = [&](const forwarder::StreamSpec& stream, const std::string& subject,
+                     const std::string& payload, const std::string& msgId, const std::string& what,
+                     std::string* why) {
+    for (;;) {
+      auto result = publisher.publish(stream, subject, payload, msgId, why);
+      if (result == forwarder::PublishResult::kStored) {
+        backoff = 100ms;
+        return Delivery::kStored;
+      }
+      if (result == forwarder::PublishResult::kRejected) return Delivery::kRejected;
+      if (stopping) return Delivery::kStopped;
+      cursor.saveIfDirty();
+      if (options.drain && std::chrono::steady_clock::now() >= drainDeadline) {
+        spdlog::error(
+            "{} and the ones after it not delivered in {} s: {}; they stay on disk and the next "
+            "drain resumes there",
+            what, options.drainTimeout, *why);
+        return Delivery::kTimedOut;
+      }
+      spdlog::warn("{} not delivered yet: {}; retrying in {} ms", what, *why, backoff.count());
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    }
+  };
+
+  // Every whole note the checkpoint file holds past the cursor, in file order, each on
+  // cellos.checkpoints.<origin>. Checkpoints are few (one per interval), so the cursor is saved
+  // after each. Returns false when a drain ran out of time.
+  uint64_t checkpointsDelivered = 0;
+  auto forwardCheckpoints = [&]() {
+    while (!stopping) {
+      auto note = checkpoints.next();
+      if (!note) return true;
+      std::string error;
+      auto parsed = core::parseSignedNotes(note->text, &error);
+      std::string what = checkpointName + " note ending at byte " + std::to_string(note->endOffset);
+      if (!parsed || parsed->size() != 1) {
+        spdlog::error("{} is not a signed note ({}): not published", what, error);
+      } else {
+        auto result = deliver(forwarder::StreamSpec{forwarder::kCheckpointStreamName,
+                                                    forwarder::kCheckpointStreamSubjects},
+                              forwarder::checkpointSubjectFor(note->text), note->text,
+                              forwarder::checkpointMessageId(note->text), what, &error);
+        if (result == Delivery::kStopped) return true;
+        if (result == Delivery::kTimedOut) return false;
+        if (result == Delivery::kRejected) {
+          spdlog::error("{} refused by JetStream for good: {}; it stays in the file", what, error);
+        } else {
+          ++checkpointsDelivered;
+        }
+      }
+      cursor.advanceCheckpoints(note->endOffset);
+      cursor.saveIfDirty();
+    }
+    return true;
+  };
+
   uint64_t delivered = 0;
+  // While events keep coming the log is never idle: checkpoints are then looked at every second,
+  // so a copy of each leaves the host within seconds under any load.
+  auto lastCheckpointLook = std::chrono::steady_clock::now() - 1h;
   while (!stopping) {
     auto line = tail.next();
+    auto now = std::chrono::steady_clock::now();
+    if (!line || now - lastCheckpointLook >= 1s) {
+      lastCheckpointLook = now;
+      if (!forwardCheckpoints()) return kExitUndelivered;
+    }
     if (!line) {
       cursor.saveIfDirty();
       if (options.drain) {
-        spdlog::info("drained: {} events published", delivered);
+        spdlog::info("drained: {} events and {} checkpoints published", delivered,
+                     checkpointsDelivered);
         return 0;
       }
       std::this_thread::sleep_for(100ms);
@@ -212,34 +307,16 @@ int serve(const Options& options) {
       continue;
     }
     if (cursor.sequence() && *sequence <= *cursor.sequence()) continue;  // delivered before
-    std::string subject = forwarder::subjectFor(event);
     std::string id = event["id"].get<std::string>();
-    for (;;) {
-      std::string why;
-      auto result = publisher.publish(subject, *line, id, &why);
-      if (result == forwarder::PublishResult::kStored) {
-        backoff = 100ms;
-        break;
-      }
-      if (result == forwarder::PublishResult::kRejected) {
-        deadLetters.writeEvent(event, "nats", "JetStream refused it: " + why);
-        break;
-      }
-      if (stopping) break;
-      cursor.saveIfDirty();
-      if (options.drain && std::chrono::steady_clock::now() >= drainDeadline) {
-        spdlog::error(
-            "event {} (sequence {}) and the ones after it not delivered in {} s: {}; "
-            "they stay in the log and the next drain resumes there",
-            id, *sequence, options.drainTimeout, why);
-        return kExitUndelivered;
-      }
-      spdlog::warn("event {} (sequence {}) not delivered yet: {}; retrying in {} ms", id, *sequence,
-                   why, backoff.count());
-      std::this_thread::sleep_for(backoff);
-      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    std::string why;
+    auto result = deliver(forwarder::StreamSpec{forwarder::kStreamName, forwarder::kStreamSubjects},
+                          forwarder::subjectFor(event), *line, id,
+                          "event " + id + " (sequence " + std::to_string(*sequence) + ")", &why);
+    if (result == Delivery::kStopped) break;
+    if (result == Delivery::kTimedOut) return kExitUndelivered;
+    if (result == Delivery::kRejected) {
+      deadLetters.writeEvent(event, "nats", "JetStream refused it: " + why);
     }
-    if (stopping) break;
     cursor.advance(*sequence);
     ++delivered;
     if (cursor.sequence() && *cursor.sequence() % 64 == 0) cursor.saveIfDirty();
@@ -256,7 +333,9 @@ int main(int argc, char** argv) {
   CLI::App app{
       "cellos-event-forwarder: follows the signed event log and publishes every event to NATS "
       "JetStream (stream CELLOS_EVENTS, subject cellos.events.<host>.<cellId>.<phase>, "
-      "Nats-Msg-Id = event id), exactly once, in order, resuming where it stopped."};
+      "Nats-Msg-Id = event id), exactly once, in order, resuming where it stopped; and every "
+      "signed checkpoint of <events>.checkpoints to stream CELLOS_CHECKPOINTS (subject "
+      "cellos.checkpoints.<origin>, Nats-Msg-Id = checkpoint-<SHA-256 of the note>)."};
   privsep::addCommonOptions(app, options.common, "/etc/cellos/event-forwarder.conf");
   app.add_option("--events", options.eventsPath, "the broker's event log")->capture_default_str();
   app.add_option("--nats-url", options.natsUrl, "nats://HOST:PORT")->capture_default_str();

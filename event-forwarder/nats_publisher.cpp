@@ -74,54 +74,55 @@ bool NatsPublisher::connected() const {
   return natsConnection_Status(connection_) == NATS_CONN_STATUS_CONNECTED;
 }
 
-bool NatsPublisher::ensureStream(std::string* why) {
-  if (streamReady_) return true;
+bool NatsPublisher::ensureStream(const StreamSpec& stream, std::string* why) {
+  if (readyStreams_.count(stream.name)) return true;
   jsStreamInfo* info = nullptr;
   jsErrCode error = static_cast<jsErrCode>(0);
-  natsStatus status = js_GetStreamInfo(&info, js_, kStreamName, nullptr, &error);
+  natsStatus status = js_GetStreamInfo(&info, js_, stream.name, nullptr, &error);
   if (status == NATS_OK) {
     jsStreamInfo_Destroy(info);
-    streamReady_ = true;
+    readyStreams_.insert(stream.name);
     return true;
   }
   if (status == NATS_NOT_FOUND || error == JSStreamNotFoundErr) {
     jsStreamConfig config;
     jsStreamConfig_Init(&config);
-    const char* subjects[] = {kStreamSubjects};
-    config.Name = kStreamName;
+    const char* subjects[] = {stream.subjects};
+    config.Name = stream.name;
     config.Subjects = subjects;
     config.SubjectsLen = 1;
     config.Storage = js_FileStorage;
     status = js_AddStream(&info, js_, &config, nullptr, &error);
     if (status == NATS_OK || error == JSStreamNameExistErr) {
       jsStreamInfo_Destroy(info);
-      spdlog::info("created the JetStream stream {} ({})", kStreamName, kStreamSubjects);
-      streamReady_ = true;
+      spdlog::info("created the JetStream stream {} ({})", stream.name, stream.subjects);
+      readyStreams_.insert(stream.name);
       return true;
     }
   }
-  *why = std::string("stream ") + kStreamName + ": " + natsStatus_GetText(status) +
+  *why = std::string("stream ") + stream.name + ": " + natsStatus_GetText(status) +
          (error ? " (JetStream error " + std::to_string(error) + ")" : "");
   return false;
 }
 
-PublishResult NatsPublisher::publish(const std::string& subject, const std::string& payload,
-                                     const std::string& eventId, std::string* why) {
+PublishResult NatsPublisher::publish(const StreamSpec& stream, const std::string& subject,
+                                     const std::string& payload, const std::string& msgId,
+                                     std::string* why) {
   if (!connected()) {
     *why = "not connected to NATS";
     return PublishResult::kRetry;
   }
-  if (!ensureStream(why)) return PublishResult::kRetry;
+  if (!ensureStream(stream, why)) return PublishResult::kRetry;
   jsPubOptions options;
   jsPubOptions_Init(&options);
-  options.MsgId = eventId.c_str();
+  options.MsgId = msgId.c_str();
   options.MaxWait = kAckWaitMs;
   jsPubAck* ack = nullptr;
   jsErrCode error = static_cast<jsErrCode>(0);
   natsStatus status = js_Publish(&ack, js_, subject.c_str(), payload.data(),
                                  static_cast<int>(payload.size()), &options, &error);
   if (status == NATS_OK) {
-    if (ack->Duplicate) spdlog::debug("event {} was already in the stream", eventId);
+    if (ack->Duplicate) spdlog::debug("{} was already in the stream {}", msgId, stream.name);
     jsPubAck_Destroy(ack);
     return PublishResult::kStored;
   }
@@ -131,7 +132,9 @@ PublishResult NatsPublisher::publish(const std::string& subject, const std::stri
   if (status == NATS_MAX_PAYLOAD || error == JSStreamMessageExceedsMaximumErr) {
     return PublishResult::kRejected;
   }
-  if (error == JSStreamNotFoundErr || status == NATS_NO_RESPONDERS) streamReady_ = false;
+  if (error == JSStreamNotFoundErr || status == NATS_NO_RESPONDERS) {
+    readyStreams_.erase(stream.name);
+  }
   return PublishResult::kRetry;
 }
 

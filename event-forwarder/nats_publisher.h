@@ -1,14 +1,22 @@
 #pragma once
-// Publishing signed events to NATS JetStream with libnats: one connection that libnats keeps
-// re-establishing in the background (exponential backoff with jitter, for ever), the stream
-// CELLOS_EVENTS created when missing, and each event published synchronously with
-// Nats-Msg-Id = its id, so a retry after a lost acknowledgement is de-duplicated by the server.
+// Publishing signed events and checkpoints to NATS JetStream with libnats: one connection that
+// libnats keeps re-establishing in the background (exponential backoff with jitter, for ever),
+// each stream created when missing, and each message published synchronously with a
+// Nats-Msg-Id (the event's id, the checkpoint's digest), so a retry after a lost
+// acknowledgement is de-duplicated by the server.
 
 #include <nats/nats.h>
 
+#include <set>
 #include <string>
 
 namespace cellos::forwarder {
+
+// A JetStream stream: its name and the one subject filter it is created with.
+struct StreamSpec {
+  const char* name;
+  const char* subjects;
+};
 
 enum class PublishResult {
   kStored,    // the stream acknowledged it (or already had it: a de-duplicated retry)
@@ -25,19 +33,20 @@ class NatsPublisher {
   NatsPublisher(const NatsPublisher&) = delete;
   NatsPublisher& operator=(const NatsPublisher&) = delete;
 
-  // Publishes `payload` (the event's JSON line) on `subject`. `why` says what went wrong.
-  PublishResult publish(const std::string& subject, const std::string& payload,
-                        const std::string& eventId, std::string* why);
+  // Publishes `payload` (an event's JSON line, a checkpoint's note) on `subject`, which must be
+  // one of `stream`'s subjects. `why` says what went wrong.
+  PublishResult publish(const StreamSpec& stream, const std::string& subject,
+                        const std::string& payload, const std::string& msgId, std::string* why);
 
   bool connected() const;
 
  private:
-  bool ensureStream(std::string* why);
+  bool ensureStream(const StreamSpec& stream, std::string* why);
 
   natsOptions* options_ = nullptr;
   natsConnection* connection_ = nullptr;
   jsCtx* js_ = nullptr;
-  bool streamReady_ = false;
+  std::set<std::string> readyStreams_;  // known to exist
 };
 
 }  // namespace cellos::forwarder

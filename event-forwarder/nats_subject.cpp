@@ -1,6 +1,8 @@
 #include "event-forwarder/nats_subject.h"
 
 #include "core/cloudevent.h"
+#include "core/digest.h"
+#include "core/encoding.h"
 
 namespace cellos::forwarder {
 
@@ -38,6 +40,14 @@ std::string subjectFor(const nlohmann::json& event) {
     phase = core::eventFamily(type);
   }
   return "cellos.events." + token(host) + "." + token(cell) + "." + token(phase);
+}
+
+std::string checkpointSubjectFor(const std::string& note) {
+  return "cellos.checkpoints." + token(note.substr(0, note.find('\n')));
+}
+
+std::string checkpointMessageId(const std::string& note) {
+  return "checkpoint-" + core::hexEncode(core::sha256(note));
 }
 
 }  // namespace cellos::forwarder

@@ -18,6 +18,7 @@ constexpr std::string_view kAllow[] = {
     "newfstatat",
     "fstat",
     "close",
+    "lseek",  // the checkpoint file is read from the cursor's offset
     // the cursor (temp file, fsync, rename, fsync directory) and dead letters (write, fsync)
     "write",
     "fsync",

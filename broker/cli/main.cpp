@@ -43,9 +43,10 @@ int main(int argc, char** argv) {
                      "rotate the event log before it grows past this size (0: never); the chain "
                      "continues across files");
   runCmd->add_option("--nats-url", run.natsUrl,
-                     "after the run, publish every event not yet delivered to this NATS "
-                     "JetStream server (nats://HOST:PORT) with cellos-event-forwarder; the exit "
-                     "status stays the cell's");
+                     "after the run, publish every event and signed checkpoint not yet "
+                     "delivered to this NATS JetStream server (nats://HOST:PORT; streams "
+                     "CELLOS_EVENTS and CELLOS_CHECKPOINTS) with cellos-event-forwarder; the "
+                     "exit status stays the cell's");
   runCmd
       ->add_option("--nats-timeout", run.natsTimeout,
                    "seconds the publishing may wait for an unreachable server")

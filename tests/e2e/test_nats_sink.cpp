@@ -3,7 +3,11 @@
 // down the broker keeps writing the log; once it is back every event arrives — none lost, none
 // twice, in log order — on cellos.events.<host>.<cellId>.<phase> in stream CELLOS_EVENTS, with
 // Nats-Msg-Id = the event id. An event the stream refuses goes to the dead-letter directory.
+// The signed checkpoints beside the log reach the stream CELLOS_CHECKPOINTS the same way, within
+// seconds of each being written while the broker runs, and the copy that left the host catches a
+// log whose tail was cut afterwards.
 
+#include "core/checkpoint.h"
 #include "tests/e2e/event_daemons.h"
 
 #include <arpa/inet.h>
@@ -20,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -97,10 +102,11 @@ struct StoredMessage {
   std::string subject, msgId, data;
 };
 
-// Reads the stream as a consumer would: every message, in stream order.
+// Reads a stream as a consumer would: every message, in stream order.
 class StreamReader {
  public:
-  explicit StreamReader(const std::string& url) {
+  explicit StreamReader(const std::string& url, std::string stream = "CELLOS_EVENTS")
+      : stream_(std::move(stream)) {
     natsConnection_ConnectTo(&connection_, url.c_str());
     if (connection_) natsConnection_JetStream(&js_, connection_, nullptr);
   }
@@ -112,7 +118,7 @@ class StreamReader {
   // nullopt: no such stream (yet).
   std::optional<uint64_t> count() {
     jsStreamInfo* info = nullptr;
-    if (js_GetStreamInfo(&info, js_, "CELLOS_EVENTS", nullptr, nullptr) != NATS_OK) {
+    if (js_GetStreamInfo(&info, js_, stream_.c_str(), nullptr, nullptr) != NATS_OK) {
       return std::nullopt;
     }
     uint64_t n = info->State.Msgs;
@@ -137,7 +143,7 @@ class StreamReader {
     auto n = count().value_or(0);
     for (uint64_t seq = 1; seq <= n; ++seq) {
       natsMsg* msg = nullptr;
-      if (js_GetMsg(&msg, js_, "CELLOS_EVENTS", seq, nullptr, nullptr) != NATS_OK) continue;
+      if (js_GetMsg(&msg, js_, stream_.c_str(), seq, nullptr, nullptr) != NATS_OK) continue;
       const char* id = nullptr;
       natsMsgHeader_Get(msg, "Nats-Msg-Id", &id);
       out.push_back({natsMsg_GetSubject(msg), id ? id : "",
@@ -148,15 +154,17 @@ class StreamReader {
   }
 
  private:
+  std::string stream_;
   natsConnection* connection_ = nullptr;
   jsCtx* js_ = nullptr;
 };
 
 // Waits (bounded) until the stream holds `n` messages.
-bool waitForCount(const std::string& url, uint64_t n, std::chrono::seconds timeout) {
+bool waitForCount(const std::string& url, uint64_t n, std::chrono::seconds timeout,
+                  const std::string& stream = "CELLOS_EVENTS") {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    StreamReader reader(url);
+    StreamReader reader(url, stream);
     if (reader.ok() && reader.count() == n) return true;
     if (std::chrono::steady_clock::now() > deadline) return false;
     std::this_thread::sleep_for(200ms);
@@ -167,6 +175,59 @@ std::vector<nlohmann::json> logEvents(const std::string& path) {
   std::vector<nlohmann::json> out;
   std::ifstream in(path);
   for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The checkpoint notes the broker wrote beside the log, one per element (each is one signed
+// note: the text, the blank line, one signature line).
+std::vector<std::string> fileNotes(const std::string& path) {
+  std::vector<std::string> out;
+  std::string text = readFile(path), current;
+  std::istringstream in(text);
+  bool signatures = false;
+  for (std::string line; std::getline(in, line);) {
+    if (signatures && line.rfind("\xE2\x80\x94 ", 0) != 0) {
+      out.push_back(current);
+      current.clear();
+      signatures = false;
+    }
+    current += line + "\n";
+    if (line.empty()) signatures = true;
+  }
+  if (!current.empty()) out.push_back(current);
+  return out;
+}
+
+// What a subscriber of CELLOS_CHECKPOINTS holds: each message one note of `file`, in order, on
+// cellos.checkpoints.<origin>, keyed by the note's digest; their concatenation is the file.
+void expectCheckpointCopy(const std::vector<StoredMessage>& stored, const std::string& file) {
+  auto notes = fileNotes(file);
+  ASSERT_FALSE(notes.empty()) << "no checkpoint in " << file;
+  ASSERT_EQ(stored.size(), notes.size()) << "none lost, none twice";
+  std::set<std::string> ids;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(stored[i].data, notes[i]);
+    std::string error;
+    auto parsed = core::parseSignedNotes(stored[i].data, &error);
+    ASSERT_TRUE(parsed) << error;
+    EXPECT_EQ(parsed->size(), 1u);
+    std::string origin = notes[i].substr(0, notes[i].find('\n'));
+    EXPECT_EQ(stored[i].subject, "cellos.checkpoints." + origin);
+    EXPECT_EQ(stored[i].msgId.rfind("checkpoint-", 0), 0u) << stored[i].msgId;
+    ids.insert(stored[i].msgId);
+  }
+  EXPECT_EQ(ids.size(), stored.size());
+}
+
+std::string concatenated(const std::vector<StoredMessage>& stored) {
+  std::string out;
+  for (const auto& message : stored) out += message.data;
   return out;
 }
 
@@ -333,6 +394,97 @@ TEST_F(NatsSink, CellosRunPublishesItsEventsAfterTheRunAndAnOutageLosesNothing) 
   EXPECT_TRUE(sawRedacted);
   auto verify = cellosVerify({"--state-dir=" + dir_, daemons_->eventsPath()});
   EXPECT_EQ(verify.status, 0) << verify.out;
+
+  // Both runs' checkpoints (the broker writes one as it stops) left with the events, and the
+  // copy from the stream is checkpoint evidence for the log on its own.
+  std::string checkpointFile = daemons_->eventsPath() + ".checkpoints";
+  StreamReader checkpointReader(nats_->url(), "CELLOS_CHECKPOINTS");
+  ASSERT_TRUE(checkpointReader.ok());
+  auto copies = checkpointReader.all();
+  expectCheckpointCopy(copies, checkpointFile);
+  EXPECT_GE(copies.size(), 2u) << "one per run at least";
+  std::string copy = dir_ + "/checkpoints-from-nats";
+  std::ofstream(copy, std::ios::binary) << concatenated(copies);
+  auto withCopy =
+      cellosVerify({"--state-dir=" + dir_, "--checkpoint", copy, daemons_->eventsPath()});
+  EXPECT_EQ(withCopy.status, 0) << withCopy.out;
+  EXPECT_NE(withCopy.out.find("checkpoints verified"), std::string::npos) << withCopy.out;
+}
+
+// Service mode: each checkpoint reaches CELLOS_CHECKPOINTS while the broker runs (the signer
+// makes one a second here), a NATS outage and a forwarder killed with -9 lose none and repeat
+// none, and whoever holds the copy catches a log whose last lines were deleted later.
+TEST_F(NatsSink, CheckpointsLeaveTheHostWhileTheBrokerRunsAndCatchACutTail) {
+  ASSERT_TRUE(nats_->start());
+  daemons_->startSigner({"--checkpoint-interval=1"});
+  daemons_->startHelpers();
+  daemons_->startBroker();
+  daemons_->startForwarder(nats_->url());
+  std::string checkpointFile = daemons_->eventsPath() + ".checkpoints";
+  auto inStream = [&]() {
+    StreamReader reader(nats_->url(), "CELLOS_CHECKPOINTS");
+    return reader.ok() ? reader.count().value_or(0) : 0;
+  };
+  // Events go on being written (a checkpoint needs events since the last one) until a
+  // checkpoint has reached the stream: the broker is running all the while.
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  size_t round = 0;
+  while (inStream() == 0 && std::chrono::steady_clock::now() < deadline) {
+    submit("live" + std::to_string(round++) + "-", 1);
+    std::this_thread::sleep_for(500ms);
+  }
+  ASSERT_GT(inStream(), 0u) << daemons_->log("forwarder") << daemons_->log("signer");
+  EXPECT_TRUE(daemons_->running("broker"));
+
+  // NATS goes away while checkpoints go on being written; the forwarder is killed and restarted
+  // while it is down.
+  nats_->kill9();
+  size_t before = fileNotes(checkpointFile).size();
+  deadline = std::chrono::steady_clock::now() + 60s;
+  while (fileNotes(checkpointFile).size() < before + 2 &&
+         std::chrono::steady_clock::now() < deadline) {
+    submit("down" + std::to_string(round++) + "-", 1);
+    std::this_thread::sleep_for(500ms);
+  }
+  ASSERT_GE(fileNotes(checkpointFile).size(), before + 2);
+  daemons_->kill9("forwarder");
+  daemons_->startForwarder(nats_->url());
+  ASSERT_TRUE(nats_->start());
+  submit("after", 2);
+  // The broker stops (its last checkpoint is written as it does); the forwarder then catches up.
+  daemons_->stop("broker");
+  daemons_->stop("signer");
+  size_t written = fileNotes(checkpointFile).size();
+  ASSERT_TRUE(waitForCount(nats_->url(), written, 90s, "CELLOS_CHECKPOINTS"))
+      << inStream() << " of " << written << "\n"
+      << daemons_->log("forwarder");
+  daemons_->stopAll();
+
+  StreamReader reader(nats_->url(), "CELLOS_CHECKPOINTS");
+  ASSERT_TRUE(reader.ok());
+  auto copies = reader.all();
+  expectCheckpointCopy(copies, checkpointFile);
+  std::string copy = dir_ + "/checkpoints-from-nats";
+  std::ofstream(copy, std::ios::binary) << concatenated(copies);
+  std::string keys = daemons_->signerDir() + "/keyset.json";
+  auto intact = cellosVerify({"--keys", keys, "--checkpoint", copy, daemons_->eventsPath()});
+  EXPECT_EQ(intact.status, 0) << intact.out;
+
+  // Whoever holds the host deletes the log's last two lines and its checkpoint file: the chain
+  // alone still verifies, the copy that left the host does not.
+  auto lines = logEvents(daemons_->eventsPath());
+  ASSERT_GT(lines.size(), 2u);
+  std::string text = readFile(daemons_->eventsPath());
+  size_t cut = text.size() - 1;
+  for (int i = 0; i < 2; ++i) cut = text.rfind('\n', cut - 1);
+  std::ofstream(daemons_->eventsPath(), std::ios::binary | std::ios::trunc)
+      << text.substr(0, cut + 1);
+  std::filesystem::remove(checkpointFile);
+  auto chainOnly = cellosVerify({"--keys", keys, daemons_->eventsPath()});
+  EXPECT_EQ(chainOnly.status, 0) << chainOnly.out;
+  auto cutTail = cellosVerify({"--keys", keys, "--checkpoint", copy, daemons_->eventsPath()});
+  EXPECT_EQ(cutTail.status, 1) << cutTail.out;
+  EXPECT_NE(cutTail.out.find("missing from the end of the log"), std::string::npos) << cutTail.out;
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // libFuzzer harness for the evidence files `cellos verify` reads from whoever hands them over
 // (issue 20): `--keys` files in every form (PEM, JWK, JWK Set, keyset) and checkpoint files
-// (concatenated C2SP signed notes), through note parsing, checkpoint verification and the
-// check of a small log against the checkpoints.
+// (concatenated C2SP signed notes), through note parsing, checkpoint verification and the check
+// of a small log against the checkpoints; and the forwarder's cutting of a growing checkpoint
+// file into whole notes.
 //
 // The first input byte picks the mode. So that the checks behind the signature are reached, one
 // mode signs a checkpoint body built from the fuzzer's bytes with a fixed test key and then
@@ -72,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   std::string_view input(reinterpret_cast<const char*>(data) + 1, size - 1);
   try {
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
       case 0: {
         std::string error;
         auto keys = parseVerificationKeys(input, &error);
@@ -91,6 +92,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::string root(input.substr(1, 32));
         std::string note = signCheckpoint("fuzz.example/log", treeSize, root, testKey());
         checkNotes(note + std::string(input.substr(33)), static_cast<uint8_t>(input[0]) % 41);
+        break;
+      }
+      case 3: {
+        // The forwarder's cut of a growing checkpoint file: the notes it returns are, end to
+        // end, exactly the prefix it says it consumed, none empty.
+        size_t consumed = 0;
+        auto notes = completeSignedNotes(input, &consumed);
+        if (consumed > input.size()) abort();
+        size_t at = 0;
+        for (auto note : notes) {
+          if (note.empty() || note.data() != input.data() + at) abort();
+          at += note.size();
+        }
+        if (at != consumed) abort();
+        for (auto note : notes) checkNotes(note, 3);
         break;
       }
     }

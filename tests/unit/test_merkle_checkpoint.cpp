@@ -231,5 +231,54 @@ TEST_F(CheckpointLog, SignaturesOfUnknownKeysAreIgnoredKnownBadOnesReject) {
   EXPECT_FALSE(parseSignedNotes("o\n1\nAAAA\n\n\x01\n", &error));
 }
 
+// A follower of the checkpoint file reads it while the broker appends: every cut of the bytes
+// yields the whole notes before it, never a note that is still arriving, and the rest is kept.
+TEST_F(CheckpointLog, CompleteNotesOfAGrowingFileAreExactlyTheWholeOnes) {
+  std::string first = note(3, key_), second = note(9, key_), third = note(12, key_);
+  std::string file = first + second + third;
+  const size_t ends[] = {first.size(), first.size() + second.size(), file.size()};
+  for (size_t cut = 0; cut <= file.size(); ++cut) {
+    SCOPED_TRACE(cut);
+    size_t consumed = 99;
+    auto notes = completeSignedNotes(std::string_view(file).substr(0, cut), &consumed);
+    size_t whole = 0;
+    while (whole < 3 && ends[whole] <= cut) ++whole;
+    ASSERT_EQ(notes.size(), whole);
+    EXPECT_EQ(consumed, whole == 0 ? 0 : ends[whole - 1]);
+    std::string error;
+    for (auto text : notes) {
+      auto parsed = parseSignedNotes(text, &error);
+      ASSERT_TRUE(parsed) << error;
+      EXPECT_EQ(parsed->size(), 1u);
+    }
+  }
+  // A cosigned note (two signature lines) followed by the next note is one note.
+  SigningKey other = SigningKey::generate();
+  std::string otherNote = note(9, other);
+  std::string cosigned = second + otherNote.substr(otherNote.rfind("\xE2\x80\x94 "));
+  size_t consumed = 0;
+  std::string cosignedThenMore = cosigned + third.substr(0, 5);  // the views point into it
+  auto two = completeSignedNotes(cosignedThenMore, &consumed);
+  ASSERT_EQ(two.size(), 1u);
+  EXPECT_EQ(two[0], cosigned);
+  EXPECT_EQ(consumed, cosigned.size());
+  std::string error;
+  EXPECT_EQ(parseSignedNotes(two[0], &error).value().at(0).signatures.size(), 2u);
+  // Bytes that are not notes are still cut at blank lines, so a reader can refuse them one by
+  // one and go on; a text that never reaches a blank line holds what follows (bounded by the
+  // reader).
+  std::string junk = "\nno signatures\n\nnext\n\n";
+  std::string junkThenNote = junk + first;
+  auto bad = completeSignedNotes(junkThenNote, &consumed);
+  ASSERT_EQ(bad.size(), 4u);
+  EXPECT_EQ(bad[0], "\n");
+  EXPECT_EQ(bad[1], "no signatures\n\n");
+  EXPECT_EQ(bad[2], "next\n\n");
+  EXPECT_EQ(bad[3], first);
+  EXPECT_FALSE(parseSignedNotes(bad[1], &error));
+  EXPECT_EQ(completeSignedNotes("origin\n1\nroot\n" + first, &consumed).size(), 1u);
+  EXPECT_EQ(completeSignedNotes("origin\n1\nroot\n\n" + first, &consumed).size(), 2u);
+}
+
 }  // namespace
 }  // namespace cellos::core
