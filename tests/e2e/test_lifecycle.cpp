@@ -459,7 +459,7 @@ TEST_P(PhaseFailures, TeardownStillRunsAndTheRunEndsDestroyedFailed) {
   }
   // The failed run is still in the verifiable chain.
   system_->stop();
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
   auto verify = runCellos({"verify", "--state-dir", stateDir_, system_->eventsPath()});
   EXPECT_EQ(verify.status, 0) << verify.out << verify.err;
 }
