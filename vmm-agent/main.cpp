@@ -17,6 +17,7 @@
 #include "privsep/daemon.h"
 #include "vmm-agent/agent/agent_server.h"
 #include "vmm-agent/backends/microvm/microvm_cell.h"
+#include "vmm-agent/cell/cgroup.h"
 #include "vmm-agent/launcher/cell_records.h"
 #include "vmm-agent/launcher/launcher.h"
 #include "vmm-agent/launcher/reaper.h"
@@ -154,6 +155,7 @@ int serve(const Options& options) {
   mkdirOwnedWithParents(options.poolDir, 0700);
   mkdirOwned(vmm::cellClaimsDirectory(options.poolDir), 0700);
   vmm::reapOrphanedCells(options.stateDir, options.poolDir, options.runDir, config.homeNetnsFd);
+  vmm::CellCgroup::prepareParents();
 
   auto listenFd = ipc::listenUnix({options.common.socketPath, 0660, 0, broker.gid});
 

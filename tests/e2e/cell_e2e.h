@@ -15,23 +15,6 @@
 
 namespace cellos::testing {
 
-// hostResidue(), less processes of cellos binaries other than this build's: other engineers'
-// daemons and an installed service on a shared machine are not this test's residue (their
-// cgroups, interfaces and runtime directories still are, as they would be ours).
-inline std::vector<std::string> ourResidue() {
-  std::vector<std::string> residue;
-  for (const std::string& item : hostResidue()) {
-    if (item.rfind("process ", 0) == 0) {
-      std::error_code ec;
-      std::string pid = item.substr(8, item.find(' ', 8) - 8);
-      auto exe = std::filesystem::read_symlink("/proc/" + pid + "/exe", ec);
-      if (ec || exe.string().rfind(binDir() + "/", 0) != 0) continue;
-    }
-    residue.push_back(item);
-  }
-  return residue;
-}
-
 class CellE2E : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -273,4 +273,18 @@ std::string missingBackend(const std::string& backend) {
   return "";
 }
 
+std::vector<std::string> ourResidue() {
+  std::vector<std::string> residue;
+  for (const std::string& item : hostResidue()) {
+    if (item.rfind("process ", 0) == 0) {
+      std::error_code ec;
+      std::string pid = item.substr(8, item.find(' ', 8) - 8);
+      auto exe = std::filesystem::read_symlink("/proc/" + pid + "/exe", ec);
+      if (ec || exe.string().rfind(binDir() + "/", 0) != 0) continue;
+    }
+    residue.push_back(item);
+  }
+  return residue;
+}
+
 }  // namespace cellos::testing

@@ -62,6 +62,10 @@ std::string missingBackend(const std::string& backend);
 // What of any cell could still be on the host: processes of cellos binaries, cgroup
 // directories under cellos/, runtime directories, mounts naming cellos. Empty means clean.
 std::vector<std::string> hostResidue();
+// hostResidue(), less processes of cellos binaries other than this build's: other engineers'
+// daemons and an installed service on a shared machine are not this test's residue (their
+// cgroups, interfaces and runtime directories still are, as they would be ours).
+std::vector<std::string> ourResidue();
 
 std::string makeTempDir();
 std::string readFile(const std::string& path);

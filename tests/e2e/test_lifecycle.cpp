@@ -179,7 +179,7 @@ TEST_P(Exports, ExportCopiesTheHonestArtifactAndRefusesEveryBreakAttempt) {
   EXPECT_EQ(destroyed[0]["data"]["failedPhase"], "export");
   EXPECT_EQ(destroyed[0]["data"]["residue"]["clean"], true);
   system_->stop();
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
 }
 
 TEST_F(Lifecycle, ADotDotArtifactPathIsRefusedAtAdmission) {
@@ -220,7 +220,7 @@ TEST_P(Exports, ExportedArtifactsOfASucceedingRunAllComplete) {
   EXPECT_GT(destroyed[0]["data"]["phaseTimingsMicros"]["export"].get<uint64_t>(), 0u);
   EXPECT_EQ(ofType(all, ".lifecycle.v1.started").at(0)["data"]["backend"], GetParam());
   system_->stop();
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
 }
 
 // ---- secrets
@@ -387,7 +387,7 @@ TEST_P(Secrets, ADeliveredValueReachesTheWorkloadAndNothingElse) {
   std::string logs = readFile(stateDir_ + "/daemons.log");
   EXPECT_NE(logs.find("secret-" + delivery), std::string::npos) << "no daemon log captured";
   EXPECT_EQ(logs.find(value), std::string::npos);
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -459,7 +459,7 @@ TEST_P(PhaseFailures, TeardownStillRunsAndTheRunEndsDestroyedFailed) {
   }
   // The failed run is still in the verifiable chain.
   system_->stop();
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
   auto verify = runCellos({"verify", "--state-dir", stateDir_, system_->eventsPath()});
   EXPECT_EQ(verify.status, 0) << verify.out << verify.err;
 }

@@ -101,7 +101,7 @@ TEST_F(CellosPolicy, ADocumentAskingForMoreIsRefusedWithEveryViolationAndLeavesO
 
   auto verified = runCellos({"verify", "--state-dir", stateDir_, events_});
   EXPECT_EQ(verified.status, 0) << verified.out << verified.err;
-  auto residue = hostResidue();
+  auto residue = ourResidue();
   EXPECT_TRUE(residue.empty()) << residue.front();
 }
 
@@ -138,7 +138,7 @@ TEST_F(CellosPolicy, ADocumentWithinThePolicyRunsAndIsAdmittedWithItsDigest) {
   EXPECT_EQ(log.back()["type"], "dev.cellos.events.cell.lifecycle.v1.destroyed");
   EXPECT_EQ(log.back()["data"]["outcome"], "succeeded");
   EXPECT_EQ(runCellos({"verify", "--state-dir", stateDir_, events_}).status, 0);
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
 }
 
 TEST_F(CellosPolicy, AbsentLimitsGetTheHostsCapsInsteadOfNone) {
@@ -152,7 +152,7 @@ TEST_F(CellosPolicy, AbsentLimitsGetTheHostsCapsInsteadOfNone) {
             "echo all-started\"]\n");
   auto capped = run(document, policy);
   EXPECT_EQ(capped.out.find("all-started"), std::string::npos) << capped.out << capped.err;
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
 
   // The same document without a policy is not capped.
   std::string open = write("open.yaml", "{}\n");
@@ -171,7 +171,7 @@ TEST_F(CellosPolicy, AnInvalidDocumentIsRefusedBeforeAnythingStarts) {
   EXPECT_NE(result.err.find("spec.id: must start with [a-z0-9], got \"Bad!\""), std::string::npos)
       << result.err;
   EXPECT_FALSE(std::filesystem::exists(events_)) << "no broker may have seen it";
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
 }
 
 TEST_F(CellosPolicy, AnInvalidPolicyIsAUsageErrorAndStartsNothing) {
@@ -187,7 +187,7 @@ TEST_F(CellosPolicy, AnInvalidPolicyIsAUsageErrorAndStartsNothing) {
             std::string::npos)
       << result.err;
   EXPECT_FALSE(std::filesystem::exists(events_));
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
 
   auto missing = run(document, stateDir_ + "/no-such-policy.yaml");
   EXPECT_EQ(missing.status, 2);

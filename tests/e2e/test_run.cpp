@@ -97,7 +97,7 @@ TEST_F(CellosRun, InvalidDocumentExitsTwoAndCreatesNothing) {
   EXPECT_EQ(result.status, 2);
   EXPECT_NE(result.err.find("spec.id"), std::string::npos) << result.err;
   EXPECT_FALSE(std::filesystem::exists(events_)) << "nothing may be created for a bad document";
-  EXPECT_TRUE(hostResidue().empty());
+  EXPECT_TRUE(ourResidue().empty());
 }
 
 TEST_F(CellosRun, VerifyAcceptsTheLogAndNamesTheLineOfAnyChangedByte) {

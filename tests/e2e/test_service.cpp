@@ -215,6 +215,35 @@ TEST_F(HostService, TwentyCellsAtOnceWithALimitOfFourAllCompleteWithVerifiableEv
   }
 }
 
+// A destroy that leaves residue keeps the launcher's record of the cell, so that the teardown
+// is tried again; the same cell id is then refused with what is left (not with a source line),
+// and once that is gone, the next run of the id tries the teardown again and runs.
+TEST_F(HostService, ACellIdWhoseTeardownWasUnfinishedRunsAgainOnceItsResidueIsGone) {
+  std::string cellDir = system_->runtimeDir() + "/vmm/cells/svc-again";
+  std::string path = document("again", cell("svc-again", "echo ready; sleep 1"));
+  CellosProcess first({"submit", "--wait", path, "--socket=" + socket_});
+  ASSERT_TRUE(first.waitForStdout("ready", 60s)) << first.err();
+  // Something the cell's teardown does not know about, in the cell's directory: its rmdir fails.
+  ASSERT_TRUE(std::filesystem::is_directory(cellDir)) << cellDir;
+  writeFile(cellDir + "/pinned-by-the-test", "x");
+  first.wait(60s);
+  EXPECT_NE(first.err().find("run failed in phase destroy"), std::string::npos) << first.err();
+  EXPECT_NE(first.err().find(cellDir + ": Directory not empty"), std::string::npos) << first.err();
+
+  auto refused = cellos({"submit", "--wait", path});
+  EXPECT_NE(refused.status, 0) << refused.err;
+  EXPECT_NE(refused.err.find("the teardown of its previous run is not complete"), std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find(cellDir), std::string::npos) << refused.err;
+  EXPECT_EQ(refused.err.find(".cpp:"), std::string::npos) << "no source text: " << refused.err;
+
+  std::filesystem::remove(cellDir + "/pinned-by-the-test");
+  auto again = cellos({"submit", "--wait", path});
+  EXPECT_EQ(again.status, 0) << again.err;
+  EXPECT_EQ(again.out, "ready\n");
+  EXPECT_FALSE(std::filesystem::exists(cellDir));
+}
+
 TEST_F(HostService, ABrokerKilledMidCellLeavesNoResidueAndItsSuccessorClosesTheRun) {
   auto submitted =
       cellos({"submit", document("orphan", cell("svc-orphan", "sleep 1000 & sleep 1000"))});

@@ -4,7 +4,9 @@
 // the cell's cgroup), and the spawner goes on serving the next request. No runsc is needed: every
 // failure here happens before the start byte, and runsc runs only after it.
 
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -157,6 +160,51 @@ TEST_F(GvisorSpawnerTest, MalformedRequestsAreAnsweredWithAnErrorAndNothingElse)
   }
   EXPECT_EQ(spawnerChildren(), std::vector<std::string>{});
   EXPECT_TRUE(spawnerAlive());
+}
+
+// On cgroup v1 runsc makes <controller>/cellos in controllers cellos does not manage (cpuset),
+// and under the VM launcher's unit those hierarchies are read-only, where rmdir answers EROFS
+// whether or not the name exists. A cell's leftovers are only leaves named for it that exist:
+// a cell that never had one is not charged with residue; one that has one and cannot remove
+// it is. Run in a mount namespace of the test's own where cpuset is remounted read-only.
+TEST(GvisorLeftovers, OnlyAnExistingLeafOfTheCellIsItsResidue) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: mounts, cgroups";
+  if (CellCgroup::isV2()) GTEST_SKIP() << "cgroup v1 only: the scan of other controllers";
+  const std::string parent = "/sys/fs/cgroup/cpuset/cellos";
+  if (!std::filesystem::is_directory("/sys/fs/cgroup/cpuset")) {
+    GTEST_SKIP() << "cgroup v1 only: no cpuset hierarchy";
+  }
+  bool madeParent = mkdir(parent.c_str(), 0755) == 0;
+  const std::string leaf = parent + "/leftover-probe-had";
+  ASSERT_EQ(mkdir(leaf.c_str(), 0755), 0) << strerror(errno);
+  pid_t child = fork();
+  if (child == 0) {
+    int code = 0;
+    if (unshare(CLONE_NEWNS) < 0 ||
+        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0 ||
+        mount(nullptr, "/sys/fs/cgroup/cpuset", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY,
+              nullptr) < 0) {
+      _exit(10);
+    }
+    // Never had a leaf anywhere: nothing to charge.
+    if (!removeGvisorLeftovers("leftover-probe-none", "").empty()) code |= 1;
+    // Has one in cpuset that the read-only view cannot remove: that is residue, named.
+    auto residue = removeGvisorLeftovers("leftover-probe-had", "");
+    if (residue.size() != 1 || residue[0].find(leaf) == std::string::npos ||
+        residue[0].find("Read-only file system") == std::string::npos) {
+      code |= 2;
+    }
+    _exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  // Outside the read-only view the same call removes the leaf and reports nothing.
+  EXPECT_TRUE(removeGvisorLeftovers("leftover-probe-had", "").empty());
+  EXPECT_FALSE(std::filesystem::exists(leaf));
+  if (madeParent) rmdir(parent.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: charged a cell with no leaf; 2: missed an existing one; "
+                                       "10: could not make the read-only view";
 }
 
 }  // namespace

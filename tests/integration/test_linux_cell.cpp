@@ -3,8 +3,10 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -893,6 +895,49 @@ TEST(LauncherProfile, AnswersEpermToDangerousCallsSoWorkloadsSeeEperm) {
   int status = -1;
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// The VM launcher's start checks the cells' cgroup parents: on a host (or in a unit's view)
+// where one is read-only, it refuses to start, naming the subtree and the fix, instead of
+// starting and failing every cell. The read-only view is the test's own mount namespace.
+TEST(CgroupParents, AReadOnlySubtreeFailsTheLaunchersStartNamingIt) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: mounts, cgroups";
+  ASSERT_NO_THROW(CellCgroup::prepareParents());
+  std::string hierarchy = CellCgroup::isV2() ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory";
+  std::string parent = hierarchy + "/cellos";
+  int pipeFds[2];
+  ASSERT_EQ(pipe(pipeFds), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    close(pipeFds[0]);
+    std::string message = "no throw";
+    if (unshare(CLONE_NEWNS) < 0 ||
+        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0 ||
+        mount(nullptr, hierarchy.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) < 0) {
+      message = std::string("cannot make the read-only view: ") + strerror(errno);
+    } else {
+      try {
+        CellCgroup::prepareParents();
+      } catch (const std::exception& e) {
+        message = e.what();
+      }
+    }
+    ssize_t ignored = write(pipeFds[1], message.data(), message.size());
+    (void)ignored;
+    _exit(0);
+  }
+  close(pipeFds[1]);
+  std::string message;
+  char buffer[4096];
+  for (ssize_t n; (n = read(pipeFds[0], buffer, sizeof(buffer))) > 0;) message.append(buffer, n);
+  close(pipeFds[0]);
+  waitpid(child, nullptr, 0);
+  EXPECT_NE(message.find("no cell could start: " + parent +
+                         " is not writable: Read-only file "
+                         "system"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("ExecStartPre= and BindPaths="), std::string::npos) << message;
 }
 
 }  // namespace

@@ -17,7 +17,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <regex>
 #include <set>
@@ -277,6 +279,38 @@ TEST(UnitDirectivesOfTheVmLauncher, OpenEveryCgroupSubtreeTheAgentWrites) {
     }
     EXPECT_TRUE(created) << "ExecStartPre= does not create " << parent;
   }
+}
+
+// ExecStartPre= fails the unit when any subtree cannot be made, naming it, not only when the
+// last one cannot (a loop's status is its last command's: found in a booted container, where
+// the unit started "active" with no memory subtree and every cell then failed). Run against a
+// scratch copy of the hierarchy names, once whole and once with memory/ unusable.
+TEST(UnitDirectivesOfTheVmLauncher, ExecStartPreFailsOnAnySubtreeItCannotMake) {
+  std::string prepare = single(directives("cellos-vmm-agent.service"), "ExecStartPre");
+  ASSERT_EQ(prepare.rfind("+", 0), 0u) << prepare;
+  prepare = prepare.substr(1);
+  for (size_t at; (at = prepare.find("$$")) != std::string::npos;) prepare.replace(at, 2, "$");
+  char dir[] = "/tmp/cellos-unit-cgroup.XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string root = dir;
+  for (size_t at; (at = prepare.find("/sys/fs/cgroup")) != std::string::npos;) {
+    prepare.replace(at, strlen("/sys/fs/cgroup"), root);
+  }
+  for (const char* c : {"pids", "memory", "cpu", "cpuacct"}) {
+    std::filesystem::create_directory(root + "/" + c);
+  }
+  auto whole = runCommand(prepare);
+  EXPECT_EQ(whole.status, 0) << prepare << "\n" << whole.output;
+  for (const char* c : {"pids", "memory", "cpu", "cpuacct"}) {
+    EXPECT_TRUE(std::filesystem::is_directory(root + "/" + c + "/cellos")) << c;
+  }
+  // memory/ is a file now: its subtree cannot be made, and later ones still can.
+  std::filesystem::remove_all(root + "/memory");
+  { std::ofstream(root + "/memory") << "not a hierarchy"; }
+  auto broken = runCommand(prepare);
+  EXPECT_NE(broken.status, 0) << broken.output;
+  EXPECT_NE(broken.output.find(root + "/memory/cellos"), std::string::npos) << broken.output;
+  std::filesystem::remove_all(root);
 }
 
 std::set<std::string> words(const std::string& text) {

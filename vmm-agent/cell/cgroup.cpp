@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -149,6 +150,36 @@ CellCgroup CellCgroup::open(const std::string& cellId) {
     return v1Hierarchy(controller) + "/cellos/" + cellId;
   };
   return CellCgroup(cellId, {leafOf("pids"), leafOf("memory"), leafOf("cpu"), leafOf("cpuacct")});
+}
+
+void CellCgroup::prepareParents() {
+  std::vector<std::string> parents;
+  if (isV2()) {
+    parents.push_back(std::string(kCgroupRoot) + "/cellos");
+  } else {
+    for (const char* controller : {"pids", "memory", "cpu", "cpuacct"}) {
+      std::string parent = v1Hierarchy(controller) + "/cellos";
+      if (std::find(parents.begin(), parents.end(), parent) == parents.end()) {
+        parents.push_back(parent);
+      }
+    }
+  }
+  std::string problems;
+  for (const std::string& parent : parents) {
+    std::string problem;
+    if (mkdir(parent.c_str(), 0755) < 0 && errno != EEXIST) {
+      problem = parent + " cannot be created: " + strerror(errno);
+    } else if (access(parent.c_str(), W_OK) < 0) {
+      problem = parent + " is not writable: " + strerror(errno);
+    }
+    if (!problem.empty()) problems += (problems.empty() ? "" : "; ") + problem;
+  }
+  if (!problems.empty()) {
+    throw std::runtime_error(
+        "no cell could start: " + problems +
+        ". Create the subtree as root (mkdir), and under systemd let the unit see it writable "
+        "(cellos-vmm-agent.service's ExecStartPre= and BindPaths=; docs/operations.md)");
+  }
 }
 
 CellCgroup CellCgroup::create(const std::string& cellId) {

@@ -31,6 +31,11 @@ class CellCgroup {
   static CellCgroup open(const std::string& cellId);
   // True when the unified hierarchy is mounted at /sys/fs/cgroup (cgroup.controllers exists).
   static bool isV2();
+  // Creates the shared "cellos" parents if missing and checks that each is writable here (the
+  // VM launcher's start: under systemd the unit's view of /sys/fs/cgroup is read-only except
+  // the subtrees it binds). Throws one message naming every parent that is not, and the fix,
+  // so a host where no cell could start fails at start instead of at the first cell.
+  static void prepareParents();
 
   CellCgroup(CellCgroup&&) noexcept = default;
   CellCgroup& operator=(CellCgroup&&) noexcept = default;

@@ -85,6 +85,9 @@ struct LiveCell {
   // The cell's secrets tmpfs (O_PATH), when the cell was built for secrets; -1 otherwise.
   Fd secrets;
   uint32_t workloadId = 0;  // host id of the workload: owner of the secret files
+  // A destroy of this cell ran and left residue: the record is kept so that the next destroy,
+  // the next launch of the same id or the next launcher's start tries again.
+  bool destroyTried = false;
 };
 
 struct Launcher {
@@ -123,6 +126,8 @@ void refreshHostDestinations(Launcher& launcher) {
   }
 }
 
+void releaseFinishedCell(Launcher& launcher, const std::string& cellId);
+
 void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request) {
   const LauncherConfig& config = launcher.config;
   auto started = std::chrono::steady_clock::now();
@@ -130,7 +135,7 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
 
   LaunchRequest decoded = decodeLaunchRequest(request, config.dnsUid);
   CellLaunch& launch = decoded.launch;
-  KJ_REQUIRE(!launcher.cells.count(launch.cellId), "a cell with this id is live", launch.cellId);
+  releaseFinishedCell(launcher, launch.cellId);
   CellBackend& backend = launcher.backends.get(decoded.backend);
   launch.imageRoot = registeredImageRoot(config.imagesDir, decoded.image);
   // The rules are checked before anything exists: a bad one refuses the cell, it does not
@@ -266,8 +271,12 @@ void handleLaunch(int sock, Launcher& launcher, ipc::CellRequest::Reader request
   // `agentFds` closes our copies: the agent holds them now.
 }
 
-void handleDestroy(int sock, Launcher& launcher, const DestroyCommand& request) {
-  const std::string& cellId = request.cellId;
+// Tears the cell down as far as it goes: its network, every backend's teardown that may apply,
+// its directory; then checks its veth and table are gone. Returns what is left (empty: clean).
+// Only a clean cell gives up its record and slots; otherwise the next destroy, the next launch
+// of the same id or the next launcher's start tries again.
+std::vector<std::string> tearDownCell(Launcher& launcher, const std::string& cellId,
+                                      pid_t initPid) {
   std::vector<std::string> residue;
   auto live = launcher.cells.find(cellId);
   if (live != launcher.cells.end()) {
@@ -283,7 +292,7 @@ void handleDestroy(int sock, Launcher& launcher, const DestroyCommand& request) 
                                            ? std::vector<CellBackend*>{live->second.backend}
                                            : launcher.backends.all();
   for (CellBackend* backend : backends) {
-    for (std::string& r : backend->destroy(cellId, request.initPid)) {
+    for (std::string& r : backend->destroy(cellId, initPid)) {
       residue.push_back(std::move(r));
     }
   }
@@ -307,17 +316,45 @@ void handleDestroy(int sock, Launcher& launcher, const DestroyCommand& request) 
     } catch (const std::exception& e) {
       residue.push_back(std::string("network residue check failed: ") + e.what());
     }
-    // Only a clean cell gives up its record and slots; otherwise the next destroy (or the next
-    // launcher's start) tries again.
     if (residue.empty()) {
       cell.record.remove();
       launcher.cells.erase(live);
+    } else {
+      cell.destroyTried = true;
     }
   }
+  return residue;
+}
+
+void handleDestroy(int sock, Launcher& launcher, const DestroyCommand& request) {
+  std::vector<std::string> residue = tearDownCell(launcher, request.cellId, request.initPid);
   capnp::MallocMessageBuilder reply;
   auto list = reply.initRoot<ipc::LauncherReply>().initDestroyed(residue.size());
   for (size_t i = 0; i < residue.size(); ++i) list.set(i, residue[i]);
   sendReply(sock, reply, {});
+}
+
+// A launch of an id this launcher still holds a record of: refused while that cell runs; when
+// only its teardown was left unfinished, the teardown is tried again first and, once clean, the
+// id is free (a record must not outlive the cell's own resources).
+void releaseFinishedCell(Launcher& launcher, const std::string& cellId) {
+  auto held = launcher.cells.find(cellId);
+  if (held == launcher.cells.end()) return;
+  if (!held->second.destroyTried) {
+    throw std::runtime_error("cell " + cellId +
+                             " is already running on this host (a cell id names one cell at a "
+                             "time)");
+  }
+  std::vector<std::string> residue = tearDownCell(launcher, cellId, 0);
+  if (!residue.empty()) {
+    std::string list;
+    for (const auto& r : residue) list += (list.empty() ? "" : "; ") + r;
+    throw std::runtime_error("cell " + cellId +
+                             ": the teardown of its previous run is not "
+                             "complete (" +
+                             list + ")");
+  }
+  spdlog::info("cell {}: the teardown of its previous run completed now; the id is free", cellId);
 }
 
 void handleInspect(int sock, Launcher& launcher, const std::string& cellId) {

@@ -202,12 +202,17 @@ std::vector<std::string> removeGvisorLeftovers(const std::string& cellId,
     }
   }
   // cgroup v1: runsc makes the cell's cgroup in every controller the launcher did not (it joins
-  // the launcher's, which exist); a start that failed half-way leaves them behind.
+  // the launcher's, which exist); a start that failed half-way leaves them behind. Only a leaf
+  // named for this cell that exists is its residue: in a controller cellos does not manage the
+  // hierarchy may be read-only here (the unit's view), and rmdir answers EROFS before it looks
+  // the name up, so a cell that never had a leaf there must not be charged with one.
   if (!CellCgroup::isV2()) {
     std::error_code ec;
     for (const auto& controller : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
       std::string leaf = controller.path().string() + "/cellos/" + cellId;
-      if (rmdir(leaf.c_str()) < 0 && errno != ENOENT && errno != ENOTDIR) {
+      struct stat st {};
+      if (lstat(leaf.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) continue;
+      if (rmdir(leaf.c_str()) < 0 && errno != ENOENT) {
         residue.push_back("cgroup " + leaf + ": " + strerror(errno));
       }
     }
