@@ -164,7 +164,9 @@ uint64_t parseMemoryBudget(const std::string& text, uint64_t hostMemoryBytes) {
     throw std::invalid_argument("memory budget \"" + text +
                                 "\": expected bytes, N% (1..100) of the host's memory, or 0");
   }
-  return percent ? hostMemoryBytes / 100 * value : value;
+  return percent
+             ? static_cast<uint64_t>(static_cast<unsigned __int128>(hostMemoryBytes) * value / 100)
+             : value;
 }
 
 void CellCgroup::prepareParents(const CellsBudget& budget) {
