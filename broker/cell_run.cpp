@@ -590,6 +590,20 @@ kj::Promise<RunOutcome> CellRun::execute() {
               nlohmann::json data = {{"backend", spec.placement.backend.value_or("linux")},
                                      {"image", spec.run ? spec.run->image : "host"},
                                      {"specDigest", specDigest_}};
+              // The limits the cell runs under: the document's, else the host's defaults
+              // (core::applyHostPolicyDefaults), so the record shows what bounded it.
+              if (spec.run) {
+                const core::Limits& limits = spec.run->limits;
+                nlohmann::json applied = nlohmann::json::object();
+                if (limits.memoryMaxBytes) applied["memoryMaxBytes"] = *limits.memoryMaxBytes;
+                if (limits.pidsMax) applied["pidsMax"] = *limits.pidsMax;
+                if (limits.cpuMax) {
+                  applied["cpuMax"] = {{"quotaMicros", limits.cpuMax->quotaMicros},
+                                       {"periodMicros", limits.cpuMax->periodMicros}};
+                }
+                if (spec.run->timeoutMs) applied["timeoutMs"] = *spec.run->timeoutMs;
+                data["limits"] = std::move(applied);
+              }
               return holdIn("admission", emit("admission", 1, "accepted", kj::mv(data)));
             })
           .then([this]() {

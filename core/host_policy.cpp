@@ -63,9 +63,9 @@ class PolicyReader {
       return out;
     }
     static constexpr std::string_view kKnown[] = {
-        "maxTtlSeconds",      "maxTimeoutMs",         "maxMemoryBytes", "maxPidsMax",
-        "defaultBackend",     "allowedBackends",      "allowedImages",  "allowedEgressHosts",
-        "allowedEgressCidrs", "allowHostDestinations"};
+        "maxTtlSeconds",      "maxTimeoutMs",       "maxMemoryBytes",     "maxPidsMax",
+        "defaultMemoryBytes", "defaultPidsMax",     "defaultBackend",     "allowedBackends",
+        "allowedImages",      "allowedEgressHosts", "allowedEgressCidrs", "allowHostDestinations"};
     for (const auto& [name, value] : root.items()) {
       if (std::find(std::begin(kKnown), std::end(kKnown), name) == std::end(kKnown)) {
         fail("$", "unknown field " + q(name));
@@ -76,6 +76,17 @@ class PolicyReader {
     out.maxTimeoutMs = cap(root, "maxTimeoutMs", kMaxTimeoutMs);
     out.maxMemoryBytes = cap(root, "maxMemoryBytes", kMaxMemoryMaxBytes);
     out.maxPidsMax = cap(root, "maxPidsMax", kMaxPidsMax);
+    out.defaultMemoryBytes = cap(root, "defaultMemoryBytes", kMaxMemoryMaxBytes);
+    out.defaultPidsMax = cap(root, "defaultPidsMax", kMaxPidsMax);
+    auto notAboveCap = [&](const char* name, const std::optional<uint64_t>& value,
+                           const char* capName, const std::optional<uint64_t>& cap) {
+      if (value && cap && *value > *cap) {
+        fail(name, std::to_string(*value) + " exceeds " + capName + " " + std::to_string(*cap) +
+                       ": no document could be given it");
+      }
+    };
+    notAboveCap("defaultMemoryBytes", out.defaultMemoryBytes, "maxMemoryBytes", out.maxMemoryBytes);
+    notAboveCap("defaultPidsMax", out.defaultPidsMax, "maxPidsMax", out.maxPidsMax);
     out.allowedBackends =
         list(root, "allowedBackends", false,
              [&](const std::string& at, const std::string& text) { return backend(at, text); });
@@ -373,10 +384,17 @@ void applyHostPolicyDefaults(const HostPolicy& policy, CellDocument& document) {
   }
   if (!document.spec.run) return;
   RunSpec& run = *document.spec.run;
-  if (policy.maxMemoryBytes && !run.limits.memoryMaxBytes) {
-    run.limits.memoryMaxBytes = policy.maxMemoryBytes;
-  }
-  if (policy.maxPidsMax && !run.limits.pidsMax) run.limits.pidsMax = policy.maxPidsMax;
+  // The policy's default, else its cap, else the built-in default held to the cap.
+  auto fill = [](std::optional<uint64_t>& limit, const std::optional<uint64_t>& preferred,
+                 const std::optional<uint64_t>& cap, uint64_t builtin) {
+    if (limit) return;
+    limit = preferred ? preferred : cap ? cap : std::optional<uint64_t>(builtin);
+    if (cap && *limit > *cap) limit = cap;
+  };
+  bool microvm = document.spec.placement.backend.value_or("linux") == "microvm";
+  fill(run.limits.memoryMaxBytes, policy.defaultMemoryBytes, policy.maxMemoryBytes,
+       microvm ? kDefaultMicrovmMemoryBytes : kDefaultMemoryBytes);
+  fill(run.limits.pidsMax, policy.defaultPidsMax, policy.maxPidsMax, kDefaultPidsMax);
   // ttlSeconds * 1000 > maxTimeoutMs, compared without the multiplication (it can overflow).
   if (policy.maxTimeoutMs && !run.timeoutMs &&
       document.spec.lifetime.ttlSeconds > *policy.maxTimeoutMs / 1000) {

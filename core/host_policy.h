@@ -27,6 +27,11 @@ struct HostPolicy {
   std::optional<uint64_t> maxMemoryBytes;  // spec.run.limits.memoryMaxBytes
   std::optional<uint64_t> maxPidsMax;      // spec.run.limits.pidsMax
 
+  // What a document that leaves a limit out runs with (at most the cap above). Absent: the cap,
+  // else the built-in default below — a cell is never unbounded.
+  std::optional<uint64_t> defaultMemoryBytes;  // spec.run.limits.memoryMaxBytes
+  std::optional<uint64_t> defaultPidsMax;      // spec.run.limits.pidsMax
+
   // The backend of a document that names none (spec.placement.backend). Absent: "linux".
   std::optional<std::string> defaultBackend;
 
@@ -48,6 +53,12 @@ struct HostPolicy {
   std::vector<std::string> allowHostDestinations;
 };
 
+// Built-in limits of a cell whose document and host policy leave them open. A microvm cell's
+// memory is its guest's RAM, for which the smaller default keeps boots quick (docs/spec.md).
+inline constexpr uint64_t kDefaultMemoryBytes = uint64_t{1} << 30;           // 1 GiB
+inline constexpr uint64_t kDefaultMicrovmMemoryBytes = uint64_t{256} << 20;  // 256 MiB
+inline constexpr uint64_t kDefaultPidsMax = 1024;
+
 // Policy files larger than this are refused before parsing.
 inline constexpr size_t kMaxHostPolicyBytes = 1 << 20;
 
@@ -58,12 +69,14 @@ struct HostPolicyParseResult {
 };
 
 // Parses a policy file: one object whose members are the fields of HostPolicy, camelCase
-// (maxTtlSeconds, maxTimeoutMs, maxMemoryBytes, maxPidsMax, defaultBackend, allowedBackends,
+// (maxTtlSeconds, maxTimeoutMs, maxMemoryBytes, maxPidsMax, defaultMemoryBytes, defaultPidsMax,
+// defaultBackend, allowedBackends,
 // allowedImages, allowedEgressHosts, allowedEgressCidrs, allowHostDestinations). JSON when the
 // first significant character is '{', else YAML, typed as JSON would type the same text (a quoted
 // "3600" is a string). Reports every violation at once: unknown and duplicate keys, wrong types,
 // numbers that are not positive integers, invalid or duplicate entries, empty
-// allowedBackends/allowedImages, a defaultBackend allowedBackends does not list. Refused outright
+// allowedBackends/allowedImages, a defaultBackend allowedBackends does not list, a default above
+// its cap. Refused outright
 // with one violation at "$": over kMaxHostPolicyBytes, syntax errors, several YAML documents,
 // explicit YAML tags, an empty file. Never throws for any input (only std::bad_alloc).
 HostPolicyParseResult parseHostPolicy(std::string_view bytes);
@@ -74,7 +87,7 @@ HostPolicyParseResult parseHostPolicy(std::string_view bytes);
 //   spec.authority.egressRules[1].host: "evil.example" is not allowed on this host
 // Values the document leaves out are checked as they will run: the default backend (the
 // policy's defaultBackend, else "linux") and image ("host"). An absent timeoutMs or limit is not a
-// violation: applyHostPolicyDefaults gives it the host's cap. A host rule is allowed when an
+// violation: applyHostPolicyDefaults gives it the host's default. A host rule is allowed when an
 // allowedEgressHosts entry matches it (hostnameMatches); a document wildcard "*.a.b" only when a
 // policy wildcard covers every name it matches ("*.a.b" or "*.b"). A CIDR is allowed when it lies
 // inside one allowedEgressCidrs range of the same family. The DNS allowlist is held to
@@ -82,12 +95,13 @@ HostPolicyParseResult parseHostPolicy(std::string_view bytes);
 // and a resolver it queries, are both traffic leaving the host on its behalf.
 std::vector<Violation> checkHostPolicy(const HostPolicy& policy, const CellDocument& document);
 
-// Fills in what the document left to the host, from the policy's caps, so an admitted cell never
-// runs unbounded where the host set a bound: an absent run.limits.memoryMaxBytes / pidsMax gets
-// maxMemoryBytes / maxPidsMax; an absent run.timeoutMs (which would otherwise be the whole ttl)
-// gets min(ttlSeconds * 1000, maxTimeoutMs); an absent placement.backend gets defaultBackend.
-// A document without `run` keeps no limits to fill. Call after
-// checkHostPolicy found nothing.
+// Fills in what the document left to the host, so an admitted cell never runs unbounded: an
+// absent run.limits.memoryMaxBytes / pidsMax gets defaultMemoryBytes / defaultPidsMax, else the
+// cap maxMemoryBytes / maxPidsMax, else the built-in kDefaultMemoryBytes (a microvm cell:
+// kDefaultMicrovmMemoryBytes) / kDefaultPidsMax, never more than the cap; an absent
+// run.timeoutMs (which would otherwise be the whole ttl) gets min(ttlSeconds * 1000,
+// maxTimeoutMs); an absent placement.backend gets defaultBackend. A document without `run` keeps
+// no limits to fill. Call after checkHostPolicy found nothing.
 void applyHostPolicyDefaults(const HostPolicy& policy, CellDocument& document);
 
 // True when the range `inner` lies inside `outer` (same family, prefix at least as long, same

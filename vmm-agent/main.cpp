@@ -28,6 +28,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include <kj/debug.h>
@@ -57,6 +58,9 @@ struct Options {
   std::string brokerUser = "cellos";
   std::string dnsUser = "cellos-dns";
   std::string addressPool = "10.213.0.0/16";
+  // The budget of all cells together on the cellos parent cgroups ("" / 0: left as it is).
+  std::string cellsMemoryMax;
+  uint64_t cellsPidsMax = 0;
   uint64_t uidPoolBase = 0x70000000;
   uint64_t uidRangeSize = 65536;
   uint64_t uidPoolSize = 1024;
@@ -148,6 +152,11 @@ int serve(const Options& options) {
   KJ_REQUIRE(geteuid() == 0, "cellos-vmm-agent must start as root to build cells");
   auto broker = privsep::lookupAccount(options.brokerUser);
   vmm::LauncherConfig config = launcherConfig(options);
+  struct sysinfo host {};
+  KJ_SYSCALL(sysinfo(&host));
+  const vmm::CellsBudget budget{
+      vmm::parseMemoryBudget(options.cellsMemoryMax, uint64_t{host.totalram} * host.mem_unit),
+      options.cellsPidsMax};
 
   mkdirOwnedWithParents(options.runDir, 0700);
   mkdirOwned(options.runDir + "/cells", 0700);
@@ -155,7 +164,7 @@ int serve(const Options& options) {
   mkdirOwnedWithParents(options.poolDir, 0700);
   mkdirOwned(vmm::cellClaimsDirectory(options.poolDir), 0700);
   vmm::reapOrphanedCells(options.stateDir, options.poolDir, options.runDir, config.homeNetnsFd);
-  vmm::CellCgroup::prepareParents();
+  vmm::CellCgroup::prepareParents(budget);
 
   auto listenFd = ipc::listenUnix({options.common.socketPath, 0660, 0, broker.gid});
 
@@ -276,6 +285,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--runsc", options.runsc,
                  "runsc binary of the gvisor backend (\"\" turns the backend off)")
+      ->capture_default_str();
+  app.add_option("--cells-memory-max", options.cellsMemoryMax,
+                 "memory all cells together may use (memory.max of the cellos parent cgroup): "
+                 "bytes, or N% of the host's memory; empty or 0 leaves the parent as it is "
+                 "(the package's vmm-agent.conf sets 80%)");
+  app.add_option("--cells-pids-max", options.cellsPidsMax,
+                 "tasks all cells together may hold (pids.max of the cellos parent cgroup); 0 "
+                 "leaves it as it is")
       ->capture_default_str();
   app.add_option("--gvisor-platform", options.gvisorPlatform,
                  "runsc --platform of gvisor cells (ptrace without /dev/kvm)")

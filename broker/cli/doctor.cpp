@@ -400,21 +400,49 @@ std::vector<DoctorFinding> checkUnits() {
                            "cellos-dns-helper.service", "cellos-broker.service"}) {
     std::string active =
         firstLineOf(std::string("systemctl is-active ") + unit).value_or("unknown");
-    std::string detail = std::string(unit) + " " + active;
-    if (active == "active") {
-      out.push_back(ok("units", detail));
-    } else if (active == "failed") {
-      out.push_back(
-          fail("units", detail,
-               std::string("journalctl -u ") + unit + " -n 50; then systemctl restart " + unit));
-    } else {
-      out.push_back(warn("units", detail, "systemctl enable --now cellos.target"));
+    std::string lastError;
+    if (active != "active") {
+      lastError = firstLineOf(std::string("journalctl --no-pager -q -o cat -p err -n 1 -u ") + unit)
+                      .value_or("");
     }
+    out.push_back(unitFinding(unit, active, lastError));
   }
+  out.push_back(gvisorUnderUnitFinding(
+      findOnPath("runsc").has_value(),
+      firstLineOf("systemctl show -p CapabilityBoundingSet --value cellos-vmm-agent.service")
+          .value_or("")));
   return out;
 }
 
 }  // namespace
+
+DoctorFinding unitFinding(const std::string& unit, const std::string& active,
+                          const std::string& lastError) {
+  std::string detail = unit + " " + active;
+  if (active == "active") return ok("units", detail);
+  if (active == "failed" || active == "activating") {
+    if (active == "activating") detail += " (restarting after a failed start)";
+    if (!lastError.empty()) detail += ": " + lastError;
+    return fail(
+        "units", detail,
+        "journalctl -u " + unit + " -n 50; fix what it says, then systemctl restart " + unit);
+  }
+  return warn("units", detail, "systemctl enable --now cellos.target");
+}
+
+DoctorFinding gvisorUnderUnitFinding(bool runscInstalled, const std::string& boundingSet) {
+  if (!runscInstalled) {
+    return ok("gvisor", "runsc is not installed: gvisor cells are refused by name");
+  }
+  if (boundingSet.find("cap_chown") == std::string::npos) {
+    return warn("gvisor",
+                "runsc is installed, but cellos-vmm-agent.service bounds CAP_CHOWN away, so the "
+                "launcher turns the gvisor backend off (gvisor cells are refused)",
+                "systemctl edit cellos-vmm-agent.service: [Service] CapabilityBoundingSet= with "
+                "CAP_CHOWN added (docs/operations.md, \"gVisor (the gvisor backend)\")");
+  }
+  return ok("gvisor", "runsc is installed and the VM launcher's unit keeps CAP_CHOWN");
+}
 
 std::vector<DoctorFinding> examineHost(const DoctorOptions& options) {
   std::string binDir = options.binDir.empty() ? selfDirectory() : options.binDir;

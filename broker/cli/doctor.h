@@ -21,6 +21,17 @@ struct DoctorFinding {
   std::string fix;
 };
 
+// One daemon unit's finding from `systemctl is-active` and, when it is not running, the last
+// error its journal holds (empty if none): "activating" is a unit restarting after a failed
+// start (Restart=on-failure), as much a failure as "failed", and the error says why.
+DoctorFinding unitFinding(const std::string& unit, const std::string& active,
+                          const std::string& lastError);
+
+// Whether the gvisor backend is on under the VM launcher's unit: runsc installed is not enough,
+// the agent turns the backend off without CAP_CHOWN in its bounding set (vmm-agent/main.cpp).
+// `boundingSet` is `systemctl show -p CapabilityBoundingSet --value` of the unit.
+DoctorFinding gvisorUnderUnitFinding(bool runscInstalled, const std::string& boundingSet);
+
 // Every check, in the order they are printed.
 std::vector<DoctorFinding> examineHost(const DoctorOptions& options);
 

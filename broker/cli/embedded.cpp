@@ -43,8 +43,8 @@ bool waitForExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
   }
 }
 
-// Starts args[0] with args and `environment` (nothing else), stdin on /dev/null and `readyFd` (if not
-// -1) as fd 3, in its own process group — a Ctrl-C at the terminal reaches only the CLI, which
+// Starts args[0] with args and `environment` (nothing else), stdin on /dev/null and `readyFd` (if
+// not -1) as fd 3, in its own process group — a Ctrl-C at the terminal reaches only the CLI, which
 // then shuts the daemons down in order instead of all of them dying at once mid-cell — and
 // with a parent-death signal, so that they go if the CLI dies (they re-arm it after switching
 // user).
@@ -200,6 +200,7 @@ void EmbeddedSystem::start() {
       "--state-dir=" + options_.stateDir + "/vmm", "--images-dir=" + options_.stateDir + "/images",
       "--config=/dev/null"};
   if (!options_.uplinkNetns.empty()) vmmArgs.push_back("--uplink-netns=" + options_.uplinkNetns);
+  vmmArgs.insert(vmmArgs.end(), options_.vmmArgs.begin(), options_.vmmArgs.end());
   launch("cellos-vmm-agent", std::move(vmmArgs));
   launch("cellos-dns-helper", {"--socket=" + runtimeDir_ + "/dns.sock", "--config=/dev/null"});
   std::vector<std::string> brokerArgs = {"--socket=" + runtimeDir_ + "/broker.sock",

@@ -17,9 +17,10 @@ struct EmbeddedOptions {
   std::string eventsPath;  // default <stateDir>/events/events.jsonl
   std::string binDir;      // where the daemons are; default: beside this executable
   std::string logLevel = "warn";
-  std::string policyPath;  // passed to the broker as --policy; empty: no host policy
+  std::string policyPath;   // passed to the broker as --policy; empty: no host policy
   std::string uplinkNetns;  // passed to the VM launcher as --uplink-netns; empty: the host's
   std::vector<std::string> brokerArgs;  // further broker options (tests: --max-concurrent=N)
+  std::vector<std::string> vmmArgs;     // further VM launcher options (tests: --cells-memory-max)
 };
 
 class EmbeddedSystem {

@@ -29,6 +29,12 @@ class CellosPolicy : public ::testing::Test {
     writeFile(path, content);
     return path;
   }
+  // A document named <id>.yaml whose cell runs `script` under /bin/sh, with no limits.
+  std::string shellCell(const std::string& id, const std::string& script) {
+    return write(id + ".yaml", "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: " + id +
+                                   "\n  lifetime: {ttlSeconds: 60}\n  run:\n    argv: " +
+                                   nlohmann::json({"/bin/sh", "-c", script}).dump() + "\n");
+  }
   RunResult run(const std::string& document, const std::string& policy) {
     return runCellos(
         {"run", document, "--policy", policy, "--state-dir", stateDir_, "--events", events_});
@@ -144,12 +150,8 @@ TEST_F(CellosPolicy, ADocumentWithinThePolicyRunsAndIsAdmittedWithItsDigest) {
 TEST_F(CellosPolicy, AbsentLimitsGetTheHostsCapsInsteadOfNone) {
   // The document sets no pidsMax; the host caps it at 8, which the cell must then hit.
   std::string policy = write("policy.yaml", "maxPidsMax: 8\n");
-  std::string document =
-      write("forks.yaml",
-            "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: forks\n"
-            "  lifetime: {ttlSeconds: 60}\n  run:\n"
-            "    argv: [/bin/sh, -c, \"for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 3 & done; "
-            "echo all-started\"]\n");
+  std::string document = shellCell(
+      "forks", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 3 & done; echo all-started");
   auto capped = run(document, policy);
   EXPECT_EQ(capped.out.find("all-started"), std::string::npos) << capped.out << capped.err;
   EXPECT_TRUE(ourResidue().empty());
@@ -159,6 +161,52 @@ TEST_F(CellosPolicy, AbsentLimitsGetTheHostsCapsInsteadOfNone) {
   auto uncapped = run(document, open);
   EXPECT_EQ(uncapped.status, 0) << uncapped.err;
   EXPECT_NE(uncapped.out.find("all-started"), std::string::npos) << uncapped.err;
+}
+
+// A document that declares no limits on a host whose policy sets none still runs bounded
+// (issue 17: a probe cell wrote 3 GB to its /tmp and allocated 2 GB more): the built-in
+// defaults, recorded in the admission event, and each scratch tmpfs at half its memory limit.
+TEST_F(CellosPolicy, NoLimitsAnywhereStillRunsUnderTheBuiltInDefaults) {
+  std::string open = write("open.yaml", "{}\n");
+  std::string document = shellCell("sizes",
+                                   "grep -E ' (/tmp|/dev/shm|/workspace) ' /proc/mounts | "
+                                   "grep -o 'size=[0-9]*k' | sort | uniq -c");
+  auto result = run(document, open);
+  ASSERT_EQ(result.status, 0) << result.err;
+  EXPECT_EQ(result.out, "      3 size=524288k\n");
+  for (const auto& e : events()) {
+    if (e["type"] != "dev.cellos.events.cell.admission.v1.accepted") continue;
+    EXPECT_EQ(e["data"]["limits"]["memoryMaxBytes"], 1073741824u) << e.dump();
+    EXPECT_EQ(e["data"]["limits"]["pidsMax"], 1024u) << e.dump();
+  }
+}
+
+// The host's defaults bound what the document left out: writing past it to /tmp or the working
+// directory fails with ENOSPC, allocating past it is an OOM kill; what fits, fits.
+TEST_F(CellosPolicy, TheHostsDefaultMemoryBoundsScratchSpaceAndAllocation) {
+  std::string policy = write("policy.yaml", "defaultMemoryBytes: 67108864\n");
+  auto tmp = run(shellCell("fill-tmp",
+                           "dd if=/dev/zero of=/tmp/f bs=1M count=100 2>&1 | head -1; "
+                           "rm /tmp/f; dd if=/dev/zero of=f bs=1M count=100 2>&1 | head -1"),
+                 policy);
+  EXPECT_EQ(tmp.status, 0) << tmp.err;
+  EXPECT_EQ(tmp.out,
+            "dd: error writing '/tmp/f': No space left on device\n"
+            "dd: error writing 'f': No space left on device\n");
+  auto hog = run(shellCell("hog", "dd if=/dev/zero of=/dev/null bs=100M count=1"), policy);
+  EXPECT_EQ(hog.status, 128 + 9) << hog.err;
+  bool oom = false;
+  for (const auto& e : events()) {
+    if (e["type"] == "dev.cellos.events.cell.command.v1.completed" &&
+        e["subject"] == "urn:cellos:cell:hog") {
+      oom = e["data"]["oomKilled"] == true;
+    }
+  }
+  EXPECT_TRUE(oom);
+  auto fits = run(
+      shellCell("fits", "dd if=/dev/zero of=/tmp/f bs=1M count=16 2>/dev/null && echo ok"), policy);
+  EXPECT_EQ(fits.out, "ok\n") << fits.err;
+  EXPECT_TRUE(ourResidue().empty());
 }
 
 TEST_F(CellosPolicy, AnInvalidDocumentIsRefusedBeforeAnythingStarts) {

@@ -372,6 +372,51 @@ RunResult runAsIds(uid_t uid, gid_t gid, std::vector<gid_t> groups, std::vector<
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), text, ""};
 }
 
+// The all-cells budget (--cells-memory-max on the cellos parent cgroup) bounds the sum of
+// concurrent cells, whatever each one's own limit: two cells that each fit their own 64 MiB,
+// together over an 80 MiB budget, cannot both hold their memory. The parent's value is put back.
+TEST(CellsBudget, TwoCellsThatEachFitTheirLimitDoNotFitTheBudgetTogether) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: starts the privileged daemons";
+  std::string limitFile = std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers")
+                              ? "/sys/fs/cgroup/cellos/memory.max"
+                              : "/sys/fs/cgroup/memory/cellos/memory.limit_in_bytes";
+  std::string before = readFile(limitFile);
+  std::string stateDir = makeTempDir();
+  auto hold = [&](const std::string& id) {
+    std::string path = stateDir + "/" + id + ".yaml";
+    writeFile(path, cell(id,
+                         "python3 -c 'import time; b = bytearray(44 << 20); "
+                         "b[::4096] = b\"x\" * len(b[::4096]); time.sleep(4)' && echo held") +
+                        "    limits: {memoryMaxBytes: 67108864}\n");
+    return path;
+  };
+  int statuses[2] = {-1, -1};
+  {
+    cli::EmbeddedOptions options;
+    options.stateDir = stateDir;
+    options.binDir = binDir();
+    options.brokerArgs = {"--max-concurrent=4"};
+    options.vmmArgs = {"--cells-memory-max=83886080"};
+    cli::EmbeddedSystem system(options);
+    system.start();
+    std::string socket = "--socket=" + system.brokerSocket();
+    EXPECT_EQ(readFile(limitFile), "83886080\n");
+    // Alone, one fits (the control).
+    auto alone = runCellos({"submit", "--wait", hold("budget-alone"), socket});
+    EXPECT_EQ(alone.status, 0) << alone.err;
+    EXPECT_EQ(alone.out, "held\n");
+    CellosProcess a({"submit", "--wait", hold("budget-a"), socket});
+    CellosProcess b({"submit", "--wait", hold("budget-b"), socket});
+    statuses[0] = a.wait(60s);
+    statuses[1] = b.wait(60s);
+    system.stop();
+  }
+  writeFile(limitFile, before);
+  std::filesystem::remove_all(stateDir);
+  EXPECT_TRUE(statuses[0] == 128 + SIGKILL || statuses[1] == 128 + SIGKILL)
+      << statuses[0] << " " << statuses[1];
+}
+
 TEST_F(HostService, AClientSeesAndCancelsOnlyItsOwnRuns) {
   auto submitted = cellos({"submit", document("root-run", cell("svc-roots", "sleep 1000"))});
   ASSERT_EQ(submitted.status, 0) << submitted.err;

@@ -940,5 +940,46 @@ TEST(CgroupParents, AReadOnlySubtreeFailsTheLaunchersStartNamingIt) {
   EXPECT_NE(message.find("ExecStartPre= and BindPaths="), std::string::npos) << message;
 }
 
+
+TEST(CellsBudget, BytesOrAShareOfTheHostsMemory) {
+  EXPECT_EQ(parseMemoryBudget("", 1000), 0u);
+  EXPECT_EQ(parseMemoryBudget("0", 1000), 0u);
+  EXPECT_EQ(parseMemoryBudget("4096", 1000), 4096u);
+  EXPECT_EQ(parseMemoryBudget("80%", 1000), 800u);
+  EXPECT_EQ(parseMemoryBudget("100%", 24ull << 30), 24ull << 30);
+  for (const char* bad : {"0%", "101%", "%", "12k", "-1", "80 %", "1e9"}) {
+    EXPECT_THROW(parseMemoryBudget(bad, 1000), std::invalid_argument) << bad;
+  }
+}
+
+// The all-cells budget lands on the cellos parents (what bounds the sum of concurrent cells,
+// whatever each cell's own limit); the test puts back what it found.
+TEST(CellsBudget, TheLaunchersStartSetsItOnTheCellosParents) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: cgroups";
+  ASSERT_NO_THROW(CellCgroup::prepareParents());
+  bool v2 = CellCgroup::isV2();
+  std::string memory = v2 ? "/sys/fs/cgroup/cellos/memory.max"
+                          : "/sys/fs/cgroup/memory/cellos/memory.limit_in_bytes";
+  std::string pids = v2 ? "/sys/fs/cgroup/cellos/pids.max" : "/sys/fs/cgroup/pids/cellos/pids.max";
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string value;
+    in >> value;
+    return value;
+  };
+  std::string oldMemory = read(memory), oldPids = read(pids);
+  ASSERT_FALSE(oldMemory.empty() || oldPids.empty());
+  CellCgroup::prepareParents({uint64_t{6} << 30, 20000});
+  std::string setMemory = read(memory), setPids = read(pids);
+  CellCgroup::prepareParents();  // 0: leaves them
+  std::string leftMemory = read(memory);
+  std::ofstream(memory) << oldMemory;
+  std::ofstream(pids) << oldPids;
+  EXPECT_EQ(setMemory, std::to_string(uint64_t{6} << 30));
+  EXPECT_EQ(setPids, "20000");
+  EXPECT_EQ(leftMemory, setMemory);
+  EXPECT_EQ(read(pids), oldPids);
+}
+
 }  // namespace
 }  // namespace cellos::vmm

@@ -551,14 +551,42 @@ TEST(HostPolicyDefaults, ATtlWithinTheTimeoutCapStaysTheTimeout) {
   EXPECT_EQ(huge.spec.run->timeoutMs, 600000u);
 }
 
-TEST(HostPolicyDefaults, NoCapsNoChangeAndNoRunNoChange) {
+// A document and a host that leave the limits open still get bounded ones (issue 17: a probe
+// cell wrote 3 GB to /tmp and allocated 2 GB more); the timeout stays the ttl.
+TEST(HostPolicyDefaults, NoCapsGiveTheBuiltInLimitsAndNoRunNoChange) {
   CellDocument doc = document(kRun, 3600);
   applyHostPolicyDefaults(HostPolicy{}, doc);
-  EXPECT_FALSE(doc.spec.run->timeoutMs || doc.spec.run->limits.memoryMaxBytes ||
-               doc.spec.run->limits.pidsMax);
+  EXPECT_EQ(doc.spec.run->limits.memoryMaxBytes, kDefaultMemoryBytes);
+  EXPECT_EQ(doc.spec.run->limits.pidsMax, kDefaultPidsMax);
+  EXPECT_FALSE(doc.spec.run->timeoutMs);
+  CellDocument vm = document(kRun + "", 3600);
+  vm.spec.placement.backend = "microvm";
+  applyHostPolicyDefaults(HostPolicy{}, vm);
+  EXPECT_EQ(vm.spec.run->limits.memoryMaxBytes, kDefaultMicrovmMemoryBytes);
   CellDocument bare = document();
   applyHostPolicyDefaults(policyFrom("maxPidsMax: 64\n"), bare);
   EXPECT_FALSE(bare.spec.run);
+}
+
+// The policy's own defaults come first, the cap holds the built-in one down, and a default
+// above its cap is refused when the policy is read.
+TEST(HostPolicyDefaults, PolicyDefaultsThenCapsThenBuiltIn) {
+  CellDocument doc = document(kRun, 3600);
+  applyHostPolicyDefaults(
+      policyFrom("defaultMemoryBytes: 67108864\ndefaultPidsMax: 32\nmaxPidsMax: 64\n"), doc);
+  EXPECT_EQ(doc.spec.run->limits.memoryMaxBytes, 67108864u);
+  EXPECT_EQ(doc.spec.run->limits.pidsMax, 32u);
+  CellDocument small = document(kRun, 3600);
+  applyHostPolicyDefaults(policyFrom("maxPidsMax: 100\n"), small);
+  EXPECT_EQ(small.spec.run->limits.pidsMax, 100u);  // the cap, as before
+  EXPECT_EQ(small.spec.run->limits.memoryMaxBytes, kDefaultMemoryBytes);
+  auto refused = parseHostPolicy("defaultPidsMax: 65\nmaxPidsMax: 64\n");
+  ASSERT_FALSE(refused.policy);
+  ASSERT_EQ(refused.violations.size(), 1u);
+  EXPECT_EQ(refused.violations[0].path, "defaultPidsMax");
+  EXPECT_NE(refused.violations[0].message.find("exceeds maxPidsMax 64"), std::string::npos)
+      << refused.violations[0].message;
+  EXPECT_FALSE(parseHostPolicy("defaultMemoryBytes: 0\n").policy);
 }
 
 TEST(CidrContains, RangesAndFamilies) {

@@ -201,7 +201,12 @@ void copySymlink(const std::string& source, const std::string& target) {
     throwErrno("symlink(" + link + ", " + target + ")");
 }
 
-void mountDev(const std::string& newRoot, const std::vector<std::string>& extraDevices) {
+std::string tmpfsSizeOption(uint64_t bytes) {
+  return bytes == 0 ? "" : ",size=" + std::to_string(bytes);
+}
+
+void mountDev(const std::string& newRoot, const std::vector<std::string>& extraDevices,
+              uint64_t shmBytes) {
   std::string dev = newRoot + "/dev";
   makeDirectory(dev, 0755);
   doMount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755");
@@ -223,7 +228,8 @@ void mountDev(const std::string& newRoot, const std::vector<std::string>& extraD
   }
   std::string shm = dev + "/shm";
   makeDirectory(shm, 0755);
-  doMount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  doMount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV,
+          ("mode=1777" + tmpfsSizeOption(shmBytes)).c_str());
   remountBind(dev, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
 }
 

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,15 @@ void pivotIntoNewRoot(const std::string& newRoot);
 // in a fresh tmpfs would need the tmpfs to allow device nodes, and a /dev/shm tmpfs. No tty, no
 // pts, no ptmx: no terminal can reach a cell (TIOCSTI). The /dev tmpfs itself is nodev and ends
 // up read-only; the bound nodes keep working because a bind mount carries its own flags.
-void mountDev(const std::string& newRoot, const std::vector<std::string>& extraDevices = {});
+void mountDev(const std::string& newRoot, const std::vector<std::string>& extraDevices = {},
+              uint64_t shmBytes = 0);
+
+// ",size=<bytes>" for a tmpfs's mount options, or "" for 0 (the kernel's default, half the RAM).
+// A cell's scratch tmpfs (/tmp, /dev/shm, its working directory) are each sized at half its
+// memory limit, as the kernel sizes one at half the RAM: tmpfs pages are charged to the cell's
+// memory cgroup anyway, and a size below the limit makes a full disk ENOSPC for the writer
+// instead of an OOM kill of whatever allocates next (filling all three is still bounded by the
+// memory limit).
+std::string tmpfsSizeOption(uint64_t bytes);
 
 }  // namespace cellos::vmm

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -152,7 +153,23 @@ CellCgroup CellCgroup::open(const std::string& cellId) {
   return CellCgroup(cellId, {leafOf("pids"), leafOf("memory"), leafOf("cpu"), leafOf("cpuacct")});
 }
 
-void CellCgroup::prepareParents() {
+uint64_t parseMemoryBudget(const std::string& text, uint64_t hostMemoryBytes) {
+  if (text.empty() || text == "0") return 0;
+  bool percent = text.back() == '%';
+  std::string digits = percent ? text.substr(0, text.size() - 1) : text;
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() ||
+      (percent && (value == 0 || value > 100))) {
+    throw std::invalid_argument("memory budget \"" + text +
+                                "\": expected bytes, N% (1..100) of the host's memory, or 0");
+  }
+  return percent
+             ? static_cast<uint64_t>(static_cast<unsigned __int128>(hostMemoryBytes) * value / 100)
+             : value;
+}
+
+void CellCgroup::prepareParents(const CellsBudget& budget) {
   std::vector<std::string> parents;
   if (isV2()) {
     parents.push_back(std::string(kCgroupRoot) + "/cellos");
@@ -179,6 +196,24 @@ void CellCgroup::prepareParents() {
         "no cell could start: " + problems +
         ". Create the subtree as root (mkdir), and under systemd let the unit see it writable "
         "(cellos-vmm-agent.service's ExecStartPre= and BindPaths=; docs/operations.md)");
+  }
+  if (budget.memoryBytes == 0 && budget.pids == 0) return;
+  if (isV2()) {
+    // A limit file exists on cellos/ only when the root delegates the controller to it.
+    enableV2Controllers(kCgroupRoot);
+    std::string parent = std::string(kCgroupRoot) + "/cellos";
+    if (budget.memoryBytes) {
+      writeControlFile(parent + "/memory.max", std::to_string(budget.memoryBytes));
+    }
+    if (budget.pids) writeControlFile(parent + "/pids.max", std::to_string(budget.pids));
+    return;
+  }
+  if (budget.memoryBytes) {
+    writeControlFile(v1Hierarchy("memory") + "/cellos/memory.limit_in_bytes",
+                     std::to_string(budget.memoryBytes));
+  }
+  if (budget.pids) {
+    writeControlFile(v1Hierarchy("pids") + "/cellos/pids.max", std::to_string(budget.pids));
   }
 }
 

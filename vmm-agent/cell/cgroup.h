@@ -20,6 +20,18 @@
 
 namespace cellos::vmm {
 
+// The all-cells memory budget as an operator writes it: bytes ("17179869184"), a percentage of
+// the host's memory ("80%": of `hostMemoryBytes`), or "0"/"" for none. Throws
+// std::invalid_argument naming the text otherwise (0%, over 100%, not a number).
+uint64_t parseMemoryBudget(const std::string& text, uint64_t hostMemoryBytes);
+
+// The budget of all cells together, on the shared "cellos" parents: memory (v1
+// memory.limit_in_bytes, v2 memory.max) and tasks (pids.max). 0: left as it is.
+struct CellsBudget {
+  uint64_t memoryBytes = 0;
+  uint64_t pids = 0;
+};
+
 class CellCgroup {
  public:
   // Creates the cell's leaf directories (and the shared "cellos" parents if missing). Fails if a
@@ -34,8 +46,9 @@ class CellCgroup {
   // Creates the shared "cellos" parents if missing and checks that each is writable here (the
   // VM launcher's start: under systemd the unit's view of /sys/fs/cgroup is read-only except
   // the subtrees it binds). Throws one message naming every parent that is not, and the fix,
-  // so a host where no cell could start fails at start instead of at the first cell.
-  static void prepareParents();
+  // so a host where no cell could start fails at start instead of at the first cell. Then sets
+  // `budget` on them.
+  static void prepareParents(const CellsBudget& budget = {});
 
   CellCgroup(CellCgroup&&) noexcept = default;
   CellCgroup& operator=(CellCgroup&&) noexcept = default;

@@ -98,6 +98,7 @@ struct InitPlan {
   std::string resolvConf;
   uint64_t nofileMax;
   std::string secretDelivery;  // "", "file" or "env"
+  uint64_t scratchBytes = 0;   // size of /tmp, /dev/shm and the working dir each (0: default)
 };
 
 // The init is a clone of the launcher, so /proc/1/cmdline in the cell would read the agent's
@@ -352,10 +353,11 @@ void installResolvConf(const std::string& newRoot, const std::string& content) {
 }
 
 // /tmp is the cell's own scratch space, gone with the mount namespace.
-void mountTmp(const std::string& newRoot) {
+void mountTmp(const std::string& newRoot, uint64_t bytes) {
   std::string tmp = newRoot + "/tmp";
   makeDirectory(tmp, 0755);
-  doMount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+  doMount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV,
+          ("mode=1777" + tmpfsSizeOption(bytes)).c_str());
 }
 
 // The cell's UTS namespace is new, so this names only the cell.
@@ -367,7 +369,8 @@ void setCellHostname(const std::string& cellId) {
 // way (the caller may name /bin/x, and /bin is a symlink) must resolve inside the cell's root,
 // never on the host. A fresh tmpfs owned by the workload's host id, so the workload starts in
 // an empty directory it can write to.
-void mountWorkingDirectory(const std::string& workingDirectory, const CellIdRange& ids) {
+void mountWorkingDirectory(const std::string& workingDirectory, const CellIdRange& ids,
+                           uint64_t bytes) {
   for (size_t slash = workingDirectory.find('/', 1);;
        slash = workingDirectory.find('/', slash + 1)) {
     std::string prefix = workingDirectory.substr(0, slash);
@@ -375,8 +378,8 @@ void mountWorkingDirectory(const std::string& workingDirectory, const CellIdRang
       throwErrno("mkdir(" + prefix + ", 0755)");
     if (slash == std::string::npos) break;
   }
-  std::string options =
-      "mode=0755,uid=" + std::to_string(ids.hostBase) + ",gid=" + std::to_string(ids.hostBase);
+  std::string options = "mode=0755,uid=" + std::to_string(ids.hostBase) +
+                        ",gid=" + std::to_string(ids.hostBase) + tmpfsSizeOption(bytes);
   doMount("tmpfs", workingDirectory, "tmpfs", MS_NOSUID | MS_NODEV, options.c_str());
   if (chdir(workingDirectory.c_str()) < 0) throwErrno("chdir(" + workingDirectory + ")");
 }
@@ -554,8 +557,8 @@ int reapUntil(pid_t workload) {
       bindImageView(plan.newRoot, plan.imageRoot);
     }
     mountProc(plan.newRoot);
-    mountDev(plan.newRoot);
-    mountTmp(plan.newRoot);
+    mountDev(plan.newRoot, {}, plan.scratchBytes);
+    mountTmp(plan.newRoot, plan.scratchBytes);
     installResolvConf(plan.newRoot, plan.resolvConf);
 
     // c. Identity and network of the new UTS and network namespaces.
@@ -566,7 +569,7 @@ int reapUntil(pid_t workload) {
     pivotIntoNewRoot(plan.newRoot);
 
     // e. Working directory, then the root read-only; the skeleton reports ready.
-    mountWorkingDirectory(plan.workingDirectory, plan.ids);
+    mountWorkingDirectory(plan.workingDirectory, plan.ids, plan.scratchBytes);
     if (!plan.secretDelivery.empty()) mountSecretsTmpfs(kSecretsDirectory, plan.ids.hostBase);
     remountRootReadOnly();
   });
@@ -733,6 +736,7 @@ LaunchedCell launchCell(const CellLaunch& launch) {
   plan.resolvConf = launch.resolvConf;
   plan.nofileMax = launch.nofileMax;
   plan.secretDelivery = launch.secretDelivery;
+  plan.scratchBytes = launch.memoryMaxBytes.value_or(0) / 2;  // cell_mounts.h, tmpfsSizeOption
   plan.argv = launch.argv;
   for (const auto& [name, value] : launch.env) plan.envp.push_back(name + "=" + value);
   requireUnregistered(launch.cellId);
