@@ -156,7 +156,15 @@ int main(int argc, char** argv) {
       sub = sub->get_subcommands().front();
       command += " " + sub->get_name();
     }
-    std::cerr << "cellos: " << e.what() << "\nRun `" << command << " --help` for usage.\n";
+    std::string message = e.what();
+    if (app.get_subcommands().empty() && argc > 1) {
+      // CLI11 says only "A subcommand is required" for `cellos nope` and `cellos --nope`.
+      std::string first = argv[1];
+      message = (first[0] == '-' ? "unknown option " : "unknown command ") + first + " (commands:";
+      for (const CLI::App* sub : app.get_subcommands({})) message += " " + sub->get_name();
+      message += ")";
+    }
+    std::cerr << "cellos: " << message << "\nRun `" << command << " --help` for usage.\n";
     return kExitUsage;
   }
   try {
