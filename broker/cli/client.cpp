@@ -73,7 +73,11 @@ kj::AutoCloseFd connectToBroker(const std::string& socket) {
 }
 
 std::string brokerFailure(const kj::Exception& e) {
-  if (e.getType() == kj::Exception::Type::DISCONNECTED) {
+  // A broker that refuses a connection says why (an abort: "remote exception: broker.sock
+  // refused the connection: ..."); a connection that just ended carries no reason of its own.
+  std::string description = e.getDescription().cStr();
+  if (e.getType() == kj::Exception::Type::DISCONNECTED &&
+      description.find("remote exception: ") == std::string::npos) {
     return "lost the connection to the broker (is cellos-broker still running? `systemctl "
            "status cellos-broker`)";
   }

@@ -165,7 +165,8 @@ int cancelCommand(const ServiceOptions& options, const std::string& runId) {
       // What it ended as, now (the listing may predate its end).
       auto open = connection.broker.openRequest();
       open.setRunId(runId);
-      auto now = open.send().getRun().summaryRequest().send().wait(waitScope).getSummary();
+      auto response = open.send().getRun().summaryRequest().send().wait(waitScope);
+      auto now = response.getSummary();
       std::cerr << "cellos cancel: run " << runId << " has already finished (outcome "
                 << now.getOutcome().cStr() << ", exit " << now.getExitCode()
                 << "): nothing to cancel\n";

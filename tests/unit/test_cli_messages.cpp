@@ -64,6 +64,13 @@ TEST(BrokerFailure, ALostConnectionSaysSo) {
   EXPECT_EQ(brokerFailure(e),
             "lost the connection to the broker (is cellos-broker still running? `systemctl "
             "status cellos-broker`)");
+  // A refusal is a disconnect with the broker's reason: that reason is the message.
+  kj::Exception refused(kj::Exception::Type::DISCONNECTED, "rpc.c++", 100,
+                        kj::str("remote exception: broker.sock refused the connection: too many "
+                                "connections from uid 1000 (64 open, at most 64 per uid)"));
+  EXPECT_EQ(brokerFailure(refused),
+            "broker.sock refused the connection: too many connections from uid 1000 (64 open, at "
+            "most 64 per uid)");
 }
 
 TEST(UnreachableReason, NamesWhatToCheck) {
