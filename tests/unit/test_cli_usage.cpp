@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -175,11 +177,66 @@ TEST(CliUsage, ASocketThisUserMayNotOpenSaysToCheckGroupCellos) {
     if (command[0] == "submit") chmod((docs + "/doc.yaml").c_str(), 0644);
     auto result = runAsNobody(args);
     EXPECT_EQ(result.status, 125) << command[0] << ": " << result.err;
-    EXPECT_EQ(result.err, "cellos " + command[0] + ": cannot reach the broker at " +
-                              broker.path() +
+    EXPECT_EQ(result.err, "cellos " + command[0] + ": cannot reach the broker at " + broker.path() +
                               ": permission denied (is this user in group cellos?)\n");
   }
   std::filesystem::remove_all(docs);
+}
+
+// `cellos run` of a gvisor cell on a host without runsc: seen from a private mount namespace in
+// which /usr/bin is an empty tmpfs (the host's own mounts are untouched). Exit status, stderr.
+RunResult runWithoutUsrBin(std::vector<std::string> args) {
+  int err[2];
+  if (pipe(err) < 0) return {-1, "", "pipe"};
+  std::string path = binDir() + "/cellos";
+  args.insert(args.begin(), path);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(err[1], 2);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    if (unshare(CLONE_NEWNS) < 0 ||
+        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0 ||
+        mount("tmpfs", "/usr/bin", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") < 0) {
+      _exit(126);
+    }
+    execv(path.c_str(), argv.data());
+    _exit(127);
+  }
+  close(err[1]);
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(err[0], buf, sizeof(buf))) > 0) text.append(buf, n);
+  close(err[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), "", text};
+}
+
+TEST(CliUsage, AGvisorCellWithoutRunscSaysTheBackendIsUnavailableBeforeAnythingStarts) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: a private mount namespace";
+  std::string dir = makeTempDir();
+  std::string named = dir + "/named.yaml", unnamed = dir + "/unnamed.yaml";
+  std::string cell =
+      "apiVersion: cellos.io/v1\nkind: ExecutionCell\nspec:\n  id: no-runsc\n  lifetime: "
+      "{ttlSeconds: 60}\n  run: {argv: [/bin/true]}\n";
+  writeFile(unnamed, cell);
+  writeFile(named, cell + "  placement: {backend: gvisor}\n");
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"run", named, "--state-dir", dir + "/state"},
+           {"run", unnamed, "--backend", "gvisor", "--state-dir", dir + "/state"}}) {
+    auto result = runWithoutUsrBin(args);
+    EXPECT_EQ(result.status, 125) << result.err;
+    EXPECT_EQ(result.err,
+              "cellos run: gvisor backend unavailable: runsc is not installed (/usr/bin/runsc: No "
+              "such file or directory; `apt-get install runsc`, or see `cellos doctor`)\n");
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/state")) << "nothing may start without runsc";
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
