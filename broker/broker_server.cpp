@@ -84,23 +84,25 @@ void BrokerState::finished(const std::shared_ptr<RunRecord>& record, RunOutcome 
   schedule();
 }
 
-void BrokerState::cancel(const std::shared_ptr<RunRecord>& record) {
+bool BrokerState::cancel(const std::shared_ptr<RunRecord>& record) {
   switch (record->state) {
     case RunRecord::State::kQueued: {
       auto it = std::find(queue_.begin(), queue_.end(), record);
       if (it != queue_.end()) queue_.erase(it);
       RunOutcome outcome;
+      outcome.cancelled = true;
       outcome.failedPhase = "admission";
       outcome.error = "cancelled while queued";
       finished(record, std::move(outcome));
-      break;
+      return true;
     }
     case RunRecord::State::kRunning:
       record->run->cancel();
-      break;
+      return true;
     case RunRecord::State::kFinished:
-      break;
+      return false;
   }
+  return false;
 }
 
 std::shared_ptr<RunRecord> BrokerState::find(const std::string& runId, uid_t uid) const {
@@ -121,8 +123,11 @@ std::vector<std::shared_ptr<RunRecord>> BrokerState::visibleTo(uid_t uid) const 
 
 namespace {
 
+// As `cellos run` and `submit --wait` exit (broker/cli/client.h, runExitStatus): 125 when the
+// runner failed, in any phase but export (a failed export is the command's).
 int shellStatus(const RunOutcome& outcome) {
   if (!outcome.hasStatus) return 125;
+  if (!outcome.cancelled && !outcome.succeeded && outcome.failedPhase != "export") return 125;
   return outcome.signal != 0 ? 128 + outcome.signal : outcome.exitCode;
 }
 
@@ -140,7 +145,7 @@ void fillSummary(const RunRecord& record, ipc::RunSummary::Builder summary) {
       break;
     case RunRecord::State::kFinished:
       summary.setState("finished");
-      summary.setOutcome(record.outcome->succeeded ? "succeeded" : "failed");
+      summary.setOutcome(outcomeName(*record.outcome));
       summary.setHasStatus(record.outcome->hasStatus);
       summary.setExitCode(shellStatus(*record.outcome));
       break;
@@ -207,7 +212,7 @@ class RunServer final : public ipc::Run::Server {
     return record_->done.addBranch().then([this, context](RunOutcome outcome) mutable {
       cancelOnRelease_ = false;
       auto result = context.getResults().initResult();
-      result.setOutcome(outcome.succeeded ? "succeeded" : "failed");
+      result.setOutcome(outcomeName(outcome));
       result.setFailedPhase(outcome.failedPhase);
       result.setError(outcome.error);
       result.setHasStatus(outcome.hasStatus);
@@ -223,7 +228,7 @@ class RunServer final : public ipc::Run::Server {
   }
 
   kj::Promise<void> cancel(CancelContext context) override {
-    state_.cancel(record_);
+    context.getResults().setAlreadyFinished(!state_.cancel(record_));
     return kj::READY_NOW;
   }
 
@@ -263,6 +268,13 @@ kj::Promise<void> BrokerServer::submit(SubmitContext context) {
   auto bytes = params.getDocument();
   std::string_view text(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
   core::ParseResult parsed = core::parseCellDocument(text);
+  if (parsed.document && params.getBackend().size() > 0) {
+    // `cellos run --backend`: where a document that names no backend runs (the host policy is
+    // then held to that backend, as to the document's own).
+    core::ParseResult chosen = core::chooseBackend(parsed, params.getBackend().cStr());
+    parsed.document = std::move(chosen.document);
+    parsed.violations = std::move(chosen.violations);
+  }
   if (parsed.document) {
     // A well-formed document that asks for more than this host grants is refused the same way,
     // with every violation at once, before anything is created.
@@ -301,6 +313,7 @@ kj::Promise<void> BrokerServer::submit(SubmitContext context) {
                                         {{"violations", violations}});
     return state_.context.events.append(kj::mv(rejected));
   }
+  // The digest covers the document as written, before a chosen backend or the host's defaults.
   std::string digest = core::specDigest(parsed);
   // What the document left open runs under the host's caps, not unbounded.
   core::applyHostPolicyDefaults(state_.context.policy, *parsed.document);

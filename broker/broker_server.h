@@ -49,9 +49,9 @@ class BrokerState : private kj::TaskSet::ErrorHandler {
 
   // Registers a new run and starts it as soon as a slot (and its cell id) is free.
   void admit(std::shared_ptr<RunRecord> record);
-  // Cancels a run: a queued one finishes at once as failed, a running one is stopped and
-  // then torn down as usual. Idempotent.
-  void cancel(const std::shared_ptr<RunRecord>& record);
+  // Cancels a run: a queued one finishes at once as cancelled, a running one is stopped and
+  // then torn down as usual. Idempotent. False when the run had already finished.
+  bool cancel(const std::shared_ptr<RunRecord>& record);
   // A run by id when `uid` may see it (its owner, or root).
   std::shared_ptr<RunRecord> find(const std::string& runId, uid_t uid) const;
   // The runs `uid` may see, newest first.

@@ -641,7 +641,7 @@ kj::Promise<RunOutcome> CellRun::execute() {
         outcome_.succeeded = outcome_.failedPhase.empty();
         bool forced = cancelled_ || outcome_.timedOut || forced_ || !residue_.empty();
         nlohmann::json data = {
-            {"outcome", outcome_.succeeded ? "succeeded" : "failed"},
+            {"outcome", outcomeName(outcome_)},
             {"terminalState", forced ? "forced" : "clean"},
             {"residue", {{"clean", residue_.empty()}, {"items", residue_}}},
             {"phaseTimingsMicros", timingsJson()},
@@ -662,6 +662,8 @@ kj::Promise<RunOutcome> CellRun::execute() {
 
 void CellRun::cancel() {
   cancelled_ = true;
+  // A cancel that comes after the command ended (during export or teardown) stops nothing.
+  if (!outcome_.hasStatus) outcome_.cancelled = true;
   if (cell_) {
     auto request = cell_->killRequest();
     request.setSignal(SIGKILL);

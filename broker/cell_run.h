@@ -46,6 +46,9 @@ struct BrokerContext {
 
 struct RunOutcome {
   bool succeeded = false;
+  // Stopped by a cancel (a client's `cellos cancel`, Ctrl-C or release) before its command had
+  // ended, or while it was still queued.
+  bool cancelled = false;
   std::string failedPhase;
   std::string error;
   bool hasStatus = false;
@@ -56,6 +59,13 @@ struct RunOutcome {
   uint64_t stdoutBytes = 0, stderrBytes = 0;
   bool outputTruncated = false;
 };
+
+// What `cellos ps`, `cellos submit --wait` and lifecycle.destroyed call the outcome:
+// "cancelled", else "succeeded" (no phase failed) or "failed".
+inline const char* outcomeName(const RunOutcome& outcome) {
+  if (outcome.cancelled) return "cancelled";
+  return outcome.succeeded ? "succeeded" : "failed";
+}
 
 class CellRun {
  public:

@@ -993,6 +993,28 @@ std::string specDigest(const ParseResult& result) {
   return hexEncode(sha256(canonicalJson(result.canonicalJson)));
 }
 
+ParseResult chooseBackend(const ParseResult& parsed, const std::string& backend) {
+  ParseResult chosen;
+  chosen.canonicalJson = parsed.canonicalJson;
+  if (!parsed.document) {
+    chosen.violations = parsed.violations;
+    return chosen;
+  }
+  const auto& named = parsed.document->spec.placement.backend;
+  if (named && *named != backend) {
+    chosen.violations.push_back({"spec.placement.backend", "the document names " + q(*named) +
+                                                               ", not the chosen " + q(backend)});
+    return chosen;
+  }
+  // Through the validator, so the name is held to the same list and rules as the field.
+  nlohmann::json document = parsed.canonicalJson;
+  document["spec"]["placement"]["backend"] = backend;
+  ParseResult reparsed = parseCellDocument(document.dump());
+  chosen.document = std::move(reparsed.document);
+  chosen.violations = std::move(reparsed.violations);
+  return chosen;
+}
+
 size_t argvEncodedSize(const std::vector<std::string>& argv) {
   std::string compact =
       nlohmann::json(argv).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

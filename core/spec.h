@@ -184,6 +184,13 @@ ParseResult parseCellDocument(std::string_view bytes);
 // order, has the same digest. Empty when result.document is not set.
 std::string specDigest(const ParseResult& result);
 
+// `parsed` (a valid document) as if its spec.placement.backend said `backend`: how `cellos run
+// --backend` chooses where a document that names no backend runs. The name is checked as the
+// document's own field is (a bad one is a violation at spec.placement.backend, as is a document
+// that names another backend); canonicalJson stays the document as written, so its specDigest
+// does not change.
+ParseResult chooseBackend(const ParseResult& parsed, const std::string& backend);
+
 // Length of base64(compact JSON array of argv), the form a Firecracker guest receives; the
 // document rule is argvEncodedSize(argv) <= kMaxArgvEncodedBytes. Invalid UTF-8 counts as if
 // replaced by U+FFFD.

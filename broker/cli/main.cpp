@@ -3,18 +3,24 @@
 #include "broker/cli/commands.h"
 #include "broker/cli/doctor.h"
 #include "broker/cli/keys.h"
+#include "broker/cli/messages.h"
 #include "privsep/daemon.h"
 
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include <kj/exception.h>
+
 int main(int argc, char** argv) {
   using namespace cellos::cli;
   CLI::App app{
       "cellos: run untrusted work in cells with narrow, typed authority and a signed record of "
-      "every step.\n\nExit status of `run`: the cell's own exit code; 128+n when the cell was "
-      "killed by signal n; 2 for an invalid document or a usage error; 125 when the runner "
-      "itself failed."};
+      "every step.\n\nExit status of `run` and `submit --wait`: the cell's own exit code; 128+n "
+      "when the cell was killed by signal n (137 for a cancelled run); 2 for an invalid "
+      "document or a usage error; 125 when the runner itself failed (also when the run failed "
+      "in destroy, or the broker cannot be reached). `ps`, `logs`, `cancel`: 0; 1 when there is "
+      "nothing to act on (no such run, a finished run to cancel); 2 usage; 125 when the runner "
+      "failed."};
   app.set_version_flag("--version", std::string("cellos ") + cellos::privsep::kVersion);
   app.require_subcommand(1);
 
@@ -28,8 +34,10 @@ int main(int argc, char** argv) {
   runCmd->add_option("--events", run.eventsPath,
                      "event log (default <state-dir>/events/events.jsonl)");
   runCmd->add_option("--backend", run.backend,
-                     "linux, gvisor or microvm: must agree with the document's "
-                     "spec.placement.backend (firecracker: not yet)");
+                     "linux, gvisor or microvm: where a document that names no backend runs "
+                     "(instead of the host policy's defaultBackend, within its "
+                     "allowedBackends); a document that names another backend is a usage "
+                     "error (firecracker: not yet)");
   runCmd->add_option("--policy", run.policyPath,
                      "host policy file (YAML or JSON, see docs/spec.md): the broker refuses a "
                      "document that asks for more, listing every violation; exit 2");
@@ -113,7 +121,10 @@ int main(int argc, char** argv) {
   auto* logsCmd =
       app.add_subcommand("logs", "print a run's signed events (JSON lines) from the event log");
   logsCmd->add_option("RUN", runId, "run id (from submit or ps)")->required();
-  auto* cancelCmd = app.add_subcommand("cancel", "cancel a queued or running run");
+  auto* cancelCmd = app.add_subcommand(
+      "cancel",
+      "cancel a queued or running run (its outcome becomes cancelled); exit 1 when it had "
+      "already finished");
   cancelCmd->add_option("RUN", runId, "run id")->required();
   for (auto* command : {submitCmd, psCmd, logsCmd, cancelCmd}) {
     command->add_option("--socket", service.socket, "the broker's socket")->capture_default_str();
@@ -135,7 +146,28 @@ int main(int argc, char** argv) {
                    "image cache with its accelerator answer (<dir>/images)")
       ->capture_default_str();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version
+  } catch (const CLI::ParseError& e) {
+    // Every usage error is exit 2 (CLI11's own codes, 105..109, are not what --help promises).
+    std::string command = "cellos";
+    for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
+      sub = sub->get_subcommands().front();
+      command += " " + sub->get_name();
+    }
+    std::string message = e.what();
+    if (app.get_subcommands().empty() && argc > 1) {
+      // CLI11 says only "A subcommand is required" for `cellos nope` and `cellos --nope`.
+      std::string first = argv[1];
+      message = (first[0] == '-' ? "unknown option " : "unknown command ") + first + " (commands:";
+      for (const CLI::App* sub : app.get_subcommands({})) message += " " + sub->get_name();
+      message += ")";
+    }
+    std::cerr << "cellos: " << message << "\nRun `" << command << " --help` for usage.\n";
+    return kExitUsage;
+  }
   try {
     if (*runCmd) return runCommand(run);
     if (*validateCmd) return validateCommand(validateFiles);
@@ -146,8 +178,11 @@ int main(int argc, char** argv) {
     if (*psCmd) return psCommand(service);
     if (*logsCmd) return logsCommand(service, runId);
     if (*cancelCmd) return cancelCommand(service, runId);
+  } catch (const kj::Exception& e) {
+    std::cerr << "cellos: " << plainMessage(e) << "\n";
+    return kExitRunnerFailed;
   } catch (const std::exception& e) {
-    std::cerr << "cellos: " << e.what() << "\n";
+    std::cerr << "cellos: " << plainMessage(e.what()) << "\n";
     return kExitRunnerFailed;
   }
   return kExitUsage;

@@ -1,14 +1,17 @@
 #include "broker/cli/client.h"
 #include "broker/cli/commands.h"
 #include "broker/cli/embedded.h"
+#include "broker/cli/messages.h"
 #include "core/host_policy.h"
 #include "core/spec.h"
 #include "ipc/broker.capnp.h"
 #include "ipc/socket.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -19,6 +22,16 @@
 namespace cellos::cli {
 
 namespace {
+
+// The runsc of the gvisor backend: the VM launcher's --runsc default, which embedded mode keeps.
+constexpr const char* kEmbeddedRunsc = "/usr/bin/runsc";
+
+// What is at `path` now, to tell whether a run wrote to it.
+std::optional<std::pair<ino_t, off_t>> fileIdentity(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return std::nullopt;
+  return std::make_pair(st.st_ino, st.st_size);
+}
 
 // Checks the host policy file before anything starts, so a mistake in it is a usage error with
 // every problem listed, not a broker that fails to start. True when it is valid.
@@ -61,20 +74,40 @@ int runCommand(const RunOptions& options) {
     if (!usable) return kExitUsage;
     policy = *usable;
   }
-  // What the cell will run on: the document's backend, else the host policy's default, else
-  // linux. --backend states it and must agree (it does not override either).
-  std::string named =
-      parsed.document->spec.placement.backend.value_or(policy.defaultBackend.value_or("linux"));
-  std::string backend = !options.backend.empty() ? options.backend : named;
+  // What the cell will run on: --backend, which chooses it for a document that names none (as
+  // docker's --runtime does; the broker still holds it to the host policy), else the document's
+  // backend, else the host policy's default, else linux.
+  const auto& documentBackend = parsed.document->spec.placement.backend;
+  if (!options.backend.empty()) {
+    if (documentBackend && *documentBackend != options.backend) {
+      std::cerr << "cellos run: --backend " << options.backend << ", but " << options.file
+                << " names backend " << *documentBackend
+                << " (spec.placement.backend); drop one of them\n";
+      return kExitUsage;
+    }
+    // The name is checked as the document's own field would be.
+    auto chosen = core::chooseBackend(parsed, options.backend);
+    if (!chosen.document) {
+      for (const auto& v : chosen.violations) {
+        std::cerr << "cellos run: --backend: " << v.message << "\n";
+      }
+      return kExitUsage;
+    }
+  }
+  std::string backend = !options.backend.empty()
+                            ? options.backend
+                            : documentBackend.value_or(policy.defaultBackend.value_or("linux"));
   if (!core::isBuiltBackend(backend)) {
     std::cerr << "cellos run: backend " << backend
               << " is not available in this version (linux, gvisor and microvm are)\n";
     return kExitUsage;
   }
-  if (backend != named) {
-    std::cerr << "cellos run: --backend " << backend << " but the cell would run on " << named
-              << " (spec.placement.backend, else the host policy's defaultBackend, else linux)\n";
-    return kExitUsage;
+  // The VM launcher that embedded mode starts runs gvisor cells with its default runsc.
+  if (backend == "gvisor" && access(kEmbeddedRunsc, X_OK) != 0) {
+    std::cerr << "cellos run: gvisor backend unavailable: runsc is not installed ("
+              << kEmbeddedRunsc << ": " << strerror(errno)
+              << "; `apt-get install runsc`, or see `cellos doctor`)\n";
+    return kExitRunnerFailed;
   }
   if (geteuid() != 0) {
     std::cerr << "cellos run: embedded mode starts the VM launcher and the DNS helper, which "
@@ -97,19 +130,26 @@ int runCommand(const RunOptions& options) {
   }
   EmbeddedSystem system({options.stateDir, options.eventsPath, "", options.logLevel, policyPath,
                          options.uplinkNetns, brokerArgs});
+  auto eventsBefore = fileIdentity(system.eventsPath());
   int status;
   try {
     system.start();
-    status = submitToBroker(system.brokerSocket(), options.file, document, /*wait=*/true);
+    status = submitToBroker(system.brokerSocket(), options.file, document, /*wait=*/true,
+                            options.backend);
   } catch (const kj::Exception& e) {
-    std::cerr << "cellos run: " << e.getDescription().cStr() << "\n";
+    // One line here; the daemons' own logs (above) have the details.
+    std::cerr << "cellos run: " << brokerFailure(e) << "\n";
     status = kExitRunnerFailed;
   } catch (const std::exception& e) {
-    std::cerr << "cellos run: " << e.what() << "\n";
+    std::cerr << "cellos run: " << plainMessage(e.what()) << "\n";
     status = kExitRunnerFailed;
   }
   system.stop();
-  std::cerr << "cellos: events written to " << system.eventsPath() << "\n";
+  // Only when this run wrote to the log (a daemon that failed to start wrote nothing).
+  auto eventsAfter = fileIdentity(system.eventsPath());
+  if (eventsAfter && eventsAfter != eventsBefore) {
+    std::cerr << "cellos: events written to " << system.eventsPath() << "\n";
+  }
   if (!options.natsUrl.empty()) {
     // The cell's status stays the exit status: an unreachable server loses nothing (the events
     // are in the log and the next publish resumes from the forwarder's cursor).

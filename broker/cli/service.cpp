@@ -2,6 +2,7 @@
 
 #include "broker/cli/client.h"
 #include "broker/cli/commands.h"
+#include "broker/cli/messages.h"
 #include "core/clock.h"
 #include "core/spec.h"
 #include "ipc/broker.capnp.h"
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include <kj/async-unix.h>
 #include <kj/debug.h>
@@ -26,7 +28,7 @@ namespace {
 struct BrokerConnection {
   explicit BrokerConnection(const std::string& socket)
       : io(kj::setupAsyncIo()),
-        link(*io.lowLevelProvider, ipc::connectUnix(socket), {.maxFdsPerMessage = 0},
+        link(*io.lowLevelProvider, connectToBroker(socket), {.maxFdsPerMessage = 0},
              capnp::rpc::twoparty::Side::CLIENT, nullptr),
         broker(link.bootstrap<ipc::Broker>()) {}
   kj::AsyncIoContext io;
@@ -42,24 +44,34 @@ std::string age(uint64_t submittedMicros) {
   return std::to_string(seconds / 3600) + "h";
 }
 
-// A broker error as the broker said it: without Cap'n Proto's "remote exception: " framing
-// (also a refusal such as "broker.sock refused the connection: too many connections from uid
-// N ...", which the broker sends instead of serving a connection over its limits).
-std::string brokerError(const kj::Exception& e) {
-  std::string text = e.getDescription().cStr();
-  if (auto at = text.find("remote exception: "); at != std::string::npos)
-    text = text.substr(at + 18);
-  return text;
-}
+// The exit status of `ps`, `logs` and `cancel` when the command was carried out but found
+// nothing to act on: no such run (or not the caller's), a finished run to cancel, no events.
+constexpr int kExitNothingToDo = 1;
 
-// Runs `body`, turning a broker error (unknown run, socket missing) into one line and exit 1.
+// Runs `body`; the runner failing (the broker unreachable, refusing the connection, or gone
+// mid-call) is one plain line and exit 125, as for `submit`.
 int guarded(const char* command, const std::function<int()>& body) {
   try {
     return body();
+  } catch (const BrokerUnreachable& e) {
+    std::cerr << "cellos " << command << ": " << e.what() << "\n";
   } catch (const kj::Exception& e) {
-    std::cerr << "cellos " << command << ": " << brokerError(e) << "\n";
-    return 1;
+    std::cerr << "cellos " << command << ": " << brokerFailure(e) << "\n";
   }
+  return kExitRunnerFailed;
+}
+
+// The run `runId` as the caller may see it (the broker lists only the caller's own runs, every
+// run for root, and open() answers for the same ones), or nullopt after printing "no run ID".
+std::optional<ipc::RunSummary::Reader> visibleRun(const char* command,
+                                                  capnp::Response<ipc::Broker::ListResults>& listed,
+                                                  const std::string& runId) {
+  for (auto run : listed.getRuns()) {
+    if (run.getRunId() == runId) return run;
+  }
+  std::cerr << "cellos " << command << ": no run " << runId
+            << " (`cellos ps` lists yours; finished runs are kept for a while)\n";
+  return std::nullopt;
 }
 
 }  // namespace
@@ -83,12 +95,7 @@ int submitCommand(const ServiceOptions& options, const std::string& file, bool w
     kj::UnixEventPort::captureSignal(SIGTERM);
   }
   signal(SIGPIPE, SIG_IGN);
-  try {
-    return submitToBroker(options.socket, file, document, wait);
-  } catch (const kj::Exception& e) {
-    std::cerr << "cellos submit: " << brokerError(e) << "\n";
-    return kExitRunnerFailed;
-  }
+  return guarded("submit", [&]() { return submitToBroker(options.socket, file, document, wait); });
 }
 
 int psCommand(const ServiceOptions& options) {
@@ -112,18 +119,15 @@ int logsCommand(const ServiceOptions& options, const std::string& runId) {
   return guarded("logs", [&]() {
     BrokerConnection connection(options.socket);
     auto& waitScope = connection.io.waitScope;
-    // Asking for the run first: the broker only answers for runs the caller may see.
-    auto open = connection.broker.openRequest();
-    open.setRunId(runId);
-    auto run = open.send().getRun();
-    run.infoRequest().send().wait(waitScope);
-    std::string path =
-        connection.broker.eventLogRequest().send().wait(waitScope).getPath().cStr();
+    // Asking for the run first: the broker only lists runs the caller may see.
+    auto listed = connection.broker.listRequest().send().wait(waitScope);
+    if (!visibleRun("logs", listed, runId)) return kExitNothingToDo;
+    std::string path = connection.broker.eventLogRequest().send().wait(waitScope).getPath().cStr();
     std::ifstream in(path);
     if (!in) {
       std::cerr << "cellos logs: cannot read the event log " << path << ": " << strerror(errno)
                 << " (members of group cellos may read it)\n";
-      return 1;
+      return kExitRunnerFailed;
     }
     std::string line;
     size_t printed = 0;
@@ -138,17 +142,36 @@ int logsCommand(const ServiceOptions& options, const std::string& runId) {
         ++printed;
       }
     }
-    return printed > 0 ? 0 : 1;
+    if (printed == 0) {
+      // Older runs' events may be in a rotated file (events.jsonl.N) beside the log.
+      std::cerr << "cellos logs: no events of run " << runId << " in " << path << "\n";
+      return kExitNothingToDo;
+    }
+    return 0;
   });
 }
 
 int cancelCommand(const ServiceOptions& options, const std::string& runId) {
   return guarded("cancel", [&]() {
     BrokerConnection connection(options.socket);
+    auto& waitScope = connection.io.waitScope;
+    auto listed = connection.broker.listRequest().send().wait(waitScope);
+    auto summary = visibleRun("cancel", listed, runId);
+    if (!summary) return kExitNothingToDo;
     auto open = connection.broker.openRequest();
     open.setRunId(runId);
-    auto run = open.send().getRun();
-    run.cancelRequest().send().wait(connection.io.waitScope);
+    auto cancelled = open.send().getRun().cancelRequest().send().wait(waitScope);
+    if (cancelled.getAlreadyFinished()) {
+      // What it ended as, now (the listing may predate its end).
+      auto open = connection.broker.openRequest();
+      open.setRunId(runId);
+      auto response = open.send().getRun().summaryRequest().send().wait(waitScope);
+      auto now = response.getSummary();
+      std::cerr << "cellos cancel: run " << runId << " has already finished (outcome "
+                << now.getOutcome().cStr() << ", exit " << now.getExitCode()
+                << "): nothing to cancel\n";
+      return kExitNothingToDo;
+    }
     std::cerr << "cellos: cancel requested for " << runId << "\n";
     return 0;
   });

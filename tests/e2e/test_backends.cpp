@@ -797,10 +797,58 @@ TEST_F(HostDefaultBackend, ADocumentNamingNoBackendRunsOnThePolicysDefault) {
   auto linux = run("defaulted-linux.yaml", cell);
   ASSERT_EQ(linux.status, 0) << linux.err;
   EXPECT_NE(linux.out, "4.4.0\n");
-  // And --backend must agree with what the cell would run on.
-  auto disagree = run("disagree.yaml", cell, {"--policy", policy, "--backend", "linux"});
+}
+
+// Issue 17: `cellos run --backend` chooses the backend of a document that names none, as
+// docker's --runtime does, over the policy's default and within its allowedBackends.
+TEST_F(HostDefaultBackend, RunBackendChoosesTheBackendOfADocumentThatNamesNone) {
+  if (auto why = missingBackend("gvisor"); !why.empty()) GTEST_SKIP() << why;
+  std::string cell = cellDocument("chosen", {"/bin/uname", "-r"});
+  auto gvisor = run("chosen.yaml", cell, {"--backend", "gvisor"});
+  ASSERT_EQ(gvisor.status, 0) << gvisor.err;
+  EXPECT_EQ(gvisor.out, "4.4.0\n") << "gVisor's Sentry reports its own kernel version";
+  auto accepted = eventData("admission.v1.accepted");
+  ASSERT_EQ(accepted.size(), 1u);
+  EXPECT_EQ(accepted[0]["backend"], "gvisor");
+
+  // Over the host policy's default: linux, the host's own kernel.
+  std::string policy = writeDocument("policy.yaml", "defaultBackend: gvisor\n");
+  auto linux = run("chosen-linux.yaml", cell, {"--policy", policy, "--backend", "linux"});
+  ASSERT_EQ(linux.status, 0) << linux.err;
+  EXPECT_NE(linux.out, "4.4.0\n");
+
+  // Within the host policy: a backend it does not allow is refused at admission (exit 2).
+  std::string linuxOnly = writeDocument("linux-only.yaml", "allowedBackends: [linux]\n");
+  auto refused = run("refused.yaml", cell, {"--policy", linuxOnly, "--backend", "gvisor"});
+  EXPECT_EQ(refused.status, 2) << refused.err;
+  EXPECT_NE(refused.err.find("refused at admission"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("spec.placement.backend"), std::string::npos) << refused.err;
+  EXPECT_EQ(refused.out, "");
+}
+
+// A document that names another backend than --backend is a usage error, before anything runs.
+TEST_F(HostDefaultBackend, RunBackendAgainstADocumentThatNamesAnotherIsAUsageError) {
+  std::string cell = cellDocument("named", {"/bin/true"}, "", "  placement: {backend: linux}\n");
+  auto disagree = run("disagree.yaml", cell, {"--backend", "gvisor"});
   EXPECT_EQ(disagree.status, 2);
-  EXPECT_NE(disagree.err.find("the cell would run on gvisor"), std::string::npos) << disagree.err;
+  EXPECT_NE(disagree.err.find("cellos run: --backend gvisor, but " + stateDir_ +
+                              "/disagree.yaml names backend linux (spec.placement.backend); drop "
+                              "one of them"),
+            std::string::npos)
+      << disagree.err;
+  auto unknown = run("unknown.yaml", cellDocument("unknown", {"/bin/true"}), {"--backend", "kata"});
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_NE(unknown.err.find("cellos run: --backend: \"kata\" is not one of linux, gvisor, "
+                             "microvm, firecracker"),
+            std::string::npos)
+      << unknown.err;
+  auto reserved =
+      run("reserved.yaml", cellDocument("reserved", {"/bin/true"}), {"--backend", "firecracker"});
+  EXPECT_EQ(reserved.status, 2);
+  EXPECT_NE(reserved.err.find("backend firecracker is not available in this version"),
+            std::string::npos)
+      << reserved.err;
+  EXPECT_TRUE(hostResidue().empty());
 }
 
 // --- kill -9 of a microVM cell's processes

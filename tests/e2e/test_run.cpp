@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -98,6 +99,27 @@ TEST_F(CellosRun, InvalidDocumentExitsTwoAndCreatesNothing) {
   EXPECT_NE(result.err.find("spec.id"), std::string::npos) << result.err;
   EXPECT_FALSE(std::filesystem::exists(events_)) << "nothing may be created for a bad document";
   EXPECT_TRUE(ourResidue().empty());
+}
+
+// Issue 17: a runner that cannot start says so in one line, exits 125 and does not claim that
+// events were written.
+TEST_F(CellosRun, ARunnerThatCannotStartIsOnePlainLineAnd125AndNoEventsClaimed) {
+  std::string notADirectory = stateDir_ + "/plain-file";
+  writeFile(notADirectory, "");
+  auto result =
+      runCellos({"run", example("hello.yaml"), "--state-dir", notADirectory, "--events", events_});
+  EXPECT_EQ(result.status, 125) << result.err;
+  EXPECT_EQ(result.out, "");
+  EXPECT_NE(result.err.find("cellos run: filesystem error: cannot create directories: Not a "
+                            "directory [" +
+                            notADirectory),
+            std::string::npos)
+      << result.err;
+  EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+  EXPECT_EQ(result.err.find("events written to"), std::string::npos) << result.err;
+  EXPECT_EQ(result.err.find("stack: "), std::string::npos) << result.err;
+  EXPECT_FALSE(std::filesystem::exists(events_));
+  EXPECT_TRUE(hostResidue().empty());
 }
 
 TEST_F(CellosRun, VerifyAcceptsTheLogAndNamesTheLineOfAnyChangedByte) {

@@ -163,15 +163,82 @@ TEST_F(HostService, CancelFromAnotherCommandStopsTheCellAndItsEventsEndForced) {
   auto cancelled = cellos({"cancel", runId});
   EXPECT_EQ(cancelled.status, 0) << cancelled.err;
   EXPECT_EQ(follower.wait(30s), 137) << follower.err();  // the cell died of SIGKILL
+  EXPECT_NE(follower.err().find("cellos: the run was cancelled\n"), std::string::npos)
+      << follower.err();
   rows = waitAllFinished(30s);
   ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].outcome, "cancelled");
   EXPECT_EQ(rows[0].exit, "137");
   auto logs = cellos({"logs", runId});
   std::string last = logs.out.substr(logs.out.rfind('\n', logs.out.size() - 2) + 1);
   auto destroyed = nlohmann::json::parse(last);
   EXPECT_EQ(destroyed["type"], "dev.cellos.events.cell.lifecycle.v1.destroyed");
   EXPECT_EQ(destroyed["data"]["terminalState"], "forced");
-  EXPECT_EQ(cellos({"cancel", "no-such-run"}).status, 1);
+  EXPECT_EQ(destroyed["data"]["outcome"], "cancelled");
+}
+
+// Issue 17: `cancel` of a run that has already finished says so and exits 1 (nothing was
+// cancelled; the run keeps its outcome); an unknown run id is "no run ID", exit 1, for `cancel`
+// and `logs` alike.
+TEST_F(HostService, CancelOfAFinishedRunSaysSoAndAnUnknownRunIsNoRun) {
+  auto done = cellos({"submit", "--wait", document("quick", cell("svc-quick", "exit 0"))});
+  ASSERT_EQ(done.status, 0) << done.err;
+  auto rows = waitAllFinished(30s);
+  ASSERT_EQ(rows.size(), 1u);
+  std::string runId = rows[0].runId;
+  auto cancel = cellos({"cancel", runId});
+  EXPECT_EQ(cancel.status, 1);
+  EXPECT_EQ(cancel.err, "cellos cancel: run " + runId +
+                            " has already finished (outcome succeeded, exit 0): nothing to "
+                            "cancel\n");
+  rows = ps();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].outcome, "succeeded");
+
+  for (const char* command : {"cancel", "logs"}) {
+    auto unknown = cellos({command, "no-such-run"});
+    EXPECT_EQ(unknown.status, 1) << command;
+    EXPECT_EQ(unknown.err, std::string("cellos ") + command +
+                               ": no run no-such-run (`cellos ps` lists yours; finished runs are "
+                               "kept for a while)\n");
+  }
+}
+
+// Issue 17: a run that fails in destroy exits 125 even though its command exited 0, and ps
+// shows it so.
+TEST_F(HostService, ARunThatFailsInDestroyExits125AndPsSaysFailed) {
+  system_->stop();
+  cli::EmbeddedOptions options;
+  options.stateDir = stateDir_;
+  options.binDir = binDir();
+  options.brokerArgs = {"--enable-test-faults", "--test-fault-phase=destroy"};
+  system_ = std::make_unique<cli::EmbeddedSystem>(options);
+  system_->start();
+  socket_ = system_->brokerSocket();
+  auto result = cellos({"submit", "--wait", document("destroy", cell("svc-destroy", "echo ok"))});
+  EXPECT_EQ(result.status, 125) << result.err;
+  EXPECT_EQ(result.out, "ok\n");
+  EXPECT_EQ(result.err,
+            "cellos: run failed in phase destroy: injected fault in phase destroy "
+            "(--test-fault-phase)\n");
+  auto rows = waitAllFinished(30s);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].outcome, "failed");
+  EXPECT_EQ(rows[0].exit, "125");
+}
+
+// Issue 17: a broker that is gone is a runner failure (125) with one line for every command.
+TEST_F(HostService, AStoppedBrokerIs125WithOnePlainLineForEveryCommand) {
+  std::string path = document("hello", cell("svc-gone", "echo hi"));
+  system_->stop();
+  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
+           {"submit", path}, {"submit", "--wait", path}, {"ps"}, {"logs", "x"}, {"cancel", "x"}}) {
+    auto result = cellos(args);
+    EXPECT_EQ(result.status, 125) << args[0];
+    EXPECT_EQ(result.err, "cellos " + args[0] + ": cannot reach the broker at " + socket_ +
+                              ": no such socket (is cellos-broker running? `systemctl status "
+                              "cellos-broker`)\n");
+  }
 }
 
 TEST_F(HostService, ADetachedRunsOutputDoesNotStallIt) {
@@ -428,7 +495,7 @@ TEST_F(HostService, AClientSeesAndCancelsOnlyItsOwnRuns) {
   EXPECT_EQ(theirPs.out.find(rootsRun), std::string::npos) << "another user's run is listed";
   auto theirCancel = runAs("cellos", {"cancel", rootsRun, "--socket=" + socket_});
   EXPECT_EQ(theirCancel.status, 1) << theirCancel.out;
-  EXPECT_NE(theirCancel.out.find("no such run"), std::string::npos) << theirCancel.out;
+  EXPECT_NE(theirCancel.out.find("no run " + rootsRun), std::string::npos) << theirCancel.out;
   auto rows = ps();
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_NE(rows[0].state, "finished") << "another user cancelled root's run";
@@ -628,10 +695,10 @@ TEST_F(HostService, AConnectionFloodFromOneUidDoesNotFailAnotherUidsRun) {
                "broker.sock refused the connection: too many connections from uid 47213 (64 "
                "open, at most 64 per uid)");
 
-  // The flooding user itself, at its cap, is told why by the CLI.
+  // The flooding user itself, at its cap, is told why by the CLI (a runner failure: 125).
   auto refused =
       runAsIds(kFlooder, cellosGroup->gr_gid, {cellosGroup->gr_gid}, {"ps", "--socket=" + socket_});
-  EXPECT_EQ(refused.status, 1) << refused.out;
+  EXPECT_EQ(refused.status, 125) << refused.out;
   EXPECT_EQ(refused.out,
             "cellos ps: broker.sock refused the connection: too many connections from uid 47213 "
             "(64 open, at most 64 per uid)\n");

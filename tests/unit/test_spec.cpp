@@ -579,5 +579,39 @@ TEST(FormatViolation, JoinsPathAndMessage) {
       "spec.authority.egressRules[2].port: 70000 is out of range 1..65535");
 }
 
+// `cellos run --backend`: chooses the backend of a document that names none.
+TEST(ChooseBackend, FillsInTheBackendOfADocumentThatNamesNoneAndKeepsTheDigest) {
+  ParseResult parsed = parseCellDocument(minimalYamlWith(""));
+  ASSERT_TRUE(parsed.document);
+  ASSERT_FALSE(parsed.document->spec.placement.backend);
+  ParseResult chosen = chooseBackend(parsed, "gvisor");
+  ASSERT_TRUE(chosen.document) << formatted(chosen).front();
+  EXPECT_EQ(chosen.document->spec.placement.backend, "gvisor");
+  EXPECT_EQ(chosen.document->spec.id, parsed.document->spec.id);
+  // The digest stays that of the document as written.
+  EXPECT_EQ(specDigest(chosen), specDigest(parsed));
+}
+
+TEST(ChooseBackend, AnUnknownNameIsAViolationOfTheField) {
+  ParseResult chosen = chooseBackend(parseCellDocument(minimalYamlWith("")), "docker");
+  EXPECT_FALSE(chosen.document);
+  EXPECT_EQ(formatted(chosen), std::vector<std::string>{"spec.placement.backend: \"docker\" is "
+                                                        "not one of linux, gvisor, microvm, "
+                                                        "firecracker"});
+}
+
+TEST(ChooseBackend, ADocumentThatNamesAnotherBackendIsRefusedAndTheSameOneIsKept) {
+  ParseResult linux = parseCellDocument(minimalYamlWith("  placement:\n    backend: linux\n"));
+  ASSERT_TRUE(linux.document);
+  ParseResult other = chooseBackend(linux, "gvisor");
+  EXPECT_FALSE(other.document);
+  EXPECT_EQ(formatted(other), std::vector<std::string>{"spec.placement.backend: the document "
+                                                       "names \"linux\", not the chosen "
+                                                       "\"gvisor\""});
+  ParseResult same = chooseBackend(linux, "linux");
+  ASSERT_TRUE(same.document);
+  EXPECT_EQ(same.document->spec.placement.backend, "linux");
+}
+
 }  // namespace
 }  // namespace cellos::core
