@@ -293,12 +293,12 @@ TEST_F(HostService, ACellIdWhoseTeardownWasUnfinishedRunsAgainOnceItsResidueIsGo
   // Something the cell's teardown does not know about, in the cell's directory: its rmdir fails.
   ASSERT_TRUE(std::filesystem::is_directory(cellDir)) << cellDir;
   writeFile(cellDir + "/pinned-by-the-test", "x");
-  first.wait(60s);
+  EXPECT_EQ(first.wait(60s), 125) << first.err();  // a run that fails in destroy
   EXPECT_NE(first.err().find("run failed in phase destroy"), std::string::npos) << first.err();
   EXPECT_NE(first.err().find(cellDir + ": Directory not empty"), std::string::npos) << first.err();
 
   auto refused = cellos({"submit", "--wait", path});
-  EXPECT_NE(refused.status, 0) << refused.err;
+  EXPECT_EQ(refused.status, 125) << refused.err;
   EXPECT_NE(refused.err.find("the teardown of its previous run is not complete"), std::string::npos)
       << refused.err;
   EXPECT_NE(refused.err.find(cellDir), std::string::npos) << refused.err;
