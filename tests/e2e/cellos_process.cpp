@@ -287,4 +287,38 @@ std::vector<std::string> ourResidue() {
   return residue;
 }
 
+RunResult runCellosPrepared(std::vector<std::string> args, const std::function<bool()>& prepare,
+                            Capture capture) {
+  int pipeFds[2];
+  if (pipe(pipeFds) < 0) return {-1, "", "pipe"};
+  std::string path = binDir() + "/cellos";
+  args.insert(args.begin(), path);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipeFds[1], 2);
+    if (capture == Capture::kMerged) {
+      dup2(pipeFds[1], 1);
+    } else {
+      int devnull = open("/dev/null", O_WRONLY);
+      dup2(devnull, 1);
+    }
+    if (!prepare()) _exit(126);
+    execv(path.c_str(), argv.data());
+    _exit(127);
+  }
+  close(pipeFds[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(pipeFds[0], buf, sizeof(buf))) > 0;) text.append(buf, n);
+  close(pipeFds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (capture == Capture::kMerged) return {code, text, ""};
+  return {code, "", text};
+}
+
 }  // namespace cellos::testing

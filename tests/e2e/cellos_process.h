@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,13 @@ struct RunResult {
 };
 RunResult runCellos(const std::vector<std::string>& args,
                     std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// Runs the build's `cellos args` in a child that first calls `prepare` there (another uid, a
+// mount namespace of its own) and exits 126 if it returns false. kStderr: stdout is discarded and
+// stderr is the result's err; kMerged: stdout and stderr together are its out.
+enum class Capture { kStderr, kMerged };
+RunResult runCellosPrepared(std::vector<std::string> args, const std::function<bool()>& prepare,
+                            Capture capture);
 
 // Children (direct) of `pid`, from /proc.
 std::vector<pid_t> childrenOf(pid_t pid);

@@ -410,33 +410,13 @@ RunResult runAs(const std::string& user, std::vector<std::string> args) {
 // Runs `cellos` as `uid` / `gid` with `groups` (no account needed) and returns its exit status
 // and its stdout and stderr together.
 RunResult runAsIds(uid_t uid, gid_t gid, std::vector<gid_t> groups, std::vector<std::string> args) {
-  int out[2];
-  if (pipe(out) < 0) return {-1, "", "pipe"};
-  std::string path = binDir() + "/cellos";
-  args.insert(args.begin(), path);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(out[1], 2);
-    if (setgroups(groups.size(), groups.data()) < 0 || setresgid(gid, gid, gid) < 0 ||
-        setresuid(uid, uid, uid) < 0) {
-      _exit(126);
-    }
-    execv(path.c_str(), argv.data());
-    _exit(127);
-  }
-  close(out[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(out[0], buf, sizeof(buf))) > 0) text.append(buf, n);
-  close(out[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), text, ""};
+  return runCellosPrepared(
+      std::move(args),
+      [&] {
+        return setgroups(groups.size(), groups.data()) == 0 && setresgid(gid, gid, gid) == 0 &&
+               setresuid(uid, uid, uid) == 0;
+      },
+      Capture::kMerged);
 }
 
 // The all-cells budget (--cells-memory-max on the cellos parent cgroup) bounds the sum of

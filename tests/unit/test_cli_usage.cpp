@@ -134,34 +134,13 @@ TEST(CliUsage, AMissingOrDeafBrokerIs125ForEveryCommandWithWhatToCheck) {
 
 // Runs `cellos args` as uid/gid 65534 (no supplementary groups): exit status, stderr.
 RunResult runAsNobody(std::vector<std::string> args) {
-  int err[2];
-  if (pipe(err) < 0) return {-1, "", "pipe"};
-  std::string path = binDir() + "/cellos";
-  args.insert(args.begin(), path);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(err[1], 2);
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    if (setgroups(0, nullptr) < 0 || setresgid(65534, 65534, 65534) < 0 ||
-        setresuid(65534, 65534, 65534) < 0) {
-      _exit(126);
-    }
-    execv(path.c_str(), argv.data());
-    _exit(127);
-  }
-  close(err[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(err[0], buf, sizeof(buf))) > 0) text.append(buf, n);
-  close(err[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), "", text};
+  return runCellosPrepared(
+      std::move(args),
+      [] {
+        return setgroups(0, nullptr) == 0 && setresgid(65534, 65534, 65534) == 0 &&
+               setresuid(65534, 65534, 65534) == 0;
+      },
+      Capture::kStderr);
 }
 
 TEST(CliUsage, ASocketThisUserMayNotOpenSaysToCheckGroupCellos) {
@@ -186,35 +165,14 @@ TEST(CliUsage, ASocketThisUserMayNotOpenSaysToCheckGroupCellos) {
 // `cellos run` of a gvisor cell on a host without runsc: seen from a private mount namespace in
 // which /usr/bin is an empty tmpfs (the host's own mounts are untouched). Exit status, stderr.
 RunResult runWithoutUsrBin(std::vector<std::string> args) {
-  int err[2];
-  if (pipe(err) < 0) return {-1, "", "pipe"};
-  std::string path = binDir() + "/cellos";
-  args.insert(args.begin(), path);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(err[1], 2);
-    int devnull = open("/dev/null", O_WRONLY);
-    dup2(devnull, 1);
-    if (unshare(CLONE_NEWNS) < 0 ||
-        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0 ||
-        mount("tmpfs", "/usr/bin", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") < 0) {
-      _exit(126);
-    }
-    execv(path.c_str(), argv.data());
-    _exit(127);
-  }
-  close(err[1]);
-  std::string text;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(err[0], buf, sizeof(buf))) > 0) text.append(buf, n);
-  close(err[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), "", text};
+  return runCellosPrepared(
+      std::move(args),
+      [] {
+        return unshare(CLONE_NEWNS) == 0 &&
+               mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
+               mount("tmpfs", "/usr/bin", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") == 0;
+      },
+      Capture::kStderr);
 }
 
 TEST(CliUsage, AGvisorCellWithoutRunscSaysTheBackendIsUnavailableBeforeAnythingStarts) {
