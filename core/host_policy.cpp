@@ -391,9 +391,9 @@ void applyHostPolicyDefaults(const HostPolicy& policy, CellDocument& document) {
     limit = preferred ? preferred : cap ? cap : std::optional<uint64_t>(builtin);
     if (cap && *limit > *cap) limit = cap;
   };
-  bool microvm = document.spec.placement.backend.value_or("linux") == "microvm";
+  const BackendTraits* backend = backendTraits(document.spec.placement.backend.value_or("linux"));
   fill(run.limits.memoryMaxBytes, policy.defaultMemoryBytes, policy.maxMemoryBytes,
-       microvm ? kDefaultMicrovmMemoryBytes : kDefaultMemoryBytes);
+       backend ? backend->defaultMemoryBytes : kDefaultMemoryBytes);
   fill(run.limits.pidsMax, policy.defaultPidsMax, policy.maxPidsMax, kDefaultPidsMax);
   // ttlSeconds * 1000 > maxTimeoutMs, compared without the multiplication (it can overflow).
   if (policy.maxTimeoutMs && !run.timeoutMs &&

@@ -53,10 +53,8 @@ struct HostPolicy {
   std::vector<std::string> allowHostDestinations;
 };
 
-// Built-in limits of a cell whose document and host policy leave them open. A microvm cell's
-// memory is its guest's RAM, for which the smaller default keeps boots quick (docs/spec.md).
-inline constexpr uint64_t kDefaultMemoryBytes = uint64_t{1} << 30;           // 1 GiB
-inline constexpr uint64_t kDefaultMicrovmMemoryBytes = uint64_t{256} << 20;  // 256 MiB
+// Built-in tasks of a cell whose document and host policy set none (its memory: the backend's
+// BackendTraits::defaultMemoryBytes, core/spec.h).
 inline constexpr uint64_t kDefaultPidsMax = 1024;
 
 // Policy files larger than this are refused before parsing.
@@ -97,8 +95,8 @@ std::vector<Violation> checkHostPolicy(const HostPolicy& policy, const CellDocum
 
 // Fills in what the document left to the host, so an admitted cell never runs unbounded: an
 // absent run.limits.memoryMaxBytes / pidsMax gets defaultMemoryBytes / defaultPidsMax, else the
-// cap maxMemoryBytes / maxPidsMax, else the built-in kDefaultMemoryBytes (a microvm cell:
-// kDefaultMicrovmMemoryBytes) / kDefaultPidsMax, never more than the cap; an absent
+// cap maxMemoryBytes / maxPidsMax, else the built-in default (the backend's
+// BackendTraits::defaultMemoryBytes / kDefaultPidsMax), never more than the cap; an absent
 // run.timeoutMs (which would otherwise be the whole ttl) gets min(ttlSeconds * 1000,
 // maxTimeoutMs); an absent placement.backend gets defaultBackend. A document without `run` keeps
 // no limits to fill. Call after checkHostPolicy found nothing.

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,12 +24,42 @@ namespace cellos::core {
 // allowedBackends and defaultBackend), and those this version builds cells on (firecracker is
 // reserved for the Firecracker VMM). The one list every check of a backend name uses.
 inline constexpr std::string_view kBackendNames[] = {"linux", "gvisor", "microvm", "firecracker"};
-inline constexpr std::string_view kBuiltBackends[] = {"linux", "gvisor", "microvm"};
-inline bool isBuiltBackend(std::string_view name) {
-  for (std::string_view built : kBuiltBackends) {
-    if (name == built) return true;
+
+// Built-in memory of a cell whose document and host policy set none. A microvm cell's memory is
+// its guest's RAM, for which the smaller default keeps boots quick (docs/spec.md).
+inline constexpr uint64_t kDefaultMemoryBytes = uint64_t{1} << 30;           // 1 GiB
+inline constexpr uint64_t kDefaultMicrovmMemoryBytes = uint64_t{256} << 20;  // 256 MiB
+// The gvisor backend's runsc: the VM launcher's --runsc default.
+inline constexpr std::string_view kRunscPath = "/usr/bin/runsc";
+
+// What differs between backends before a cell reaches the VM launcher's backend seam: whether
+// this version builds cells on it, the memory of a cell that declares none, and the host
+// program its cells need (empty: none), named with the Debian package that installs it.
+struct BackendTraits {
+  std::string_view name;
+  bool built;
+  uint64_t defaultMemoryBytes;
+  std::string_view hostProgram;
+  std::string_view hostPackage;
+};
+inline constexpr BackendTraits kBackends[] = {
+    {"linux", true, kDefaultMemoryBytes, "", ""},
+    {"gvisor", true, kDefaultMemoryBytes, kRunscPath, "runsc"},
+    {"microvm", true, kDefaultMicrovmMemoryBytes, "", ""},
+    {"firecracker", false, kDefaultMicrovmMemoryBytes, "", ""},
+};
+static_assert(std::size(kBackends) == std::size(kBackendNames));
+
+// The traits of `name`; nullptr for a name that is not a backend.
+inline const BackendTraits* backendTraits(std::string_view name) {
+  for (const BackendTraits& traits : kBackends) {
+    if (traits.name == name) return &traits;
   }
-  return false;
+  return nullptr;
+}
+inline bool isBuiltBackend(std::string_view name) {
+  const BackendTraits* traits = backendTraits(name);
+  return traits != nullptr && traits->built;
 }
 
 // spec.placement. Absent fields leave the choice to the host.

@@ -12,6 +12,7 @@
 //   5. fork the launcher half (which installs its own, wider profile: cells inherit it);
 //   6. install the agent's seccomp profile, then serve the broker only.
 
+#include "core/spec.h"
 #include "ipc/socket.h"
 #include "privsep/credentials.h"
 #include "privsep/daemon.h"
@@ -65,7 +66,7 @@ struct Options {
   uint64_t uidRangeSize = 65536;
   uint64_t uidPoolSize = 1024;
   std::string uplinkNetns;
-  std::string runsc = "/usr/bin/runsc";
+  std::string runsc{core::kRunscPath};
   std::string gvisorPlatform = "ptrace";
   std::string qemu = "/usr/bin/qemu-system-x86_64";
   std::string vmKernelDir = "/var/lib/cellos/vm/kernel";

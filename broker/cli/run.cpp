@@ -23,9 +23,6 @@ namespace cellos::cli {
 
 namespace {
 
-// The runsc of the gvisor backend: the VM launcher's --runsc default, which embedded mode keeps.
-constexpr const char* kEmbeddedRunsc = "/usr/bin/runsc";
-
 // What is at `path` now, to tell whether a run wrote to it.
 std::optional<std::pair<ino_t, off_t>> fileIdentity(const std::string& path) {
   struct stat st {};
@@ -102,11 +99,15 @@ int runCommand(const RunOptions& options) {
               << " is not available in this version (linux, gvisor and microvm are)\n";
     return kExitUsage;
   }
-  // The VM launcher that embedded mode starts runs gvisor cells with its default runsc.
-  if (backend == "gvisor" && access(kEmbeddedRunsc, X_OK) != 0) {
-    std::cerr << "cellos run: gvisor backend unavailable: runsc is not installed ("
-              << kEmbeddedRunsc << ": " << strerror(errno)
-              << "; `apt-get install runsc`, or see `cellos doctor`)\n";
+  // The VM launcher that embedded mode starts runs the backend's cells with its default host
+  // program (gvisor: runsc).
+  const core::BackendTraits& traits = *core::backendTraits(backend);
+  std::string program(traits.hostProgram);
+  if (!program.empty() && access(program.c_str(), X_OK) != 0) {
+    std::cerr << "cellos run: " << backend
+              << " backend unavailable: " << program.substr(program.rfind('/') + 1)
+              << " is not installed (" << program << ": " << strerror(errno)
+              << "; `apt-get install " << traits.hostPackage << "`, or see `cellos doctor`)\n";
     return kExitRunnerFailed;
   }
   if (geteuid() != 0) {

@@ -1,5 +1,6 @@
 #include "vmm-agent/backends/microvm/microvm_cell.h"
 
+#include "core/spec.h"
 #include "vmm-agent/backends/microvm/qemu_driver.h"
 #include "vmm-agent/backends/microvm/vm_boot_files.h"
 #include "vmm-agent/backends/microvm/vm_plan.h"
@@ -37,7 +38,7 @@ namespace {
 constexpr uint64_t kMiB = 1u << 20;
 // A guest below this does not boot the cloud kernel with its modules.
 constexpr uint64_t kMinGuestMiB = 96;
-constexpr uint64_t kDefaultGuestMiB = 256;
+constexpr uint64_t kDefaultGuestMiB = core::kDefaultMicrovmMemoryBytes / kMiB;
 // The VMM's own memory beyond the guest's RAM (its code, TCG's translation buffer of 64 MiB,
 // device state), charged to the cell's host cgroup; the working directory copy on the host
 // (at most the guest's RAM) comes on top.
